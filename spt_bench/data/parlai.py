@@ -1,0 +1,256 @@
+"""ParlAI / ConvAI2 text files: read every variant into Examples, and write them back.
+
+Format: every line is `N text`, N restarting at 1 for each dialogue. Persona lines read
+`N your persona: ...` (the responder's) or `N partner's persona: ...`; dialogue lines read
+`N partner<TAB>self[<TAB>reward<TAB>cand1|cand2|...]`. This covers the self/other/both/none x
+original/revised variants, with and without candidates: the variant only changes which persona
+lines are present. The responder is always the second speaker of a dialogue line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from spt_bench.data.example import Example
+from spt_bench.errors import InputError, SptBenchError
+from spt_bench.io import atomic_write_text
+
+SILENCE = "__SILENCE__"
+YOUR_PERSONA = "your persona:"
+PARTNER_PERSONA = "partner's persona:"
+
+
+def read_text_lines(path: str | Path) -> list[str]:
+    """Decode a UTF-8 text file into lines, rejecting missing, binary and empty files.
+
+    Accepts a UTF-8 BOM and CRLF line ends; a last line without a newline is valid.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, None, "is a directory, expected a file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, None, "file not found") from None
+    except OSError as e:
+        raise InputError(path, None, f"cannot read file ({e.strerror})") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise InputError(path, line, "binary file (NUL byte), expected UTF-8 text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InputError(
+            path, line, f"invalid UTF-8 (byte 0x{data[e.start]:02x} at column {col})"
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise InputError(path, 1, "empty file")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    if "\r" in text:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return lines
+
+
+def parse_parlai(path: str | Path, *, dialog_prefix: str | None = None) -> list[Example]:
+    """Parse a ParlAI/ConvAI2 text file into Examples (one per dialogue line).
+
+    Dialogue ids are `<dialog_prefix or file stem>:<0-based dialogue index in the file>`.
+    A partner `__SILENCE__` opening (the responder speaks first) keeps its example and is left
+    out of the history, so that example's history is empty.
+    """
+    path = Path(path)
+    lines = read_text_lines(path)
+    return parse_parlai_lines(lines, path=path, dialog_prefix=dialog_prefix or path.stem)
+
+
+def parse_parlai_lines(lines: list[str], *, path: str | Path, dialog_prefix: str) -> list[Example]:
+    examples: list[Example] = []
+    dialog_index = -1
+    dialog_id = ""
+    dialog_start = 0
+    prev_number = 0
+    persona: list[str] = []
+    partner_persona: list[str] = []
+    utterances: list[str] = []
+    persona_t: tuple[str, ...] = ()
+    partner_t: tuple[str, ...] = ()
+    turn = 0
+
+    def close_dialogue(next_line: int | None) -> None:
+        if dialog_index >= 0 and turn == 0:
+            where = f"dialogue {dialog_index + 1} (from line {dialog_start})"
+            if not examples and next_line is None:
+                problem = f"no examples: {where} has no dialogue lines (partner<TAB>response)"
+            else:
+                problem = f"{where} has no dialogue lines (partner<TAB>response)"
+            raise InputError(path, next_line or len(lines), problem)
+
+    for lineno, line in enumerate(lines, start=1):
+        space = line.find(" ")
+        number_text = line if space < 0 else line[:space]
+        if not (number_text.isascii() and number_text.isdigit()):
+            if not line.strip():
+                raise InputError(path, lineno, "blank line, expected 'N text'")
+            raise InputError(path, lineno, "line does not start with its number ('N text')")
+        number = int(number_text)
+        if number == 1:
+            close_dialogue(lineno)
+            dialog_index += 1
+            dialog_id = f"{dialog_prefix}:{dialog_index}"
+            dialog_start = lineno
+            persona, partner_persona, utterances = [], [], []
+            turn = 0
+        elif number != prev_number + 1:
+            if lineno == 1:
+                raise InputError(path, lineno, f"numbering starts at {number}, expected 1")
+            raise InputError(
+                path,
+                lineno,
+                f"line number {number} follows {prev_number}: expected {prev_number + 1} "
+                "(same dialogue) or 1 (new dialogue)",
+            )
+        prev_number = number
+        text = "" if space < 0 else line[space + 1 :]
+        if not text.strip():
+            raise InputError(path, lineno, "no text after the line number")
+
+        if "\t" not in text:
+            if text.startswith(YOUR_PERSONA):
+                target = persona
+                sentence = text[len(YOUR_PERSONA) :].strip()
+            elif text.startswith(PARTNER_PERSONA):
+                target = partner_persona
+                sentence = text[len(PARTNER_PERSONA) :].strip()
+            else:
+                raise InputError(
+                    path,
+                    lineno,
+                    "dialogue line without a TAB between the partner's utterance and the response",
+                )
+            if turn:
+                raise InputError(path, lineno, "persona line after the dialogue lines")
+            if not sentence:
+                raise InputError(path, lineno, "empty persona sentence")
+            target.append(sentence)
+            continue
+
+        fields = text.split("\t")
+        if len(fields) > 4:
+            raise InputError(path, lineno, f"{len(fields)} TAB-separated fields, expected 2 to 4")
+        partner = fields[0].strip()
+        response = fields[1].strip()
+        if not partner:
+            raise InputError(path, lineno, "empty partner utterance before the TAB")
+        if not response:
+            raise InputError(path, lineno, "empty response after the TAB")
+        candidates: tuple[str, ...] = ()
+        if len(fields) == 4 and fields[3].strip():
+            candidates = tuple(c.strip() for c in fields[3].split("|"))
+            if not all(candidates):
+                raise InputError(path, lineno, "empty candidate in the candidates field")
+        if turn == 0:
+            persona_t, partner_t = tuple(persona), tuple(partner_persona)
+        if not (turn == 0 and partner == SILENCE):
+            utterances.append(partner)
+        examples.append(
+            Example(
+                dialog_id=dialog_id,
+                turn=turn,
+                persona=persona_t,
+                history=tuple(utterances),
+                response=response,
+                partner_persona=partner_t,
+                candidates=candidates,
+            )
+        )
+        utterances.append(response)
+        turn += 1
+
+    close_dialogue(None)
+    return examples
+
+
+def _group_dialogues(examples: Iterable[Example]) -> list[list[Example]]:
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.dialog_id, []).append(ex)
+    return [sorted(g, key=lambda e: e.turn) for g in groups.values()]
+
+
+def _check_field(text: str, what: str, dialog_id: str) -> str:
+    if "\t" in text or "\n" in text or "\r" in text:
+        raise SptBenchError(
+            f"cannot write ParlAI text: {what} in dialogue {dialog_id} holds a TAB or newline"
+        )
+    return text
+
+
+def format_parlai(examples: Iterable[Example]) -> str:
+    """Render Examples as ParlAI/ConvAI2 text (dialogues in first-appearance order).
+
+    Each dialogue must hold all its turns from 0 with full histories (as every reader produces);
+    an empty first history is written as a `__SILENCE__` partner opening.
+    """
+    out: list[str] = []
+    for dialogue in _group_dialogues(examples):
+        first = dialogue[0]
+        did = first.dialog_id
+        n = 1
+        for prefix, sentences in (
+            (YOUR_PERSONA, first.persona),
+            (PARTNER_PERSONA, first.partner_persona),
+        ):
+            for s in sentences:
+                out.append(f"{n} {prefix} {_check_field(s, 'a persona sentence', did)}")
+                n += 1
+        utterances: list[str] = []
+        for k, ex in enumerate(dialogue):
+            if ex.turn != k:
+                raise SptBenchError(
+                    f"cannot write ParlAI text: dialogue {did} has turn {ex.turn} where turn {k} "
+                    "was expected (turns must run 0, 1, 2, ...)"
+                )
+            if ex.persona != first.persona or ex.partner_persona != first.partner_persona:
+                raise SptBenchError(
+                    f"cannot write ParlAI text: dialogue {did} changes persona at turn {k}"
+                )
+            if k == 0 and not ex.history:
+                partner = SILENCE
+            elif len(ex.history) == len(utterances) + 1 and list(ex.history[:-1]) == utterances:
+                partner = ex.history[-1]
+                utterances.append(partner)
+            else:
+                raise SptBenchError(
+                    f"cannot write ParlAI text: dialogue {did} turn {k} history is not the "
+                    "earlier turns' utterances plus one partner utterance (truncated?); "
+                    "write JSONL instead"
+                )
+            utterances.append(ex.response)
+            line = (
+                f"{n} {_check_field(partner, 'an utterance', did)}\t"
+                f"{_check_field(ex.response, 'a response', did)}"
+            )
+            if ex.candidates:
+                if any("|" in c for c in ex.candidates):
+                    raise SptBenchError(
+                        f"cannot write ParlAI text: a candidate in dialogue {did} holds '|'"
+                    )
+                line += "\t\t" + "|".join(
+                    _check_field(c, "a candidate", did) for c in ex.candidates
+                )
+            out.append(line)
+            n += 1
+    return "".join(line + "\n" for line in out)
+
+
+def write_parlai(examples: Iterable[Example], path: str | Path) -> None:
+    """Write Examples as a ParlAI/ConvAI2 text file, atomically."""
+    atomic_write_text(path, format_parlai(examples))

@@ -1,0 +1,177 @@
+"""Resolve a `--data` value to a reader: file, ConvAI2 folder, `sample`, saved dataset, hub id.
+
+Resolution order for a value V:
+1. `sample` -> the bundled sample (spt_bench/data/sample/sample_dialogues.txt).
+2. V exists (relative to the working directory) -> that file or folder.
+3. V is relative and `$SPT_BENCH_DATA_DIR/V` exists -> that file or folder.
+4. V looks like a datasets hub id (`name` or `owner/name`, no file extension) -> the hub.
+5. Otherwise: file not found.
+
+Files: `*.jsonl` is canonical JSONL, anything else ParlAI/ConvAI2 text. Folders: a saved
+`datasets` folder, or a folder of data files named `<split>_<variant>.txt` (ConvAI2: e.g.
+`valid_self_original_no_cands.txt`) or `<split>.jsonl` / `<split>.txt` (what `data split` writes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from spt_bench.data.example import Example
+from spt_bench.data.hf import is_saved_dataset_dir, load_hf_examples
+from spt_bench.data.jsonl import read_examples_jsonl
+from spt_bench.data.parlai import parse_parlai
+from spt_bench.errors import InputError, SptBenchError
+
+SAMPLE = "sample"
+DATA_DIR_ENV = "SPT_BENCH_DATA_DIR"
+DEFAULT_VARIANT = "self_original_no_cands"  # the SPT paper's files
+SPLIT_NAMES = ("train", "valid", "dev", "test")
+DATA_SUFFIXES = (".txt", ".jsonl")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved data source. kind: sample | parlai | jsonl | folder | hf-disk | hf-hub."""
+
+    kind: str
+    name: str  # the value as given
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else self.name
+
+
+def sample_path() -> Path:
+    """The bundled sample: ~40 original persona dialogues in ConvAI2 text format."""
+    return Path(str(resources.files("spt_bench.data").joinpath("sample/sample_dialogues.txt")))
+
+
+def _classify(name: str, path: Path) -> Source:
+    if path.is_dir():
+        kind = "hf-disk" if is_saved_dataset_dir(path) else "folder"
+        return Source(kind, name, path)
+    return Source("jsonl" if path.suffix == ".jsonl" else "parlai", name, path)
+
+
+def looks_like_hub_id(value: str) -> bool:
+    return bool(_HUB_ID.match(value)) and not value.lower().endswith(_FILE_SUFFIXES)
+
+
+def resolve_source(source: str | Path) -> Source:
+    """Map a `--data` value to a Source (see the module docstring for the order)."""
+    name = str(source)
+    if name == SAMPLE:
+        return Source("sample", name, sample_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        return _classify(name, path)
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir and not path.is_absolute():
+        candidate = Path(data_dir).expanduser() / path
+        if candidate.exists():
+            return _classify(name, candidate)
+    if isinstance(source, str) and looks_like_hub_id(name):
+        return Source("hf-hub", name)
+    where = f" (nor under {DATA_DIR_ENV}={data_dir})" if data_dir else ""
+    raise InputError(path, None, f"file not found{where}")
+
+
+def folder_files(directory: Path) -> dict[str, list[Path]]:
+    """Data files in a folder grouped by split: `train_*.txt`, `valid.jsonl`, ..."""
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(directory.iterdir()):
+        if p.is_file() and p.suffix in DATA_SUFFIXES and not p.name.startswith("."):
+            split = p.stem.split("_", 1)[0]
+            if split in SPLIT_NAMES:
+                groups.setdefault(split, []).append(p)
+    return groups
+
+
+def pick_folder_file(directory: Path, split: str | None, variant: str | None = None) -> Path:
+    """The one data file of `split` (and `variant`) in a folder; ambiguity is an error."""
+    groups = folder_files(directory)
+    every = [p for files in groups.values() for p in files]
+    if not every:
+        raise InputError(
+            directory,
+            None,
+            "no data files here (expected e.g. valid_self_original_no_cands.txt or test.jsonl)",
+        )
+    if split is None:
+        if len(every) == 1:
+            return every[0]
+        names = ", ".join(p.name for p in every)
+        raise SptBenchError(
+            f"{directory}: several data files ({names}); choose one with --split and --variant, "
+            "or pass the file"
+        )
+    files = groups.get(split, [])
+    if variant is not None:
+        wanted = [p for p in files if p.stem == f"{split}_{variant}"]
+        if not wanted:
+            raise InputError(directory, None, f"no {split}_{variant}.txt here")
+        return wanted[0]
+    if len(files) == 1:
+        return files[0]
+    if not files:
+        present = ", ".join(sorted(groups))
+        raise InputError(
+            directory, None, f"no {split!r} data file here (splits present: {present})"
+        )
+    default = [p for p in files if p.stem == f"{split}_{DEFAULT_VARIANT}"]
+    if default:
+        return default[0]
+    names = ", ".join(p.name for p in files)
+    raise SptBenchError(f"{directory}: several {split} files ({names}); choose one with --variant")
+
+
+def read_file(path: Path) -> list[Example]:
+    """Read one data file by its extension (`.jsonl` canonical JSONL, else ParlAI text)."""
+    if path.suffix == ".jsonl":
+        examples = read_examples_jsonl(path)
+    else:
+        examples = parse_parlai(path)
+    if not examples:
+        raise InputError(path, None, "no examples")
+    return examples
+
+
+def narrow_source(src: Source, *, split: str | None = None, variant: str | None = None) -> Source:
+    """A folder source narrowed to the one file `split`/`variant` pick; other sources as given."""
+    if src.kind != "folder":
+        return src
+    assert src.path is not None
+    return _classify(src.name, pick_folder_file(src.path, split, variant))
+
+
+def load_source(
+    src: Source, *, split: str | None = None, variant: str | None = None
+) -> list[Example]:
+    """Examples of a resolved source (a folder is first narrowed to one file)."""
+    src = narrow_source(src, split=split, variant=variant)
+    if src.kind in ("sample", "parlai", "jsonl"):
+        assert src.path is not None
+        return read_file(src.path)
+    if src.kind == "hf-disk":
+        return load_hf_examples(src.path or src.name, split=split, local=True)
+    if src.kind == "hf-hub":
+        return load_hf_examples(src.name, split=split, local=False)
+    raise AssertionError(src.kind)
+
+
+def load_examples(
+    source: str | Path, *, split: str | None = None, variant: str | None = None
+) -> list[Example]:
+    """Read any supported source into canonical Examples.
+
+    `split`/`variant` choose among the files of a ConvAI2 folder (`valid` + `self_original_no_cands`
+    picks `valid_self_original_no_cands.txt`) or among the splits of a dataset; single files ignore
+    them.
+    """
+    return load_source(resolve_source(source), split=split, variant=variant)
