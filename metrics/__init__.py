@@ -1,0 +1,34 @@
+"""spt-bench metrics: one scorer for every method and for any predictions file.
+
+    from metrics import score_predictions, ScoreReport, BertScoreOptions, paired_bootstrap,
+                        METRICS, render_score_report
+
+Importing this package is cheap (numpy only); sacrebleu, rouge-score, bert-score and torch load
+inside the functions that use them. Definitions of every metric: docs/metrics.md.
+"""
+
+from metrics.bertscore import BertScoreOptions
+from metrics.bootstrap import bootstrap_ci, paired_bootstrap
+from metrics.files import score_file, write_example_scores
+from metrics.predictions import read_prediction_rows, validate_rows
+from metrics.registry import METRICS, Metric, MetricRegistry
+from metrics.render import render_score_report
+from metrics.scorer import ScoreReport, score_predictions
+from metrics.table import ScoreTable
+
+__all__ = [
+    "METRICS",
+    "BertScoreOptions",
+    "Metric",
+    "MetricRegistry",
+    "ScoreReport",
+    "ScoreTable",
+    "bootstrap_ci",
+    "paired_bootstrap",
+    "read_prediction_rows",
+    "render_score_report",
+    "score_file",
+    "score_predictions",
+    "validate_rows",
+    "write_example_scores",
+]
