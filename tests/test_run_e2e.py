@@ -1,0 +1,117 @@
+"""`spt-bench run` / `evaluate` / `methods` end to end on the bundled sample (tiny-random)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+TINY = ["--model", "tiny-random", "--no-bertscore"]
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["run", *args], catch_exceptions=False)
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_default_run_path_works_end_to_end_on_the_sample(tmp_path: Path) -> None:
+    # exactly the embedded default except the model (tiny) and BERTScore (off in tests)
+    res = _run(*TINY, "--out", str(tmp_path), "--name", "default")
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "default"
+    for name in ("config.json", "env.json", "train_log.jsonl", "predictions.jsonl",
+                 "example_scores.jsonl", "metrics.json", "report.md", "checkpoint/state.json"):  # fmt: skip
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "spt" and config["model"] == "tiny-random"
+    assert config["lr"] is not None and config["method_options"]  # fully resolved
+    metrics = json.loads((run / "metrics.json").read_text())
+    preds = _rows(run / "predictions.jsonl")
+    assert metrics["n"] == len(preds) == 23  # the sample's test split
+    assert len({r["id"] for r in preds}) == len(preds)
+    assert {"f1", "bleu", "rougeL", "dist1"} <= set(metrics["overall"])
+    assert "bertscore_f1" not in metrics["overall"]
+    assert all("selected_prompt" in r for r in preds)
+    env = json.loads((run / "env.json").read_text())
+    assert env["packages"]["torch"] and "git" in env and env["device"]["device"] == "cpu"
+    assert "| metric |" in (run / "report.md").read_text()
+    assert "f1" in res.output  # the rich report was printed
+
+
+def test_run_folder_is_never_overwritten_silently_and_names_stay_inside(tmp_path: Path) -> None:
+    args = [*TINY, "--method", "text-prompt", "--eval-limit", "3", "--out", str(tmp_path)]
+    assert _run(*args, "--name", "a").exit_code == 0
+    again = _run(*args, "--name", "a")
+    assert again.exit_code == 2 and "already exists; use --overwrite" in again.output
+    assert _run(*args, "--name", "a", "--overwrite").exit_code == 0
+    escape = _run(*args, "--name", "../evil")
+    assert escape.exit_code == 2 and "invalid run name" in escape.output
+    assert not (tmp_path.parent / "evil").exists()
+    # --overwrite never deletes a folder that is not a run folder
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    res = _run(*args, "--name", "mine", "--overwrite")
+    assert res.exit_code == 2 and "not an spt-bench run folder" in res.output
+    assert (tmp_path / "mine" / "notes.txt").is_file()
+
+
+def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> None:
+    args = [*TINY, "--method", "lora", "--max-steps", "3", "--eval-limit", "5"]
+    assert _run(*args, "--out", str(tmp_path / "r")).exit_code == 0
+    before = _rows(tmp_path / "r/predictions.jsonl")
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--no-bertscore"])
+    assert res.exit_code == 0, res.output
+    after = _rows(tmp_path / "r/predictions.jsonl")
+    assert [r["prediction"] for r in after] == [r["prediction"] for r in before]
+    assert json.loads((tmp_path / "r/metrics.json").read_text())["evaluated_from"].startswith(
+        "step-"
+    )
+    missing = runner.invoke(app, ["evaluate", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "not a run folder" in missing.output
+
+
+def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> None:
+    args = [*TINY, "--method", "full-ft", "--max-steps", "2", "--eval-limit", "4"]
+    out = str(tmp_path / "r")
+    assert _run(*args, "--out", out).exit_code == 0
+    (tmp_path / "r/metrics.json").unlink()
+    lines = (tmp_path / "r/predictions.jsonl").read_text().splitlines()
+    (tmp_path / "r/predictions.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    res = _run("--resume", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert len(_rows(tmp_path / "r/predictions.jsonl")) == 4
+    metrics = json.loads((tmp_path / "r/metrics.json").read_text())
+    assert metrics["decode"]["n_resumed"] == 2 and metrics["decode"]["n_decoded"] == 2
+    changed = _run("--resume", "--out", out, "--lr", "0.5")
+    assert changed.exit_code == 2 and "changed settings: lr" in changed.output
+
+
+def test_methods_command_lists_every_method() -> None:
+    res = runner.invoke(app, ["methods"])
+    assert res.exit_code == 0
+    for name in ("text-prompt", "full-ft", "lora"):
+        assert name in res.output
+
+
+def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
+    res = _run(*TINY, "--method", "lora", "--k", "4", "--out", str(tmp_path / "x"))
+    assert res.exit_code == 2
+    assert "method 'lora' has no option 'k'" in res.output
+    res = _run(*TINY, "--decoding", "nucleus", "--out", str(tmp_path / "y"))
+    assert res.exit_code == 2 and "decoding" in res.output
+
+
+@pytest.mark.slow
+def test_default_run_with_the_real_model(tmp_path: Path) -> None:
+    res = _run("--out", str(tmp_path / "real"))
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "real/metrics.json").read_text())
+    assert metrics["n"] == 23 and "bertscore_f1" in metrics["overall"]
