@@ -241,15 +241,15 @@ _RUN_HELP = (
 @command(app, "run", help=_RUN_HELP)
 def run_cmd(
     method: str = typer.Option(
-        None, "--method", help="Method name (spt-bench methods) [default: spt]."
+        None, "--method", help="Method name (spt-bench methods) (default: spt)."
     ),
     model: str = typer.Option(
-        None, "--model", help="smollm2-135m, tiny-random, HF id or folder [default: smollm2-135m]."
+        None, "--model", help="smollm2-135m, tiny-random, HF id or folder (default: smollm2-135m)."
     ),
     data: str = typer.Option(
         None,
         "--data",
-        help="Data file/folder/'sample'/dataset; one file is split by --split-protocol [default: bundled sample].",
+        help="Data file/folder/'sample'/dataset; one file is split by --split-protocol (default: bundled sample).",
     ),
     train_data: str = typer.Option(
         None, "--train-data", help="Separate training data (with --test-data)."
@@ -258,13 +258,13 @@ def run_cmd(
         None, "--test-data", help="Separate test data (with --train-data)."
     ),
     out: str = typer.Option(
-        None, "--out", help="Run folder, or its parent when --name is given [default: runs/]."
+        None, "--out", help="Run folder, or its parent when --name is given (default: runs/)."
     ),
     name: str = typer.Option(
-        None, "--name", help="Run folder name under --out [default: <method>-<timestamp>]."
+        None, "--name", help="Run folder name under --out (default: <method>-<timestamp>)."
     ),
     seed: int = typer.Option(
-        None, "--seed", help="Seed for init, data order, sampling [default: 0]."
+        None, "--seed", help="Seed for init, data order, sampling (default: 0)."
     ),
     max_steps: int = typer.Option(
         None, "--max-steps", help="Optimiser steps (overrides --epochs)."
@@ -274,7 +274,7 @@ def run_cmd(
     ),
     batch_size: int = typer.Option(None, "--batch-size", help="Training micro-batch size."),
     grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimiser step."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate [default: the method's]."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the method's)."),
     train_limit: int = typer.Option(
         None, "--train-limit", help="Use N train examples (seeded subset)."
     ),
@@ -287,22 +287,22 @@ def run_cmd(
         None, "--eval-batch-size", help="Decoding / dev batch size."
     ),
     max_new_tokens: int = typer.Option(
-        None, "--max-new-tokens", help="Generated tokens cap [default: 32]."
+        None, "--max-new-tokens", help="Generated tokens cap (default: 32)."
     ),
     decoding: str = typer.Option(
-        None, "--decoding", help="greedy | sample | beam [default: greedy]."
+        None, "--decoding", help="greedy | sample | beam (default: greedy)."
     ),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: auto]."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     dtype: str = typer.Option(
-        None, "--dtype", help="float32 | bfloat16 | float16 [default: bf16 on CUDA, fp32 on CPU]."
+        None, "--dtype", help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
     ),
     no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
     no_model_metrics: bool = typer.Option(
         False, "--no-model-metrics", help="Skip perplexity and hits@k (docs/model-metrics.md)."
     ),
-    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 [default: 1]."),
+    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 (default: 1)."),
     hits_candidates: int = typer.Option(
-        None, "--hits-candidates", help="Synthetic candidates per example [default: 20]."
+        None, "--hits-candidates", help="Synthetic candidates per example (default: 20)."
     ),
     config: str = typer.Option(None, "--config", help="YAML config file (below explicit flags)."),
     preset: str = typer.Option(
@@ -313,38 +313,38 @@ def run_cmd(
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow model code from the hub."
     ),
-    k: int = typer.Option(None, "--k", help="[spt] number of soft prompts K."),
+    k: int = typer.Option(None, "--k", help="(spt) number of soft prompts K."),
     prompt_len: int = typer.Option(
-        None, "--prompt-len", help="[spt, prompt-tuning] virtual tokens per prompt L."
+        None, "--prompt-len", help="(spt, prompt-tuning) virtual tokens per prompt L."
     ),
     prompt_init: str = typer.Option(
-        None, "--prompt-init", help="[spt, prompt-tuning] vocab | normal."
+        None, "--prompt-init", help="(spt, prompt-tuning) vocab | normal."
     ),
     retriever_query: str = typer.Option(
-        None, "--retriever-query", help="[spt] embeddings | hidden."
+        None, "--retriever-query", help="(spt) embeddings | hidden."
     ),
-    no_selection_loss: bool = typer.Option(False, "--no-selection-loss", help="[spt] drop L_sel."),
-    no_fusion: bool = typer.Option(False, "--no-fusion", help="[spt] drop L_fusion."),
-    no_contrastive: bool = typer.Option(False, "--no-contrastive", help="[spt] drop L_ctr."),
-    selection_weight: float = typer.Option(None, "--selection-weight", help="[spt] lambda_sel."),
+    no_selection_loss: bool = typer.Option(False, "--no-selection-loss", help="(spt) drop L_sel."),
+    no_fusion: bool = typer.Option(False, "--no-fusion", help="(spt) drop L_fusion."),
+    no_contrastive: bool = typer.Option(False, "--no-contrastive", help="(spt) drop L_ctr."),
+    selection_weight: float = typer.Option(None, "--selection-weight", help="(spt) lambda_sel."),
     contrastive_weight: float = typer.Option(
-        None, "--contrastive-weight", help="[spt] lambda_ctr."
+        None, "--contrastive-weight", help="(spt) lambda_ctr."
     ),
-    fusion_weight: float = typer.Option(None, "--fusion-weight", help="[spt] weight of L_fusion."),
+    fusion_weight: float = typer.Option(None, "--fusion-weight", help="(spt) weight of L_fusion."),
     tau_gold: float = typer.Option(
-        None, "--tau-gold", help="[spt] temperature of the LM-loss ranking."
+        None, "--tau-gold", help="(spt) temperature of the LM-loss ranking."
     ),
     tau_sim: float = typer.Option(
-        None, "--tau-sim", help="[spt] temperature of the retriever scores."
+        None, "--tau-sim", help="(spt) temperature of the retriever scores."
     ),
     contrastive_threshold: float = typer.Option(
-        None, "--contrastive-threshold", help="[spt] persona BLEU threshold."
+        None, "--contrastive-threshold", help="(spt) persona BLEU threshold."
     ),
-    lora_r: int = typer.Option(None, "--lora-r", help="[lora] rank."),
-    lora_alpha: float = typer.Option(None, "--lora-alpha", help="[lora] alpha."),
-    lora_dropout: float = typer.Option(None, "--lora-dropout", help="[lora] dropout."),
+    lora_r: int = typer.Option(None, "--lora-r", help="(lora) rank."),
+    lora_alpha: float = typer.Option(None, "--lora-alpha", help="(lora) alpha."),
+    lora_dropout: float = typer.Option(None, "--lora-dropout", help="(lora) dropout."),
     shots: int = typer.Option(
-        None, "--shots", help="[text-prompt] k-shot demonstrations from train."
+        None, "--shots", help="(text-prompt) k-shot demonstrations from train."
     ),
 ) -> None:
     from rich.console import Console
@@ -387,21 +387,30 @@ def run_cmd(
 def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run folder made by spt-bench run."),
     no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda ... [default: the run's]."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda ... (default: the run's)."),
     dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
     eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
     no_model_metrics: bool = typer.Option(
         False, "--no-model-metrics", help="Skip perplexity and hits@k."
     ),
-    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 [default: run's]."),
+    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 (default: run's)."),
+    rescore: bool = typer.Option(
+        False,
+        "--rescore",
+        help="Only re-score the saved predictions (no model; e.g. to add BERTScore).",
+    ),
 ) -> None:
     """Re-decode and re-score a saved run from its checkpoint (replaces its predictions)."""
     from rich.console import Console
 
     from spt_bench.model_metrics import parse_hits_k
-    from spt_bench.runner import evaluate_run, print_result
+    from spt_bench.runner import evaluate_run, print_result, rescore_run
 
     console = Console()
+    if rescore:
+        result = rescore_run(run_dir, bertscore=not no_bertscore, console=console)
+        print_result(result, console)
+        return
     result = evaluate_run(
         run_dir,
         bertscore=False if no_bertscore else None,
@@ -519,11 +528,13 @@ def chat_cmd(
 def bench_cmd(
     model: str = typer.Option("smollm2-135m", "--model", help="Backbone (as for run)."),
     data: str | None = typer.Option(
-        None, "--data", help="Examples to use (as for run) [default: bundled sample]."
+        None, "--data", help="Examples to use (as for run); default: the bundled sample."
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda ... [default: auto]."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda ...; default: cuda when available."
+    ),
     dtype: str | None = typer.Option(
-        None, "--dtype", help="float32 | bfloat16 | float16 [default: bf16 on CUDA, else fp32]."
+        None, "--dtype", help="float32 | bfloat16 | float16; default: bf16 on CUDA, else fp32."
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
     reps: int = typer.Option(5, "--reps", help="Timed training steps (median reported)."),
@@ -537,12 +548,15 @@ def bench_cmd(
     generate_batch_size: str | None = typer.Option(
         None,
         "--generate-batch-size",
-        help="Plain generate batch size(s) [default: the same as --decode-batch-size].",
+        help="Plain generate batch size(s); default: the same as --decode-batch-size.",
     ),
     n_decode: int | None = typer.Option(
-        None, "--n-decode", help="Prompts to decode [default: all on CUDA, 128 on CPU]."
+        None, "--n-decode", help="Prompts to decode; default: all on CUDA, 128 on CPU."
     ),
     decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
+    decode_method: str = typer.Option(
+        "spt", "--decode-method", help="Method whose decoding is timed (untrained)."
+    ),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Generated tokens cap."),
     no_plain_generate: bool = typer.Option(
         False, "--no-plain-generate", help="Skip the plain model.generate reference."
@@ -578,6 +592,7 @@ def bench_cmd(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
         warmup=warmup, k=k, decode_batch_sizes=decode_batch_size,
         generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
+        decode_method=decode_method,
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
         profile_dir=profile, checkpointing=checkpointing,
     )  # fmt: skip

@@ -16,7 +16,8 @@
 #   SPT_GPU_CHECK_DEVICE=cuda          SPT_GPU_CHECK_DATA=.device/b/valid_self_original_no_cands.txt
 #   SPT_GPU_CHECK_BATCH=32             SPT_GPU_CHECK_N_DECODE= (empty: all 7801 prompts)
 #   SPT_GPU_CHECK_DECODE_BATCHES=256,auto     SPT_GPU_CHECK_GENERATE_BATCHES=256,2048,auto
-#   SPT_GPU_CHECK_REPS=5  SPT_GPU_CHECK_WARMUP=2  SPT_GPU_CHECK_MAX_NEW=32  SPT_GPU_CHECK_SKIP_WHEELS=1 (no pip install)
+#   SPT_GPU_CHECK_REPS=5  SPT_GPU_CHECK_WARMUP=2  SPT_GPU_CHECK_MAX_NEW=32
+#   SPT_GPU_CHECK_DECODE_METHOD=spt (full-ft = the bare LM, no soft prompt: the reference workload)  SPT_GPU_CHECK_SKIP_WHEELS=1 (no pip install)
 #   PYTHON=python3
 set -euo pipefail
 
@@ -35,6 +36,7 @@ GENERATE_BATCHES="${SPT_GPU_CHECK_GENERATE_BATCHES:-256,2048,auto}"
 REPS="${SPT_GPU_CHECK_REPS:-5}"
 WARMUP="${SPT_GPU_CHECK_WARMUP:-2}"
 MAX_NEW="${SPT_GPU_CHECK_MAX_NEW:-32}"
+DECODE_METHOD="${SPT_GPU_CHECK_DECODE_METHOD:-spt}"
 export PYTHONUNBUFFERED=1 COLUMNS="${COLUMNS:-160}"
 export SPT_BENCH_CACHE="${SPT_BENCH_CACHE:-/tmp/spt-bench-cache}"
 t_start=$(date +%s)
@@ -80,6 +82,7 @@ EOF
 args=(bench --model "$MODEL" --device "$DEVICE" --data "$DATA" --batch-size "$BATCH"
       --reps "$REPS" --warmup "$WARMUP" --checkpointing --decode-batch-size "$DECODE_BATCHES"
       --generate-batch-size "$GENERATE_BATCHES" --max-new-tokens "$MAX_NEW"
+      --decode-method "$DECODE_METHOD"
       --predictions "$OUT/predictions.jsonl" --json "$OUT/bench.json" --profile "$OUT")
 if [ -n "$N_DECODE" ]; then
     args+=(--n-decode "$N_DECODE")
@@ -104,6 +107,8 @@ dec = r.get("decode") or {}
 for f in dec.get("ours", []) + dec.get("plain_generate", []):
     what = f["error"] or f"{f['seconds']:.2f} s, {f['responses_per_s']:.0f} responses/s"
     print(f"decode {f['path']:<15} batch {f['batch_size']:>5}: {what}")
+if dec.get("stop_reasons"):
+    print(f"decode stops (ours): {dec['stop_reasons']}, mean {dec['mean_new_tokens']:.1f} tokens")
 if "speedup_best_vs_best" in dec:
     print(f"decode best vs best: {dec['speedup_best_vs_best']:.2f}x "
           f"(ours {dec['best_ours']['seconds']:.2f} s for {dec['n']}; target <= 6 s)")

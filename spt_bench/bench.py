@@ -137,8 +137,21 @@ def _read_status_kb(field_name: str) -> int | None:
     return None
 
 
+def _release_free_heap() -> None:
+    """Hand memory freed by earlier measurements back to the OS (glibc keeps freed chunks of
+    the heap otherwise, and a later measurement would reuse them without growing the RSS)."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS counter (VmHWM) of this process; False where unsupported."""
+    _release_free_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -149,7 +162,9 @@ def _reset_peak_rss() -> bool:
 @dataclass
 class PeakMemory:
     """Peak memory while the body runs. CUDA: max allocated bytes (absolute, weights included);
-    CPU: growth of the peak resident set over the RSS at entry (None where not measurable)."""
+    CPU: growth of the peak resident set over the RSS at entry, after freed heap memory went
+    back to the OS (None where not measurable; a rough figure - the allocator may still reuse
+    memory it kept)."""
 
     device: Any
     peak_bytes: int | None = None
@@ -305,7 +320,7 @@ def bench_method_step(
     method.set_train_mode(True)
     model = method.backbone.model
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _set_checkpointing(model, True)
         model.train()  # transformers checkpoints only in training mode
 
     def step() -> float:
@@ -321,11 +336,25 @@ def bench_method_step(
     if settings.profile_dir and method.name == "spt" and not checkpointing:
         profile_once(step, device, Path(settings.profile_dir) / "train_profile.txt")
     if checkpointing:
-        model.gradient_checkpointing_disable()
+        _set_checkpointing(model, False)
     method.set_train_mode(False)
     k = int(getattr(method.options, "k", 1))
     name = method.name + (" + activation checkpointing" if checkpointing else "")
     return _figures(name, "ours", k, times, batch, mem, losses[0], "response positions")
+
+
+def _set_checkpointing(model: Any, on: bool) -> None:
+    """Activation checkpointing on/off under the name this transformers version uses."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def bench_plain_step(
@@ -653,94 +682,88 @@ def bench_decoding(
     backbone: Backbone, train: list[Example], examples: list[Example], settings: BenchSettings,
     work_dir: Path,
 ) -> dict[str, Any]:  # fmt: skip
-    """Our decoder vs plain generate over `examples` at the requested batch sizes."""
+    """Our decoder vs plain generate over `examples` at the requested batch sizes. Every
+    configuration gets an untimed warm-up on its longest batch; the timed passes are interleaved
+    (ours, plain, ours, plain, ...) so a machine whose load drifts biases neither side."""
     from spt_bench.decode import DecodeSettings, decode
 
     device = backbone.device
     method = build_bench_method(backbone, settings.decode_method, settings, train)
     formatter = method.build_formatter()
     prefix_len = settings.prompt_len if _soft_prompts(method) is not None else 0
-    ours: list[DecodeFigures] = []
-    plain: list[DecodeFigures] = []
-    predictions: dict[int, list[dict]] = {}
-    plain_predictions: dict[int, dict[str, str]] = {}
     resolved: dict[int | str, int] = {}
     for req in settings.decode_batch_sizes:
         resolved[req] = _resolve_batch(req, backbone, formatter, examples, prefix_len, settings)
+    jobs: list[DecodeFigures] = []
     for req in settings.decode_batch_sizes:
-        bs = resolved[req]
-        if any(f.batch_size == bs for f in ours):  # e.g. "auto" came out as a size also asked for
-            continue
-        ds = DecodeSettings(max_new_tokens=settings.max_new_tokens, batch_size=bs)
-        warm = _longest(examples, formatter, bs)
-        fig = DecodeFigures("ours", bs, req, None)
-        try:
-            decode(method, formatter, warm, ds, work_dir / f"warm-{bs}.jsonl")
-            if settings.profile_dir and req == settings.decode_batch_sizes[-1]:
-                run_once = functools.partial(
-                    decode, method, formatter, warm, ds, work_dir / f"prof-{bs}.jsonl"
-                )
-                profile_once(run_once, device, Path(settings.profile_dir) / "decode_profile.txt")
-            times: list[float] = []
-            with PeakMemory(device) as mem:
-                for rep in range(settings.decode_reps):
-                    path = work_dir / f"ours-{bs}-{rep}.jsonl"
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    rows, stats = decode(method, formatter, examples, ds, path)
-                    _sync(device)
-                    times.append(time.perf_counter() - t0)
-            fig.seconds = statistics.median(times)
-            fig.seconds_all = [round(t, 4) for t in times]
-            fig.responses_per_s = len(examples) / fig.seconds
-            fig.new_tokens = stats.new_tokens
-            fig.oom_halvings = stats.oom_halvings
-            fig.peak_memory_bytes, fig.memory_kind = mem.peak_bytes, mem.kind
-            predictions[bs] = rows
-        except Exception as e:  # an OOM is a figure too; anything else is a bug
-            if not _is_oom(e):
-                raise
-            fig.error = "out of memory"
-            _free(device)
-        ours.append(fig)
-    gen_sizes = settings.generate_batch_sizes or settings.decode_batch_sizes
+        if all(j.batch_size != resolved[req] for j in jobs):  # "auto" may equal a given size
+            jobs.append(DecodeFigures("ours", resolved[req], req, None))
     if settings.plain_generate:
-        for req in gen_sizes:
+        for req in settings.generate_batch_sizes or settings.decode_batch_sizes:
             bs = resolved.get(req) or _resolve_batch(
                 req, backbone, formatter, examples, prefix_len, settings
             )
-            if any(f.batch_size == bs for f in plain):
+            if all(j.batch_size != bs for j in jobs if j.path == "plain generate"):
+                jobs.append(DecodeFigures("plain generate", bs, req, None))
+    predictions: dict[int, list[dict]] = {}
+    plain_predictions: dict[int, dict[str, str]] = {}
+    peaks: dict[int, tuple[int | None, str]] = {}
+    times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+    last_ours = max((i for i, j in enumerate(jobs) if j.path == "ours"), default=-1)
+
+    def run(i: int, subset: list[Example], tag: str) -> tuple[Any, int]:
+        job = jobs[i]
+        if job.path == "ours":
+            ds = DecodeSettings(max_new_tokens=settings.max_new_tokens, batch_size=job.batch_size)
+            rows, stats = decode(method, formatter, subset, ds, work_dir / f"{tag}-{i}.jsonl")
+            job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
+            return rows, stats.new_tokens
+        return plain_generate(method, formatter, subset, job.batch_size, settings.max_new_tokens)
+
+    for rep in range(-1, settings.decode_reps):  # rep -1: warm-up on the longest batch
+        for i, job in enumerate(jobs):
+            if job.error:
                 continue
-            fig = DecodeFigures("plain generate", bs, req, None)
+            subset = examples if rep >= 0 else _longest(examples, formatter, job.batch_size)
             try:
-                plain_generate(
-                    method, formatter, _longest(examples, formatter, bs), bs,
-                    settings.max_new_tokens,
-                )  # fmt: skip
-                times = []
+                if rep < 0 and settings.profile_dir and i == last_ours:
+                    run(i, subset, "warm")
+                    profile_once(
+                        functools.partial(run, i, subset, "prof"), device,
+                        Path(settings.profile_dir) / "decode_profile.txt",
+                    )  # fmt: skip
+                    continue
                 with PeakMemory(device) as mem:
-                    for _ in range(settings.decode_reps):
-                        _sync(device)
-                        t0 = time.perf_counter()
-                        preds, n_tok = plain_generate(
-                            method, formatter, examples, bs, settings.max_new_tokens
-                        )
-                        _sync(device)
-                        times.append(time.perf_counter() - t0)
-                fig.seconds = statistics.median(times)
-                fig.seconds_all = [round(t, 4) for t in times]
-                fig.responses_per_s = len(examples) / fig.seconds
-                fig.new_tokens = n_tok
-                fig.peak_memory_bytes, fig.memory_kind = mem.peak_bytes, mem.kind
-                plain_predictions[bs] = preds
-            except Exception as e:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    out, n_tok = run(i, subset, f"rep{rep}")
+                    _sync(device)
+                    seconds = time.perf_counter() - t0
+            except Exception as e:  # an OOM is a figure too; anything else is a bug
                 if not _is_oom(e):
                     raise
-                fig.error = "out of memory"
+                job.error = "out of memory"
                 _free(device)
-            plain.append(fig)
-    del method
-    _free(device)
+                continue
+            if rep < 0:
+                continue
+            times[i].append(seconds)
+            job.new_tokens = n_tok
+            old = peaks.get(i, (None, mem.kind))[0]
+            peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
+            if job.path == "ours":
+                predictions[job.batch_size] = out
+            else:
+                plain_predictions[job.batch_size] = out
+    for i, job in enumerate(jobs):
+        if job.error or not times[i]:
+            continue
+        job.seconds = statistics.median(times[i])
+        job.seconds_all = [round(t, 4) for t in times[i]]
+        job.responses_per_s = len(examples) / job.seconds
+        job.peak_memory_bytes, job.memory_kind = peaks[i]
+    ours = [j for j in jobs if j.path == "ours"]
+    plain = [j for j in jobs if j.path != "ours"]
     return _decode_summary(examples, ours, plain, predictions, plain_predictions, settings)
 
 
@@ -784,7 +807,14 @@ def _decode_summary(
         assert best_ours.seconds and best_plain.seconds
         summary["speedup_best_vs_best"] = best_plain.seconds / best_ours.seconds
     if best_ours is not None:
-        summary["_rows"] = predictions[best_ours.batch_size]
+        rows = predictions[best_ours.batch_size]
+        stops: dict[str, int] = {}
+        for r in rows:
+            stops[str(r.get("stop"))] = stops.get(str(r.get("stop")), 0) + 1
+        # how early rows stop decides what per-row stopping can save
+        summary["stop_reasons"] = stops
+        summary["mean_new_tokens"] = sum(r.get("n_new_tokens", 0) for r in rows) / max(1, len(rows))
+        summary["_rows"] = rows
     return summary
 
 
@@ -966,6 +996,11 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
                     f"  batch {c['batch_size']}: ours [bold]{c['speedup_same_batch']:.2f}x[/] "
                     f"plain generate; identical responses {100 * c['identical_responses']:.1f}%"
                 )
+        if dec.get("stop_reasons"):
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(dec["stop_reasons"].items()))
+            console.print(
+                f"  our rows stopped at: {reasons}; mean {dec['mean_new_tokens']:.1f} new tokens"
+            )
         if "speedup_best_vs_best" in dec:
             console.print(
                 f"  best vs best: ours {dec['best_ours']['seconds']:.2f}s (batch "

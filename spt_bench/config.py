@@ -235,6 +235,31 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
 
 
+def _yaml_loader() -> type:
+    """SafeLoader that also reads `5e-05` / `1e3` as floats (YAML 1.2; PyYAML's 1.1 rules need
+    a dot, so `lr: 5e-05` would otherwise be the string '5e-05')."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+            |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+            |[-+]?\.(?:inf|Inf|INF)
+            |\.(?:nan|NaN|NAN))$""",
+            re.X,
+        ),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict of RunConfig keys (checked: known keys only)."""
     import yaml
@@ -247,8 +272,9 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InputError(path, None, "config file is not UTF-8 text") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = _yaml_loader()
+        node = yaml.compose(text, Loader=loader)
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark is not None else None
         raise InputError(path, line, f"invalid YAML: {e.problem}") from None

@@ -505,6 +505,45 @@ def evaluate_run(
     return RunResult(run_dir, config, metrics, None, dstats, timings, report)
 
 
+def rescore_run(
+    run_dir: str | Path, *, bertscore: bool | None = None, console: Any = None
+) -> RunResult:
+    """Re-score a run's saved predictions without the model (e.g. BERTScore added on a machine
+    that has its encoder, for runs decoded where it was missing). Keeps the per-example model
+    metrics already in predictions.jsonl and every non-score field of metrics.json."""
+    from spt_bench.decode import PREDICTIONS_FILE
+    from spt_bench.io import read_jsonl
+    from spt_bench.report import write_report
+
+    run_dir = Path(run_dir)
+    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
+    pred_path = run_dir / PREDICTIONS_FILE
+    for path in (config_path, pred_path):
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} is not a finished run folder (no {path.name})")
+    try:
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+        old = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{run_dir}: invalid JSON ({e.msg})") from None
+    if bertscore is not None:
+        stored["bertscore"] = bertscore
+    config = config_from_dict(stored)
+    atomic_write_json(config_path, config.to_dict())
+    rows = list(read_jsonl(pred_path))
+    score_keys = {"overall", "ci95", "by_turn", "by_turn_ci95", "bertscore_model",
+                  "bertscore_layer", "bertscore_idf", "n", "metrics_meta", "scorer"}  # fmt: skip
+    extra = {k: v for k, v in old.items() if k not in score_keys}
+    t = time.perf_counter()
+    metrics, report = score_and_write(run_dir, rows, config, extra)
+    timings = dict(old.get("timings") or {})
+    timings["rescore_s"] = round(time.perf_counter() - t, 3)
+    metrics["timings"] = timings
+    atomic_write_json(metrics_path, metrics)
+    write_report(run_dir, config, metrics, rows)
+    return RunResult(run_dir, config, metrics, None, None, timings, report)
+
+
 # ---------------------------------------------------------------------------- CLI glue
 
 

@@ -126,3 +126,11 @@ def test_run_names_cannot_leave_the_output_folder(name: str) -> None:
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="unknown preset 'fast'; presets: .*paper"):
         resolve_config(preset="fast")
+
+
+def test_yaml_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 5e-05\nmethod_options:\n  selection_weight: 1e-1\nseed: 7\n")
+    c = resolve_config(config_file=f)
+    assert c.lr == 5e-05 and c.seed == 7
+    assert c.method_options["selection_weight"] == 0.1

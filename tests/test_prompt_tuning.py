@@ -6,11 +6,19 @@ import random
 
 import pytest
 import torch
-from test_spt_synthetic import PAD, collate, make_example, tiny_backbone
+from test_spt_synthetic import (  # noqa: F401  (single_thread is a fixture)
+    PAD,
+    collate,
+    make_example,
+    single_thread,
+    tiny_backbone,
+)
 
 from baselines.prompt_tuning import PromptTuning, PromptTuningOptions
 from spt_bench.errors import ConfigError
 from spt_bench.spt import SelectivePromptTuning, SptOptions
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,19 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from test_spt_synthetic import PAD, collate, make_example, tiny_backbone
+from test_spt_synthetic import (  # noqa: F401  (single_thread is a fixture)
+    PAD,
+    collate,
+    make_example,
+    single_thread,
+    tiny_backbone,
+)
 
 from spt_bench.errors import ConfigError
 from spt_bench.soft_prompt import PromptPool, prompted_response_nll
 from spt_bench.spt import SelectivePrompting, SelectivePromptTuning, SptOptions, prompt_usage
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +140,9 @@ def test_each_switch_removes_exactly_its_term(
     for name in ("nll", "sel", "fusion", "ctr"):
         if name != term:
             assert off[name] == full[name]  # same seed, same batch: bit-identical terms
-    assert float(off_total) == pytest.approx(float(full_total) - weight * full[term], abs=1e-5)
+    assert float(off_total.detach()) == pytest.approx(
+        float(full_total.detach()) - weight * full[term], abs=1e-5
+    )
 
 
 def test_loss_weights_scale_only_their_term(backbone) -> None:
@@ -150,8 +160,8 @@ def test_loss_weights_scale_only_their_term(backbone) -> None:
     ).losses(*args)
     assert heavy == base
     expected = base["nll"] + 2.0 * base["sel"] + 0.5 * base["fusion"]
-    assert float(heavy_total) == pytest.approx(expected, abs=1e-5)
-    assert float(base_total) == pytest.approx(
+    assert float(heavy_total.detach()) == pytest.approx(expected, abs=1e-5)
+    assert float(base_total.detach()) == pytest.approx(
         base["nll"] + 0.4 * base["sel"] + base["fusion"] + 0.4 * base["ctr"], abs=1e-5
     )
 
@@ -286,7 +296,7 @@ def test_prompt_pool_initialisations(backbone) -> None:
     assert not bool(matches[:, :4].any())  # never a special token
     torch.manual_seed(0)
     normal = PromptPool(4, 8, 64, init="normal")
-    assert 0.8 < float(normal.prompts.std()) < 1.2
+    assert 0.8 < float(normal.prompts.detach().std()) < 1.2
     assert pool.keys().shape == (4, 64)
 
 

@@ -194,7 +194,16 @@ def train_and_evaluate(
 
 
 @pytest.fixture(scope="module")
-def world() -> Backbone:
+def single_thread():
+    """Models this small run fastest on one thread (and do not stall when cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world(single_thread) -> Backbone:
     return control_pretrained_backbone()
 
 
