@@ -46,7 +46,7 @@ class RunConfig:
     seed: int = 0
     # training (one loop for all methods)
     epochs: float = 1.0
-    max_steps: int | None = 12  # overrides epochs when set
+    max_steps: int | None = 6  # overrides epochs when set (embedded default: a CPU demo)
     batch_size: int = 2
     grad_accum: int = 1
     lr: float | None = None  # None -> the method's default_lr

@@ -413,6 +413,14 @@ class SelectivePromptTuning(Method):
             metrics.update(self.retrieval_diagnostics(batches))
         return metrics
 
+    def prediction_diagnostics(self, rows: list[dict]) -> dict[str, Any]:
+        """The test split's prompt-usage histogram (metrics.json "diagnostics")."""
+        if self.core.retriever is None:
+            return {}
+        usage = prompt_usage(rows, self.core.options.k)
+        n = max(sum(usage), 1)
+        return {"prompt_usage": usage, "prompt_share": [u / n for u in usage]}
+
     def retrieval_diagnostics(self, batches: list[TrainBatch] | list[GenBatch]) -> dict[str, Any]:
         """prompt_usage (argmax counts per prompt) and retriever_entropy (mean entropy, nats, of
         softmax(scores / tau_sim)) over the batches' persona + history."""

@@ -326,3 +326,14 @@ def test_run_config_options_are_validated_through_the_registry() -> None:
         make_options(get_method("spt"), {"lora_r": 4})
     with pytest.raises(ConfigError, match="k"):
         make_options(get_method("prompt-tuning"), {"k": 4})
+
+
+def test_test_split_prompt_usage_histogram_goes_to_diagnostics() -> None:
+    from spt_bench.models import load_backbone
+    from spt_bench.spt import SelectivePromptTuning, SptOptions
+
+    method = SelectivePromptTuning(load_backbone("tiny-random", device="cpu"), SptOptions(k=3))
+    rows = [{"selected_prompt": p} for p in (0, 2, 2, 1, 2)]
+    diag = method.prediction_diagnostics(rows)
+    assert diag["prompt_usage"] == [1, 1, 3]
+    assert diag["prompt_share"] == [0.2, 0.2, 0.6]
