@@ -17,7 +17,8 @@
 #   SPT_GPU_CHECK_BATCH=32             SPT_GPU_CHECK_N_DECODE= (empty: all 7801 prompts)
 #   SPT_GPU_CHECK_DECODE_BATCHES=256,auto     SPT_GPU_CHECK_GENERATE_BATCHES=256,2048,auto
 #   SPT_GPU_CHECK_REPS=5  SPT_GPU_CHECK_WARMUP=2  SPT_GPU_CHECK_MAX_NEW=32
-#   SPT_GPU_CHECK_DECODE_METHOD=spt (full-ft = the bare LM, no soft prompt: the reference workload)  SPT_GPU_CHECK_SKIP_WHEELS=1 (no pip install)
+#   SPT_GPU_CHECK_DECODE_METHOD=spt (full-ft: the bare LM, no soft prompt - the reference workload)
+#   SPT_GPU_CHECK_SKIP_WHEELS=1 (no pip install)
 #   PYTHON=python3
 set -euo pipefail
 

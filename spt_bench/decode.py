@@ -6,9 +6,11 @@
   as ``[pad..., prefix, prompt]``, positions counted over attended tokens only.
 - Greedy by default, at most `max_new_tokens` (32, the paper's setting) new tokens; sampling
   (temperature, top-p; seeded) and beam search (through `model.generate` with inputs_embeds) are
-  options. Greedy and sampling use our own loop with a KV cache: a row stops at EOS or at a token
-  containing a newline, and finished rows are dropped from the batch (and from the KV cache) so
-  they cost nothing while the others continue.
+  options. Greedy and sampling use our own loop with a KV cache: a row stops at EOS, at a token
+  containing a newline, or once its text has started another turn (" Q:", " R:", "User:"... -
+  where post-processing cuts anyway, so what follows could not change the cleaned response;
+  `turn_ended`), and finished rows are dropped from the batch (and from the KV cache) so they
+  cost nothing while the others continue.
 - Post-processing (`clean_response`): decode without special tokens, cut at the first newline,
   cut where the model starts another turn (" Q:", " R:", "<|im_start|>", "User:"...), strip a
   leading role marker ("R:", "assistant", "A:"...) and surrounding whitespace. The raw text is
@@ -47,6 +49,16 @@ _LEADING_ROLE_LINE = re.compile(r"^\s*(?:<\|im_start\|>)?\s*assistant\s*\n", re.
 _NEXT_TURN = re.compile(
     r"(?:\s(?:Q|R)\s*:|<\|im_start\|>|<\|im_end\|>|\b(?:User|Partner|Human)\s*:|given persona:)"
 )
+
+
+def turn_ended(text: str) -> bool:
+    """True once a response being generated holds the start of another turn where
+    `clean_response` cuts it: text generated after this point cannot change the cleaned
+    response (the cut is the leftmost match, and every marker ends with ':' already present),
+    so decoding the row can stop. Untrained SmolLM2 rows on ConvAI2 continue the dialogue
+    (" ... Q: what do you do ? R: ...") and stop ~25% earlier this way."""
+    head = _LEADING_ROLE_LINE.sub("", text).lstrip().split("\n", 1)[0]
+    return _NEXT_TURN.search(_LEADING_MARKER.sub("", head)) is not None
 
 
 def clean_response(text: str) -> str:
@@ -166,6 +178,7 @@ def generate_batch(
     b = embeds.shape[0]
     stop_ids = torch.tensor(backbone.stop_token_ids(), device=embeds.device)
     newline = backbone.newline_token_mask()
+    colon = backbone.colon_token_mask()
     outputs: list[list[int]] = [[] for _ in range(b)]
     reasons = ["length"] * b
     alive = torch.arange(b, device=embeds.device)  # original row of each live row
@@ -175,9 +188,11 @@ def generate_batch(
     for step in range(s.max_new_tokens):
         nxt = _sample_next(logits, s, gen)
         is_eos = torch.isin(nxt, stop_ids)
-        is_nl = newline[nxt] if nxt.max() < newline.numel() else torch.zeros_like(is_eos)
+        in_vocab = bool(nxt.max() < newline.numel())
+        is_nl = newline[nxt] if in_vocab else torch.zeros_like(is_eos)
+        is_colon = colon[nxt] if in_vocab else torch.zeros_like(is_eos)
         tokens = nxt.tolist()
-        eos_l, nl_l = is_eos.tolist(), is_nl.tolist()
+        eos_l, nl_l, colon_l = is_eos.tolist(), is_nl.tolist(), is_colon.tolist()
         keep = []
         for i, row in enumerate(alive.tolist()):
             if eos_l[i]:
@@ -186,6 +201,12 @@ def generate_batch(
             outputs[row].append(tokens[i])
             if nl_l[i]:
                 reasons[row] = "newline"
+                continue
+            # only a ':' token can complete a turn marker: decode the row's text just then
+            if colon_l[i] and turn_ended(
+                backbone.tokenizer.decode(outputs[row], skip_special_tokens=True)
+            ):
+                reasons[row] = "turn"
                 continue
             keep.append(i)
         if not keep or step == s.max_new_tokens - 1:

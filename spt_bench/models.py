@@ -181,6 +181,8 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
     _newline_ids: Any = field(default=None, repr=False)
+    _colon_ids: Any = field(default=None, repr=False)
+    _token_texts: Any = field(default=None, repr=False)
 
     @property
     def base(self) -> Any:
@@ -253,20 +255,32 @@ class Backbone:
         """Last hidden states [N,T,d] for a full (uncached) forward."""
         return self.forward_base(inputs_embeds, attention_mask)[0]
 
+    def _tokens_containing(self, char: str) -> torch.Tensor:
+        """Bool [V] on device: tokens whose text contains `char` (vocabulary decoded once)."""
+        import torch
+
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        if self._token_texts is None:
+            n_tok = min(vocab, len(self.tokenizer))
+            self._token_texts = self.tokenizer.batch_decode([[i] for i in range(n_tok)])
+        mask = torch.zeros(vocab, dtype=torch.bool)
+        for i, t in enumerate(self._token_texts):
+            if char in t:
+                mask[i] = True
+        return mask.to(self.device)
+
     def newline_token_mask(self) -> torch.Tensor:
         """Bool [V] on device: tokens whose text contains a newline (generation stops there)."""
         if self._newline_ids is None:
-            import torch
-
-            vocab = self.model.get_output_embeddings().weight.shape[0]
-            n_tok = len(self.tokenizer)
-            texts = self.tokenizer.batch_decode([[i] for i in range(min(vocab, n_tok))])
-            mask = torch.zeros(vocab, dtype=torch.bool)
-            for i, t in enumerate(texts):
-                if "\n" in t:
-                    mask[i] = True
-            self._newline_ids = mask.to(self.device)
+            self._newline_ids = self._tokens_containing("\n")
         return self._newline_ids
+
+    def colon_token_mask(self) -> torch.Tensor:
+        """Bool [V] on device: tokens whose text contains ':' (every next-turn marker the
+        decoder's post-processing cuts at - " Q:", "User:" ... - ends with one)."""
+        if self._colon_ids is None:
+            self._colon_ids = self._tokens_containing(":")
+        return self._colon_ids
 
     def stop_token_ids(self) -> list[int]:
         """EOS ids: the tokenizer's plus any extra ones the generation config declares."""

@@ -217,3 +217,24 @@ def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, 
         "train_profile.txt",
         "decode_profile.txt",
     }
+
+
+def test_a_row_stopped_at_a_turn_marker_cleans_to_the_same_response():
+    """Stopping a row once `turn_ended` holds never changes the cleaned response: for random
+    generations, the first prefix (at any character) where it holds cleans like the whole."""
+    import random
+
+    from spt_bench.decode import clean_response, turn_ended
+
+    pieces = [" Q:", " R:", "R:", "Q", " R", ":", " assistant", "assistant\n", "User:", " User",
+              " i like", " tea", " .", "A:", " ", "\n", "given persona:", " Partner :", "x"]  # fmt: skip
+    rng = random.Random(0)
+    stopped = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+        cut = next((n for n in range(1, len(text) + 1) if turn_ended(text[:n])), None)
+        if cut is not None:
+            stopped += 1
+            assert clean_response(text[:cut]) == clean_response(text), text
+    assert stopped > 500  # the property was exercised, not vacuous
+    assert turn_ended(" i like tea . Q: what") and not turn_ended(" R: i like tea")

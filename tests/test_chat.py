@@ -63,7 +63,7 @@ def test_text_prompt_chat_without_a_run_uses_the_harness_decoder(tmp_path):
     responder = setup.responder
     assert "text-prompt on tiny-random" == setup.description
     reply = responder.respond(("i love cats.",), ("hi there, what do you like?",))
-    assert reply.stop in ("eos", "newline", "length")
+    assert reply.stop in ("eos", "newline", "turn", "length")
     # the same persona + history through the batch decoder gives the same prediction
     ex = Example("chat", 0, ("i love cats.",), ("hi there, what do you like?",), "")
     rows, _ = decode(

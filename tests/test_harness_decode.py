@@ -215,7 +215,7 @@ def test_prediction_rows_carry_the_scorer_fields_and_row_info(backbone, tmp_path
         assert r["id"] == ex.id and r["reference"] == ex.response and r["turn"] == ex.turn
         assert r["persona"] == list(ex.persona) and r["history"] == list(ex.history)
         assert r["selected_prompt"] == int(ex.dialog_id[1:]) % 2
-        assert r["stop"] in ("eos", "newline", "length") and "raw_prediction" in r
+        assert r["stop"] in ("eos", "newline", "turn", "length") and "raw_prediction" in r
 
 
 def test_sampling_is_seeded_and_beam_search_runs(backbone, tmp_path: Path) -> None:
