@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
+from spt_bench.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -332,7 +333,7 @@ def decode(
     order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
     gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
     method.set_train_mode(False)
-    bar = _DecodeBar(console, len(examples), len(done)) if progress and todo else None
+    bar = ProgressBar(console, "decode", len(examples), len(done)) if progress and todo else None
     t0 = time.perf_counter()
     batch_size = settings.batch_size
     start = 0
@@ -386,32 +387,3 @@ def decode(
             out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
         )
     return ordered, stats
-
-
-class _DecodeBar:
-    def __init__(self, console: Any, total: int, done: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]decode[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task("decode", total=total, completed=done)
-        self.progress.start()
-
-    def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
-
-    def close(self) -> None:
-        self.progress.stop()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError
+from spt_bench.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -640,7 +641,7 @@ def add_model_metrics_to_predictions(
 
     from spt_bench.io import atomic_write_text
 
-    bar = _ProgressBar(console, len(examples)) if progress and examples else None
+    bar = ProgressBar(console, "ppl/hits", len(examples)) if progress and examples else None
     try:
         mm = compute_model_metrics(
             method,
@@ -754,35 +755,6 @@ def model_metrics_note(summary: dict[str, Any] | None) -> str | None:
     elif mode == "dataset":
         note += " hits@k: the dataset's own candidates, ranked by mean token log-likelihood."
     return note
-
-
-class _ProgressBar:
-    def __init__(self, console: Any, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]ppl/hits[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.progress.add_task("model metrics", total=total)
-        self.progress.start()
-
-    def advance(self, n: int) -> None:
-        self.progress.advance(self.task, n)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 def benchmark_prefix_sharing(

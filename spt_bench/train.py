@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import SptBenchError
 from spt_bench.io import append_jsonl, atomic_write_json, read_jsonl
+from spt_bench.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -457,7 +458,7 @@ def train(
                 }
                 append_jsonl(log_path, [row])
             if bar is not None:
-                bar.update(step, row_loss, n_ex / dt)
+                bar.update(step, loss=f"{row_loss:.3f}", speed=f"{n_ex / dt:.1f}")
 
             is_last = step == n_total
             do_eval = bool(dev_batches) and (
@@ -520,39 +521,6 @@ def _diverged_msg(step: int, what: str, state: dict) -> str:
     )
 
 
-class _Bar:
-    def __init__(self, console: Any, total: int, done: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("[bold]train[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("{task.fields[speed]} ex/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task(
-            "train", total=total, completed=done, loss="-", speed="-"
-        )
-        self.progress.start()
-
-    def update(self, step: int, loss: float, speed: float) -> None:
-        self.progress.update(self.task, completed=step, loss=f"{loss:.3f}", speed=f"{speed:.1f}")
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def _progress(enabled: bool, console: Any, total: int, done: int) -> _Bar | None:
-    return _Bar(console, total, done) if enabled else None
+def _progress(enabled: bool, console: Any, total: int, done: int) -> ProgressBar | None:
+    fields = {"loss": "loss {}", "speed": "{} ex/s"}
+    return ProgressBar(console, "train", total, done, fields) if enabled else None
