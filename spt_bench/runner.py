@@ -283,11 +283,8 @@ def run(
     """Train (if the method trains), decode the test split, score; everything into the run folder.
     Under `accelerate launch` with several processes: DDP training, sharded decoding, and the
     files and scores written once by the main process (spt_bench.distributed)."""
-    from spt_bench.decode import PREDICTIONS_FILE
-    from spt_bench.distributed import decode_all, get_dist
+    from spt_bench.distributed import get_dist
     from spt_bench.env import collect_env
-    from spt_bench.model_metrics import model_metrics_for_run
-    from spt_bench.report import write_report
     from spt_bench.train import load_trained_weights, read_checkpoint_state, train
 
     timings: dict[str, float] = {}
@@ -342,46 +339,12 @@ def run(
         timings["train_s"] = time.perf_counter() - t
         load_trained_weights(method, run_dir, "final")
 
-    t = time.perf_counter()
-    rows, dstats = decode_all(
-        method,
-        formatter,
-        test_ex,
-        decode_settings(config),
-        run_dir / PREDICTIONS_FILE,
-        progress=progress,
-        console=console,
-    )
-    timings["decode_s"] = time.perf_counter() - t
-    if not dist.is_main:  # scores and reports are the main process's job
-        return RunResult(run_dir, config, {}, train_result, dstats, timings, None)
-
-    t = time.perf_counter()
-    model_metrics = model_metrics_for_run(
-        method, formatter, test_ex, rows, run_dir / PREDICTIONS_FILE, config,
+    return _decode_score_report(
+        method, formatter, test_ex, config, run_dir, timings, t_all,
+        train_result=train_result,
+        extra={"data": data_desc, "train": _train_json(train_result, run_dir)},
         progress=progress, console=console,
     )  # fmt: skip
-    if model_metrics is not None:
-        timings["model_metrics_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    extra = {
-        "method": method.summary(),
-        "template_used": formatter.template_used,
-        "data": data_desc,
-        "train": _train_json(train_result, run_dir),
-        "decode": dstats.to_json(),
-        "model_metrics": model_metrics,
-        "distributed": dist.info(),
-        "diagnostics": method.prediction_diagnostics(rows),
-    }
-    metrics, report = score_and_write(run_dir, rows, config, extra)
-    timings["score_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_all
-    metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir, config, metrics, rows)
-    return RunResult(run_dir, config, metrics, train_result, dstats, timings, report)
 
 
 def _train_json(result: Any, run_dir: Path) -> dict | None:
@@ -426,10 +389,8 @@ def evaluate_run(
 ) -> RunResult:
     """Re-decode and re-score a saved run from its checkpoint (replacing its predictions)."""
     from spt_bench.decode import PREDICTIONS_FILE
-    from spt_bench.distributed import decode_all, get_dist
+    from spt_bench.distributed import get_dist
     from spt_bench.methods import get_method, make_options
-    from spt_bench.model_metrics import model_metrics_for_run
-    from spt_bench.report import write_report
     from spt_bench.train import load_trained_weights, read_checkpoint_state
 
     run_dir = Path(run_dir)
@@ -463,6 +424,40 @@ def evaluate_run(
         for name in (PREDICTIONS_FILE, "example_scores.jsonl"):
             (run_dir / name).unlink(missing_ok=True)
     dist.wait()
+    extra = {
+        "data": data_desc,
+        "train": _train_json(None, run_dir),
+        "evaluated_from": loaded,
+        "evaluation_overrides": {k: v for k, v in changes.items() if v is not None},
+    }
+    return _decode_score_report(
+        method, formatter, test_ex, config, run_dir, timings, t_all,
+        train_result=None, extra=extra, progress=progress, console=console,
+    )  # fmt: skip
+
+
+def _decode_score_report(
+    method: Any,
+    formatter: Any,
+    test_ex: list,
+    config: RunConfig,
+    run_dir: Path,
+    timings: dict[str, float],
+    t_all: float,
+    *,
+    train_result: Any,
+    extra: dict[str, Any],
+    progress: bool,
+    console: Any,
+) -> RunResult:
+    """The tail shared by `run` and `evaluate`: decode the test split (sharded over processes),
+    then on the main process add ppl/hits@k, score, and write metrics.json and report.md."""
+    from spt_bench.decode import PREDICTIONS_FILE
+    from spt_bench.distributed import decode_all, get_dist
+    from spt_bench.model_metrics import model_metrics_for_run
+    from spt_bench.report import write_report
+
+    dist = get_dist()
     t = time.perf_counter()
     rows, dstats = decode_all(
         method,
@@ -474,24 +469,21 @@ def evaluate_run(
         console=console,
     )
     timings["decode_s"] = time.perf_counter() - t
-    if not dist.is_main:
-        return RunResult(run_dir, config, {}, None, dstats, timings, None)
+    if not dist.is_main:  # scores and reports are the main process's job
+        return RunResult(run_dir, config, {}, train_result, dstats, timings, None)
     t = time.perf_counter()
-    model_metrics_summary = model_metrics_for_run(
+    model_metrics = model_metrics_for_run(
         method, formatter, test_ex, rows, run_dir / PREDICTIONS_FILE, config,
         progress=progress, console=console,
     )  # fmt: skip
-    if model_metrics_summary is not None:
+    if model_metrics is not None:
         timings["model_metrics_s"] = time.perf_counter() - t
     extra = {
         "method": method.summary(),
         "template_used": formatter.template_used,
-        "data": data_desc,
-        "train": _train_json(None, run_dir),
+        **extra,
         "decode": dstats.to_json(),
-        "model_metrics": model_metrics_summary,
-        "evaluated_from": loaded,
-        "evaluation_overrides": {k: v for k, v in changes.items() if v is not None},
+        "model_metrics": model_metrics,
         "distributed": dist.info(),
         "diagnostics": method.prediction_diagnostics(rows),
     }
@@ -502,7 +494,7 @@ def evaluate_run(
     metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, config, metrics, rows)
-    return RunResult(run_dir, config, metrics, None, dstats, timings, report)
+    return RunResult(run_dir, config, metrics, train_result, dstats, timings, report)
 
 
 def rescore_run(
