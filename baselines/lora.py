@@ -8,15 +8,10 @@ Checkpoints hold only the adapter weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spt_bench.errors import ConfigError
-from spt_bench.methods import Method, PrefixOutput, register_method, token_loss
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
-    from spt_bench.batches import GenBatch, TrainBatch
+from spt_bench.methods import BackboneWeightsMethod, register_method
 
 
 @dataclass
@@ -36,7 +31,7 @@ class LoraOptions:
 
 
 @register_method
-class Lora(Method):
+class Lora(BackboneWeightsMethod):
     name = "lora"
     description = "LoRA adapters (peft) on the frozen LM, trained on response tokens."
     Options = LoraOptions
@@ -64,28 +59,4 @@ class Lora(Method):
         # get_peft_model injects the adapter layers into backbone.model in place; the wrapper is
         # kept only for peft's state-dict helpers.
         self.peft_model = get_peft_model(backbone.model, config)
-        self._names = {n for n, p in backbone.model.named_parameters() if p.requires_grad}
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.backbone.model.parameters() if p.requires_grad]
-
-    def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return token_loss(self.backbone, batch)
-
-    def prefix_embeds(self, batch: GenBatch) -> PrefixOutput:
-        return PrefixOutput(embeds=None, row_info=[{} for _ in range(len(batch))])
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return {
-            n: p.detach() for n, p in self.backbone.model.named_parameters() if n in self._names
-        }
-
-    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(self._names - set(state))
-        unexpected = sorted(set(state) - self._names)
-        if missing or unexpected:
-            raise ValueError(
-                f"LoRA checkpoint does not match the adapters: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
-        self.backbone.model.load_state_dict(state, strict=False)
+        self._trained_names = {n for n, p in backbone.model.named_parameters() if p.requires_grad}

@@ -7,7 +7,6 @@ An optional field must be on every row or on none, so every metric covers every 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -24,28 +23,12 @@ _HITS_FIELD = re.compile(r"^hits@(\d+)$")
 
 def read_prediction_rows(path: str | Path) -> list[dict]:
     """Parse and validate a predictions JSONL file; InputError names file, line and problem."""
+    from spt_bench.io import read_jsonl_lines
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, None, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, None, "is a directory, expected a predictions .jsonl file") from None
     rows: list[dict] = []
     line_numbers: list[int] = []
-    for i, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(path, i, "invalid UTF-8") from None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(path, i, f"invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError(path, i, "expected a JSON object")
+    for i, obj in read_jsonl_lines(path):
         rows.append(obj)
         line_numbers.append(i)
     if not rows:

@@ -47,8 +47,11 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | Path, *, tolerate_truncated_tail: bool = False) -> Iterator[dict]:
-    """Yield JSON objects; malformed lines raise InputError naming file and line.
+def read_jsonl_lines(
+    path: str | Path, *, tolerate_truncated_tail: bool = False
+) -> Iterator[tuple[int, dict]]:
+    """Yield (1-based line number, JSON object); malformed lines raise InputError naming file
+    and line.
 
     With `tolerate_truncated_tail`, a last line without a newline that does not parse (a write
     cut by a kill) is dropped instead of raising - used when resuming our own output files.
@@ -58,6 +61,8 @@ def read_jsonl(path: str | Path, *, tolerate_truncated_tail: bool = False) -> It
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, "is a directory, expected a .jsonl file") from None
     lines = data.split(b"\n")
     last = len(lines)
     for i, raw in enumerate(lines, start=1):
@@ -75,4 +80,10 @@ def read_jsonl(path: str | Path, *, tolerate_truncated_tail: bool = False) -> It
             raise InputError(path, i, f"invalid JSON ({e.msg})") from None
         if not isinstance(obj, dict):
             raise InputError(path, i, "expected a JSON object")
+        yield i, obj
+
+
+def read_jsonl(path: str | Path, *, tolerate_truncated_tail: bool = False) -> Iterator[dict]:
+    """Yield the JSON objects of a JSONL file (see `read_jsonl_lines`)."""
+    for _, obj in read_jsonl_lines(path, tolerate_truncated_tail=tolerate_truncated_tail):
         yield obj

@@ -200,6 +200,41 @@ def token_loss(backbone: Backbone, batch: TrainBatch) -> tuple[torch.Tensor, dic
     return loss, {"nll": float(loss.detach())}
 
 
+class BackboneWeightsMethod(Method):
+    """A method whose trained state is a set of backbone parameters (full-ft: all, LoRA: the
+    adapters): response-token loss, no generation prefix. Subclasses set `self._trained_names`
+    (parameter names saved in checkpoints) after making those parameters trainable."""
+
+    _trained_names: set[str]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.backbone.model.parameters() if p.requires_grad]
+
+    def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return token_loss(self.backbone, batch)
+
+    def prefix_embeds(self, batch: GenBatch) -> PrefixOutput:
+        return PrefixOutput(embeds=None, row_info=[{} for _ in range(len(batch))])
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        # named_parameters() lists a tied weight once, which safetensors needs
+        return {
+            n: p.detach()
+            for n, p in self.backbone.model.named_parameters()
+            if n in self._trained_names
+        }
+
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(self._trained_names - set(state))
+        unexpected = sorted(set(state) - self._trained_names)
+        if missing or unexpected:
+            raise ValueError(
+                f"{self.name} checkpoint does not match the model: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
+        self.backbone.model.load_state_dict(state, strict=False)
+
+
 # ---------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, type[Method]] = {}
