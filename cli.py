@@ -320,6 +320,11 @@ def run_cmd(
     prompt_init: str = typer.Option(
         None, "--prompt-init", help="(spt, prompt-tuning) vocab | normal."
     ),
+    fusion_weights: str = typer.Option(
+        None,
+        "--fusion-weights",
+        help="(spt) raw (authors') | normalized: fuse logits with s_k or s_k / sum_j s_j.",
+    ),
     retriever_query: str = typer.Option(
         None, "--retriever-query", help="(spt) embeddings | hidden."
     ),
@@ -340,6 +345,11 @@ def run_cmd(
     contrastive_threshold: float = typer.Option(
         None, "--contrastive-threshold", help="(spt) persona BLEU threshold."
     ),
+    activation_checkpointing: float = typer.Option(
+        None,
+        "--activation-checkpointing",
+        help="Share of LM layers recomputed in backward (0-1): less memory, more time.",
+    ),
     lora_r: int = typer.Option(None, "--lora-r", help="(lora) rank."),
     lora_alpha: float = typer.Option(None, "--lora-alpha", help="(lora) alpha."),
     lora_dropout: float = typer.Option(None, "--lora-dropout", help="(lora) dropout."),
@@ -354,7 +364,7 @@ def run_cmd(
 
     method_options = {
         "k": k, "prompt_len": prompt_len, "prompt_init": prompt_init,
-        "retriever_query": retriever_query,
+        "retriever_query": retriever_query, "fusion_weights": fusion_weights,
         "selection_loss": False if no_selection_loss else None,
         "fusion": False if no_fusion else None,
         "contrastive": False if no_contrastive else None,
@@ -375,6 +385,7 @@ def run_cmd(
         "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
         "hits_candidates": hits_candidates,
         "trust_remote_code": True if trust_remote_code else None,
+        "activation_checkpointing": activation_checkpointing,
         "method_options": {k_: v for k_, v in method_options.items() if v is not None},
     }  # fmt: skip
     cfg = config_for_cli(overrides, preset=preset, config_file=config, resume=resume)
@@ -568,8 +579,10 @@ def bench_cmd(
     profile: str | None = typer.Option(
         None, "--profile", help="Write torch.profiler tables (one spt step, one decode batch) here."
     ),
-    checkpointing: bool = typer.Option(
-        False, "--checkpointing", help="Also time spt with activation checkpointing."
+    checkpointing: str = typer.Option(
+        None,
+        "--checkpointing",
+        help="Also time spt with activation checkpointing of these layer fractions, e.g. 0.25,1.",
     ),
     json_out: str | None = typer.Option(
         None,

@@ -38,6 +38,7 @@ REPS="${SPT_GPU_CHECK_REPS:-5}"
 WARMUP="${SPT_GPU_CHECK_WARMUP:-2}"
 MAX_NEW="${SPT_GPU_CHECK_MAX_NEW:-32}"
 DECODE_METHOD="${SPT_GPU_CHECK_DECODE_METHOD:-spt}"
+CHECKPOINTING="${SPT_GPU_CHECK_CHECKPOINTING:-0.25,0.5,1}"
 export PYTHONUNBUFFERED=1 COLUMNS="${COLUMNS:-160}"
 export SPT_BENCH_CACHE="${SPT_BENCH_CACHE:-/tmp/spt-bench-cache}"
 t_start=$(date +%s)
@@ -81,7 +82,7 @@ EOF
 # 3. the benchmark: training step (spt K=4, prompt-tuning, plain references) at batch $BATCH;
 #    decoding every prompt, our path vs plain generate; the scorer when its libraries are here
 args=(bench --model "$MODEL" --device "$DEVICE" --data "$DATA" --batch-size "$BATCH"
-      --reps "$REPS" --warmup "$WARMUP" --checkpointing --decode-batch-size "$DECODE_BATCHES"
+      --reps "$REPS" --warmup "$WARMUP" --checkpointing "$CHECKPOINTING" --decode-batch-size "$DECODE_BATCHES"
       --generate-batch-size "$GENERATE_BATCHES" --max-new-tokens "$MAX_NEW"
       --decode-method "$DECODE_METHOD"
       --predictions "$OUT/predictions.jsonl" --json "$OUT/bench.json" --profile "$OUT")

@@ -77,8 +77,9 @@ class BenchSettings:
     bertscore: bool = False
     seed: int = 0
     profile_dir: str | None = None  # torch.profiler tables of one spt step and one decode batch
-    # also time spt with activation checkpointing of the frozen LM's layers (memory for time)
-    checkpointing: bool = False
+    # also time spt with activation checkpointing of these fractions of the frozen LM's layers
+    # (memory for time); True = (1.0,), or "0.25,1" from the command line
+    checkpointing: tuple[float, ...] | bool | str = ()
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
@@ -86,6 +87,7 @@ class BenchSettings:
                 raise ConfigError(f"bench: {name.replace('_', '-')} must be >= 1")
         if self.warmup < 0:
             raise ConfigError("bench: warmup must be >= 0")
+        self.checkpointing = parse_checkpointing(self.checkpointing)
         if self.n_decode is not None and self.n_decode < 0:
             raise ConfigError("bench: --n-decode must be >= 0")
         self.decode_batch_sizes = parse_batch_sizes(self.decode_batch_sizes, "--decode-batch-size")
@@ -303,25 +305,24 @@ def bench_method_step(
     settings: BenchSettings,
     device: torch.device,
     *,
-    checkpointing: bool = False,
+    checkpointing: float = 0.0,
 ) -> TrainFigures:
     """Our training step: Method.training_loss + backward + AdamW, as spt_bench.train runs it.
-    `checkpointing`: recompute each decoder layer's activations in backward instead of keeping
-    them (transformers' gradient checkpointing; the frozen LM has no dropout, so the loss is
-    the same) - a measurement of the memory/time trade, not what the loop does by default."""
+    `checkpointing`: the fraction of decoder layers whose activations are recomputed in backward
+    instead of kept (the loop's --activation-checkpointing; same loss, less memory, more time)."""
     import torch
 
+    from spt_bench.models import set_activation_checkpointing
     from spt_bench.train import autocast
 
     params = [p for p in method.trainable_parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"method {method.name!r} has no trainable parameters to benchmark")
     opt = torch.optim.AdamW(params, lr=1e-4)
-    method.set_train_mode(True)
     model = method.backbone.model
     if checkpointing:
-        _set_checkpointing(model, True)
-        model.train()  # transformers checkpoints only in training mode
+        set_activation_checkpointing(model, checkpointing)
+    method.set_train_mode(True)
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
@@ -336,25 +337,39 @@ def bench_method_step(
     if settings.profile_dir and method.name == "spt" and not checkpointing:
         profile_once(step, device, Path(settings.profile_dir) / "train_profile.txt")
     if checkpointing:
-        _set_checkpointing(model, False)
+        set_activation_checkpointing(model, 0.0)
     method.set_train_mode(False)
     k = int(getattr(method.options, "k", 1))
-    name = method.name + (" + activation checkpointing" if checkpointing else "")
+    name = method.name + checkpointing_label(checkpointing)
     return _figures(name, "ours", k, times, batch, mem, losses[0], "response positions")
 
 
-def _set_checkpointing(model: Any, on: bool) -> None:
-    """Activation checkpointing on/off under the name this transformers version uses."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
-        if on:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.activation_checkpointing_disable()
-    elif on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_disable()
+def parse_checkpointing(value: Any) -> tuple[float, ...]:
+    """--checkpointing: True -> (1.0,), False/None -> (), "0.25,1" -> (0.25, 1.0)."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return (1.0,)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        fractions = tuple(float(x) for x in items if str(x).strip())
+    except ValueError:
+        raise ConfigError(
+            f"bench: --checkpointing takes fractions like 0.25,1; got {value!r}"
+        ) from None
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ConfigError(f"bench: --checkpointing fractions must be in (0, 1], got {f}")
+    return fractions
+
+
+def checkpointing_label(fraction: float) -> str:
+    """Entry-name suffix: '' (off), ' + activation checkpointing' (all layers) or with a share."""
+    if not fraction:
+        return ""
+    if fraction >= 1:
+        return " + activation checkpointing"
+    return f" + activation checkpointing ({fraction:.0%} of layers)"
 
 
 def bench_plain_step(
@@ -445,11 +460,13 @@ def bench_training(
         if prompts is not None:  # as initialised: the plain reference starts from the same prompts
             prompts = prompts.clone()
         entries.append(bench_method_step(method, batch, settings, device))
-        if settings.checkpointing and name == "spt":
+        for fraction in settings.checkpointing if name == "spt" else ():
             del method
             _free(device)
             method = build_bench_method(backbone, name, settings, examples)
-            entries.append(bench_method_step(method, batch, settings, device, checkpointing=True))
+            entries.append(
+                bench_method_step(method, batch, settings, device, checkpointing=fraction)
+            )
         del method
         _free(device)
         if prompts is not None:
@@ -466,12 +483,15 @@ def bench_training(
         a, b = ours["spt"].peak_memory_bytes, ours["prompt-tuning"].peak_memory_bytes
         if a and b:
             ratios["spt_over_prompt_tuning_memory"] = a / b
-    ckpt = ours.get("spt + activation checkpointing")
-    if ckpt is not None and "spt" in ours:
-        ratios["spt_checkpointing_over_spt_time"] = ckpt.step_s / ours["spt"].step_s
+    for fraction in settings.checkpointing:
+        ckpt = ours.get("spt" + checkpointing_label(fraction))
+        if ckpt is None or "spt" not in ours:
+            continue
+        key = "spt_checkpointing" + ("" if fraction >= 1 else f"_{fraction:g}")
+        ratios[f"{key}_over_spt_time"] = ckpt.step_s / ours["spt"].step_s
         a, b = ckpt.peak_memory_bytes, ours["spt"].peak_memory_bytes
         if a and b:
-            ratios["spt_checkpointing_over_spt_memory"] = a / b
+            ratios[f"{key}_over_spt_memory"] = a / b
     for e in entries:
         if e.kind != "plain":
             continue

@@ -58,6 +58,7 @@ class RunConfig:
     early_stopping_patience: int | None = None  # evaluations without dev improvement
     log_every: int = 1
     bucket_by_length: bool = True  # training batches of similar-length rows (less padding)
+    activation_checkpointing: float = 0.0  # share of LM layers recomputed in backward (0-1)
     train_limit: int | None = None
     dev_limit: int | None = 8
     eval_limit: int | None = None
@@ -99,6 +100,10 @@ class RunConfig:
         for n in ("max_steps", "lr", "eval_every", "save_every", "early_stopping_patience", "train_limit",
                   "dev_limit", "eval_limit", "max_history_turns"):  # fmt: skip
             positive(n, allow_none=True)
+        if not 0 <= self.activation_checkpointing <= 1:
+            raise ConfigError(
+                f"activation_checkpointing must be in [0, 1], got {self.activation_checkpointing}"
+            )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 < self.top_p <= 1:

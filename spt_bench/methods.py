@@ -113,8 +113,16 @@ class Method(ABC):
         return PromptFormatter(self.backbone.tokenizer, template=self.template, **formatter_kwargs)
 
     def set_train_mode(self, training: bool) -> None:
-        """Switch dropout etc. on for training, off for evaluation."""
+        """Switch dropout etc. on for training, off for evaluation.
+
+        A frozen backbone stays in evaluation mode even while training (no dropout noise on the
+        LM whose loss ranks the prompts); with activation checkpointing on, only the checkpointed
+        layers' own flags go on, which is what transformers checks before recomputing."""
+        from spt_bench.models import activate_checkpointed_layers
+
         self.backbone.model.train(training and self.trains_backbone())
+        if training:
+            activate_checkpointed_layers(self.backbone.model)
 
     def trains_backbone(self) -> bool:
         """True when some backbone weight is trainable (full-ft, LoRA)."""

@@ -295,6 +295,49 @@ class Backbone:
         return sorted(ids)
 
 
+def checkpointed_layers(model: Any) -> list[Any]:
+    """The decoder layers transformers can checkpoint (GradientCheckpointingLayer instances)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def set_activation_checkpointing(model: Any, fraction: float) -> int:
+    """Recompute the activations of `fraction` of the decoder layers in backward (0 = off).
+
+    The chosen layers are evenly spaced (fraction 0.25 of 30 layers -> 8 layers). Returns how
+    many layers are checkpointed. transformers only checkpoints a layer whose own `training`
+    flag is on; `activate_checkpointed_layers` sets just that flag, so dropout inside the layer
+    stays as the method left it (a frozen backbone keeps evaluation mode).
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"activation checkpointing fraction must be in [0, 1], got {fraction}")
+    kwargs = {"use_reentrant": False}
+    on = fraction > 0
+    if hasattr(model, "activation_checkpointing_enable"):  # newer transformers name
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_disable()
+    layers = checkpointed_layers(model)
+    n = round(fraction * len(layers))
+    chosen = {round(i * len(layers) / n) for i in range(n)} if n else set()
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i in chosen
+    return len(chosen)
+
+
+def activate_checkpointed_layers(model: Any) -> None:
+    """Turn on the `training` flag of checkpointed layers only (not of their submodules)."""
+    for layer in checkpointed_layers(model):
+        if layer.gradient_checkpointing:
+            layer.training = True
+
+
 _CACHE_KW: dict[type, str] = {}
 
 

@@ -221,6 +221,7 @@ def train_settings(config: RunConfig) -> Any:
         early_stopping_patience=config.early_stopping_patience,
         log_every=config.log_every,
         bucket_by_length=config.bucket_by_length,
+        activation_checkpointing=config.activation_checkpointing,
     )
 
 

@@ -7,7 +7,7 @@ runs every example with all K prompts in one batched forward and combines four l
 - L_sel: KL(softmax_k(-l / tau_gold) || softmax_k(s / tau_sim)), l = per-prompt per-example
   response NLL (detached: the LM's own feedback), s = retriever scores; batch mean;
 - L_fusion: cross-entropy of sum_k s_k z_k (logits fused with the raw retriever scores, as the
-  authors do) on the response positions;
+  authors do; `fusion_weights="normalized"` fuses with s_k / sum_j s_j) on the response positions;
 - L_ctr: cosine-embedding loss (margin 0) between the score vectors of every pair in the batch,
   target +1 when the two personas are similar (sentence BLEU > threshold), else -1.
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.models import Backbone
 
 RETRIEVER_QUERIES = ("embeddings", "hidden")
+FUSION_WEIGHTINGS = ("raw", "normalized")
 SOFTPLUS_BETA = 10.0
 
 
@@ -65,6 +66,9 @@ class SptOptions:
     selection_weight: float = 0.4
     contrastive_weight: float = 0.4
     fusion_weight: float = 1.0
+    # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
+    # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
+    fusion_weights: str = "raw"
     tau_gold: float = 1.0
     tau_sim: float = 1.0
     contrastive_threshold: float = 20.0
@@ -82,6 +86,11 @@ class SptOptions:
             raise ConfigError(
                 f"--retriever-query must be one of {', '.join(RETRIEVER_QUERIES)}, "
                 f"got {self.retriever_query!r}"
+            )
+        if self.fusion_weights not in FUSION_WEIGHTINGS:
+            raise ConfigError(
+                f"--fusion-weights must be one of {', '.join(FUSION_WEIGHTINGS)}, "
+                f"got {self.fusion_weights!r}"
             )
         for name in ("selection_weight", "contrastive_weight", "fusion_weight"):
             value = getattr(self, name)
@@ -234,9 +243,9 @@ class SelectivePrompting(nn.Module):
         """Total training loss and its logged components for one batch.
 
         Logged: "nll" always; "sel", "fusion", "ctr" when active (raw, unweighted values);
-        "retriever_entropy" (mean entropy of softmax(s / tau_sim), nats) and "selection_agreement"
-        (fraction of examples whose top-scored prompt is the one with the lowest LM loss)
-        whenever there is a retriever.
+        "retriever_entropy" (mean entropy of softmax(s / tau_sim), nats), "selection_agreement"
+        (fraction of examples whose top-scored prompt is the one with the lowest LM loss) and
+        "score_sum" (mean over the batch of sum_k s_k) whenever there is a retriever.
         """
         opts = self.options
         use_fusion = self.retriever is not None and opts.fusion
@@ -264,7 +273,8 @@ class SelectivePrompting(nn.Module):
             logs["sel"] = float(sel.detach())
         if use_fusion:
             assert out.logits is not None
-            weights = s.T[:, out.example_index].to(out.logits.dtype)  # [K, M]
+            w = s if opts.fusion_weights == "raw" else s / s.sum(dim=-1, keepdim=True)
+            weights = w.T[:, out.example_index].to(out.logits.dtype)  # [K, M]
             fused = torch.einsum("km,kmv->mv", weights, out.logits)
             fusion = F.cross_entropy(fused, out.targets)
             total = total + opts.fusion_weight * fusion
@@ -280,6 +290,9 @@ class SelectivePrompting(nn.Module):
             logs["retriever_entropy"] = float(-(p_ret * log_p_ret).sum(-1).mean())
             agree = s.argmax(dim=1) == gold_nll.argmin(dim=1)
             logs["selection_agreement"] = float(agree.float().mean())
+            # Sum of the raw scores: the fusion loss uses them unnormalised, so this sum acts as
+            # an inverse temperature on the fused logits (docs/results.md, retriever collapse).
+            logs["score_sum"] = float(s.sum(-1).mean())
         return total, logs
 
     def contrastive_loss(self, s: torch.Tensor, personas: list[tuple[str, ...]]) -> torch.Tensor:

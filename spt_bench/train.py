@@ -70,6 +70,9 @@ class TrainSettings:
     early_stopping_patience: int | None = None
     log_every: int = 1
     bucket_by_length: bool = True  # batch rows of similar length together (less padding)
+    # share of decoder layers whose activations are recomputed in backward (0 = off, 1 = all):
+    # less memory for more time; the loss is the same
+    activation_checkpointing: float = 0.0
 
 
 @dataclass
@@ -384,6 +387,10 @@ def train(
         result.best_dev_loss = ckpt.state.get("best_dev_loss")
         return result
 
+    if settings.activation_checkpointing:
+        from spt_bench.models import set_activation_checkpointing
+
+        set_activation_checkpointing(method.backbone.model, settings.activation_checkpointing)
     bar = _progress(progress and dist.is_main, console, n_total, start_step)
     t_start = time.perf_counter()
     step_times: list[float] = []
@@ -497,6 +504,8 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        if settings.activation_checkpointing:
+            set_activation_checkpointing(method.backbone.model, 0.0)
     result.steps = step
     result.stopped_early = stopped_early
     result.best_step = ckpt.state.get("best_step")

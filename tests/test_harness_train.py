@@ -199,3 +199,57 @@ def test_length_bucketing_groups_similar_lengths_and_stays_deterministic() -> No
     assert max(spread) < 50  # short and long rows never share a batch here
     b = MicroBatchStream(len(lengths), s, lengths)
     assert [mb for step in range(8) for _, mb in b.micro_batches(step)] == batches
+
+
+def _count_layer_forwards(model) -> tuple[list[int], list]:
+    from spt_bench.models import checkpointed_layers
+
+    counts = [0] * len(checkpointed_layers(model))
+    hooks = []
+    for i, layer in enumerate(checkpointed_layers(model)):
+
+        def hook(*_args, i=i):
+            counts[i] += 1
+
+        # the inner forward (not __call__) is what checkpointing replays in backward
+        hooks.append(layer.self_attn.register_forward_hook(hook))
+    return counts, hooks
+
+
+@pytest.mark.parametrize("fraction", [0.5, 1.0])
+def test_activation_checkpointing_recomputes_chosen_layers_and_keeps_the_losses(
+    tmp_path: Path, fraction: float
+) -> None:
+    settings = TrainSettings(max_steps=3, batch_size=4, lr=1e-2, seed=0)
+    m, enc, dev = _setup("spt", k=2)
+    plain_counts, hooks = _count_layer_forwards(m.backbone.model)
+    train(m, enc, dev, settings, tmp_path / "plain", pad_id=0, progress=False)
+    for h in hooks:
+        h.remove()
+    plain_log = [json.loads(x) for x in (tmp_path / "plain" / "train_log.jsonl").open()]
+
+    m, enc, dev = _setup("spt", k=2)
+    counts, hooks = _count_layer_forwards(m.backbone.model)
+    settings.activation_checkpointing = fraction
+    train(m, enc, dev, settings, tmp_path / "ckpt", pad_id=0, progress=False)
+    for h in hooks:
+        h.remove()
+    ckpt_log = [json.loads(x) for x in (tmp_path / "ckpt" / "train_log.jsonl").open()]
+    for a, b in zip(plain_log, ckpt_log, strict=True):
+        for key in ("loss", "nll", "sel", "fusion", "ctr", "dev_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+    # a checkpointed layer runs its forward twice per training step (once more in backward)
+    recomputed = [i for i, (c, p) in enumerate(zip(counts, plain_counts, strict=True)) if c > p]
+    assert len(recomputed) == round(fraction * len(counts))
+    # the frozen backbone is back in evaluation mode with checkpointing off afterwards
+    assert not m.backbone.model.training
+    assert not any(getattr(x, "gradient_checkpointing", False) for x in m.backbone.model.modules())
+
+
+def test_activation_checkpointing_fraction_outside_zero_one_is_refused() -> None:
+    from spt_bench.config import RunConfig
+    from spt_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="activation_checkpointing"):
+        RunConfig(activation_checkpointing=1.5)

@@ -124,6 +124,31 @@ def test_losses_match_a_hand_computation_from_separate_forwards(backbone) -> Non
     assert 0 <= logs["selection_agreement"] <= 1
 
 
+def test_normalized_fusion_mixes_logits_with_scores_that_sum_to_one(backbone) -> None:
+    batch = mixed_batch()
+    personas = [e.persona for e in batch.examples]
+    args = (batch.input_ids, batch.attention_mask, batch.labels, batch.prompt_mask, personas)
+    raw = new_core(backbone, k=3, prompt_len=4)
+    normalized = new_core(backbone, k=3, prompt_len=4, fusion_weights="normalized")
+    _, raw_logs = raw.losses(*args)
+    _, logs = normalized.losses(*args)
+    with torch.no_grad():
+        s = normalized.scores(batch.input_ids, batch.attention_mask, batch.prompt_mask)
+        w = s / s.sum(-1, keepdim=True)
+        prompts = normalized.prompt_pool.prompts
+        ce = []
+        for b in range(len(batch)):
+            parts = [reference_logits(backbone, prompts[k], batch, b) for k in range(3)]
+            fused = sum(w[b, k] * parts[k][0] for k in range(3))
+            ce.append(F.cross_entropy(fused, parts[0][1], reduction="none"))
+        expected = torch.cat(ce).mean()
+    assert logs["fusion"] == pytest.approx(float(expected), abs=1e-4)
+    # same seed, same prompts and retriever: only the fusion term differs
+    assert logs["nll"] == raw_logs["nll"] and logs["sel"] == raw_logs["sel"]
+    assert logs["fusion"] != pytest.approx(raw_logs["fusion"], abs=1e-3)
+    assert logs["score_sum"] == pytest.approx(float(s.sum(-1).mean()), abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("switch", "term", "weight"),
     [("selection_loss", "sel", 0.4), ("fusion", "fusion", 1.0), ("contrastive", "ctr", 0.4)],
@@ -307,6 +332,7 @@ def test_prompt_pool_initialisations(backbone) -> None:
         ({"prompt_len": 0}, "--prompt-len"),
         ({"prompt_init": "zeros"}, "--prompt-init"),
         ({"retriever_query": "bm25"}, "--retriever-query"),
+        ({"fusion_weights": "softmax"}, "--fusion-weights"),
         ({"tau_gold": 0.0}, "--tau-gold"),
         ({"selection_weight": -1.0}, "--selection-weight"),
         ({"contrastive_threshold": 150.0}, "--contrastive-threshold"),
