@@ -15,8 +15,11 @@
 #   SPT_GPU_CHECK_MODEL=smollm2-135m   tiny-random skips the GGUF join (CPU test of this script)
 #   SPT_GPU_CHECK_DEVICE=cuda          SPT_GPU_CHECK_DATA=.device/b/valid_self_original_no_cands.txt
 #   SPT_GPU_CHECK_BATCH=32             SPT_GPU_CHECK_N_DECODE= (empty: all 7801 prompts)
-#   SPT_GPU_CHECK_DECODE_BATCHES=256,auto     SPT_GPU_CHECK_GENERATE_BATCHES=256,2048,auto
+#   SPT_GPU_CHECK_DECODE_BATCHES=auto     SPT_GPU_CHECK_GENERATE_BATCHES=256,auto
+#   (one timed pass over all 7801 prompts per batch size: each costs 15-150 s, so the defaults
+#   keep the run near 5 minutes; the first session's 5 configurations overran a 150 s cap)
 #   SPT_GPU_CHECK_REPS=5  SPT_GPU_CHECK_WARMUP=2  SPT_GPU_CHECK_MAX_NEW=32
+#   SPT_GPU_CHECK_CHECKPOINTING=0.25,0.5,1  (shares of LM layers checkpointed in extra spt timings)
 #   SPT_GPU_CHECK_DECODE_METHOD=spt (full-ft: the bare LM, no soft prompt - the reference workload)
 #   SPT_GPU_CHECK_SKIP_WHEELS=1 (no pip install)
 #   PYTHON=python3
@@ -32,8 +35,8 @@ DEVICE="${SPT_GPU_CHECK_DEVICE:-cuda}"
 DATA="${SPT_GPU_CHECK_DATA:-$REPO/.device/b/valid_self_original_no_cands.txt}"
 BATCH="${SPT_GPU_CHECK_BATCH:-32}"
 N_DECODE="${SPT_GPU_CHECK_N_DECODE:-}"
-DECODE_BATCHES="${SPT_GPU_CHECK_DECODE_BATCHES:-256,auto}"
-GENERATE_BATCHES="${SPT_GPU_CHECK_GENERATE_BATCHES:-256,2048,auto}"
+DECODE_BATCHES="${SPT_GPU_CHECK_DECODE_BATCHES:-auto}"
+GENERATE_BATCHES="${SPT_GPU_CHECK_GENERATE_BATCHES:-256,auto}"
 REPS="${SPT_GPU_CHECK_REPS:-5}"
 WARMUP="${SPT_GPU_CHECK_WARMUP:-2}"
 MAX_NEW="${SPT_GPU_CHECK_MAX_NEW:-32}"
