@@ -325,6 +325,11 @@ def run_cmd(
         "--fusion-weights",
         help="(spt) raw (authors') | normalized: fuse logits with s_k or s_k / sum_j s_j.",
     ),
+    retriever_center: bool = typer.Option(
+        False,
+        "--retriever-center",
+        help="(spt) centre retriever queries and keys (fixes one-prompt collapse; not the authors').",
+    ),
     retriever_query: str = typer.Option(
         None, "--retriever-query", help="(spt) embeddings | hidden."
     ),
@@ -365,6 +370,7 @@ def run_cmd(
     method_options = {
         "k": k, "prompt_len": prompt_len, "prompt_init": prompt_init,
         "retriever_query": retriever_query, "fusion_weights": fusion_weights,
+        "retriever_center": True if retriever_center else None,
         "selection_loss": False if no_selection_loss else None,
         "fusion": False if no_fusion else None,
         "contrastive": False if no_contrastive else None,

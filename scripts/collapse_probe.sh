@@ -8,6 +8,7 @@ VARIANTS="${PROBE_VARIANTS:-authors no-fusion prompt-init-normal query-hidden}"
 for v in $VARIANTS; do
     case "$v" in
         authors) args=() ;;
+        retriever-center) args=(--retriever-center) ;;
         no-fusion) args=(--no-fusion) ;;
         no-contrastive) args=(--no-contrastive) ;;
         no-selection) args=(--no-selection-loss) ;;

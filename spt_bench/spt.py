@@ -38,6 +38,7 @@ from spt_bench.soft_prompt import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.batches import GenBatch, TrainBatch
+    from spt_bench.data.example import Example
     from spt_bench.models import Backbone
 
 RETRIEVER_QUERIES = ("embeddings", "hidden")
@@ -60,6 +61,10 @@ class SptOptions:
     prompt_len: int = 8
     prompt_init: str = "vocab"
     retriever_query: str = "embeddings"
+    # centre queries (by the training queries' mean) and keys (by the pool's mean key) before
+    # the Linear, whose bias starts at zero: mean input embeddings share one dominant direction
+    # (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt
+    retriever_center: bool = False
     selection_loss: bool = True
     fusion: bool = True
     contrastive: bool = True
@@ -137,15 +142,25 @@ class PromptRetriever(nn.Module):
     Runs in fp32 with autocast off, so a prompt's score does not depend on bf16 rounding.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, center: bool = False) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden_size, hidden_size)
+        self.center = center
+        if center:
+            # set by SelectivePromptTuning.setup from the training queries; saved with the state
+            self.register_buffer("query_center", torch.zeros(hidden_size))
+            with torch.no_grad():
+                self.proj.bias.zero_()
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """query [B, d], keys [K, d] -> scores [B, K] in (0, ~1]."""
         with torch.autocast(device_type=query.device.type, enabled=False):
-            q = self.proj(query.float())
-            k = self.proj(keys.float())
+            query, keys = query.float(), keys.float()
+            if self.center:
+                query = query - self.query_center
+                keys = keys - keys.mean(dim=0, keepdim=True)
+            q = self.proj(query)
+            k = self.proj(keys)
             cos = F.cosine_similarity(q[:, None, :], k[None, :, :], dim=-1)
             return F.softplus(cos, beta=SOFTPLUS_BETA)
 
@@ -186,7 +201,11 @@ class SelectivePrompting(nn.Module):
             exclude_ids=special_token_ids(tokenizer),
             vocab_limit=len(tokenizer) if tokenizer is not None else None,
         )
-        self.retriever = PromptRetriever(hidden_size) if options.uses_retriever else None
+        self.retriever = (
+            PromptRetriever(hidden_size, center=options.retriever_center)
+            if options.uses_retriever
+            else None
+        )
         self.persona_similarity = PersonaSimilarity(options.contrastive_threshold)
         self.to(backbone.device)
 
@@ -402,6 +421,26 @@ class SelectivePromptTuning(Method):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.core.parameters())
+
+    def setup(self, train_examples: list[Example], *, seed: int = 0) -> None:
+        """With --retriever-center: the mean retriever query of (up to 1024 evenly spaced)
+        training examples becomes the query centre. A loaded checkpoint overrides it."""
+        retriever = self.core.retriever
+        if retriever is None or not retriever.center or not train_examples:
+            return
+        from spt_bench.data.formatting import collate_train
+
+        step = max(1, len(train_examples) // 1024)
+        chosen = train_examples[::step][:1024]
+        formatter = self.build_formatter()
+        encoded = [formatter.encode_train(ex) for ex in chosen]
+        total = torch.zeros(self.core.prompt_pool.prompts.shape[-1], dtype=torch.float64)
+        for i in range(0, len(encoded), 32):
+            batch = collate_train(encoded[i : i + 32], self.backbone.pad_token_id)
+            batch = batch.to(self.backbone.device)
+            q = self.core.query(batch.input_ids, batch.attention_mask, batch.prompt_mask)
+            total += q.double().sum(dim=0).cpu()
+        retriever.query_center.copy_((total / len(encoded)).to(retriever.query_center))
 
     def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         personas = [ex.persona for ex in batch.examples] if batch.examples else None

@@ -363,3 +363,45 @@ def test_test_split_prompt_usage_histogram_goes_to_diagnostics() -> None:
     diag = method.prediction_diagnostics(rows)
     assert diag["prompt_usage"] == [1, 1, 3]
     assert diag["prompt_share"] == [0.2, 0.2, 0.6]
+
+
+def test_retriever_center_uses_the_training_query_mean_and_centred_keys() -> None:
+    from spt_bench.data.example import Example
+    from spt_bench.data.formatting import collate_train
+    from spt_bench.methods import get_method, make_options
+    from spt_bench.models import load_backbone
+
+    backbone = load_backbone("tiny-random", seed=0)
+    cls = get_method("spt")
+    examples = [
+        Example(f"d{i}", 0, (f"i like colour {i}.", "i have a cat."), (f"hello number {i}",), "hi.")
+        for i in range(40)
+    ]
+    torch.manual_seed(0)
+    method = cls(backbone, make_options(cls, {"k": 3, "retriever_center": True}))
+    retriever = method.core.retriever
+    assert torch.count_nonzero(retriever.proj.bias) == 0
+    method.setup(examples, seed=0)
+    formatter = method.build_formatter()
+    batch = collate_train([formatter.encode_train(ex) for ex in examples], backbone.pad_token_id)
+    q = method.core.query(batch.input_ids, batch.attention_mask, batch.prompt_mask)
+    assert torch.allclose(retriever.query_center, q.mean(dim=0), atol=1e-5)
+    keys = method.core.prompt_pool.keys()
+    with torch.no_grad():
+        s = method.core.scores(batch.input_ids, batch.attention_mask, batch.prompt_mask)
+        qc = retriever.proj(q - q.mean(0))
+        kc = retriever.proj(keys - keys.mean(0))
+        ref = F.softplus(F.cosine_similarity(qc[:, None], kc[None], dim=-1), beta=10.0)
+    assert torch.allclose(s, ref, atol=1e-5)
+    # the centre travels with the trained state, so evaluation needs no training data
+    state = method.trained_state()
+    assert "retriever.query_center" in state
+    torch.manual_seed(1)
+    other = cls(backbone, make_options(cls, {"k": 3, "retriever_center": True}))
+    other.load_trained_state(state)
+    assert torch.equal(other.core.retriever.query_center, retriever.query_center)
+    # off (the authors' retriever): no centre, the usual Linear init
+    torch.manual_seed(0)
+    plain = cls(backbone, make_options(cls, {"k": 3}))
+    assert "retriever.query_center" not in plain.trained_state()
+    assert torch.count_nonzero(plain.core.retriever.proj.bias) > 0
