@@ -29,7 +29,7 @@ from typing import Any
 
 from spt_bench.config import RunConfig, check_run_name, coerce_dataclass, config_from_dict
 from spt_bench.errors import ConfigError
-from spt_bench.io import atomic_write_json
+from spt_bench.io import append_jsonl, atomic_write_json
 
 DEFAULT_OUT = "runs"
 RUN_FILES = ("config.json", "env.json", "predictions.jsonl", "metrics.json", "report.md")
@@ -98,15 +98,27 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+# Settings that change how much memory a run needs, not what it trains: a run killed for memory
+# can resume with them changed (recorded in resume_log.jsonl and the rewritten config.json).
+RESUME_ADJUSTABLE = ("activation_checkpointing", "eval_batch_size")
+
+
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The saved config of a run; explicit flags must agree with it (out/name excepted)."""
+    """The saved config of a run; explicit flags must agree with it (out/name excepted, and the
+    memory settings of RESUME_ADJUSTABLE, which may change)."""
     path = run_dir / "config.json"
     if not path.is_file():
         raise ConfigError(f"cannot resume {run_dir}: it holds no config.json")
     stored = json.loads(path.read_text(encoding="utf-8"))
     changed = []
+    adjusted = {}
     for key, value in overrides.items():
         if value is None or key in ("out", "name", "methods"):
+            continue
+        if key in RESUME_ADJUSTABLE:
+            if stored.get(key) != value:
+                adjusted[key] = {"from": stored.get(key), "to": value}
+                stored[key] = value
             continue
         if key == "method_options":
             for k, v in (value or {}).items():
@@ -120,7 +132,10 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
             f"cannot resume {run_dir} with changed settings: {', '.join(changed)}; "
             "start a new run instead"
         )
-    return config_from_dict(stored)
+    config = config_from_dict(stored)
+    if adjusted:
+        append_jsonl(run_dir / "resume_log.jsonl", [{"time": time.time(), "changed": adjusted}])
+    return config
 
 
 # ---------------------------------------------------------------------------- data

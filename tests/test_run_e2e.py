@@ -94,6 +94,23 @@ def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> 
     assert changed.exit_code == 2 and "changed settings: lr" in changed.output
 
 
+def test_resume_may_change_memory_settings_and_records_them(tmp_path: Path) -> None:
+    # a run killed for memory resumes with checkpointing on and a smaller decoding batch
+    args = [*TINY, "--method", "spt", "--max-steps", "2", "--eval-limit", "4"]
+    out = str(tmp_path / "r")
+    assert _run(*args, "--out", out).exit_code == 0
+    (tmp_path / "r/metrics.json").unlink()
+    res = _run(
+        "--resume", "--out", out, "--activation-checkpointing", "1", "--eval-batch-size", "2"
+    )
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "r/config.json").read_text())
+    assert config["activation_checkpointing"] == 1.0 and config["eval_batch_size"] == 2
+    (record,) = _rows(tmp_path / "r/resume_log.jsonl")
+    assert record["changed"]["activation_checkpointing"] == {"from": 0.0, "to": 1.0}
+    assert record["changed"]["eval_batch_size"] == {"from": 16, "to": 2}
+
+
 def test_methods_command_lists_every_method() -> None:
     res = runner.invoke(app, ["methods"])
     assert res.exit_code == 0
