@@ -292,6 +292,11 @@ def run_cmd(
     decoding: str = typer.Option(
         None, "--decoding", help="greedy | sample | beam (default: greedy)."
     ),
+    decode_engine: str = typer.Option(
+        None,
+        "--decode-engine",
+        help="hf (default) | static: preallocated KV cache + CUDA graphs (Llama-family models).",
+    ),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     dtype: str = typer.Option(
         None, "--dtype", help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
@@ -386,6 +391,7 @@ def run_cmd(
         "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
         "eval_every": eval_every, "eval_batch_size": eval_batch_size,
         "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,
+        "decode_engine": decode_engine,
         "dtype": dtype, "bertscore": False if no_bertscore else None,
         "model_metrics": False if no_model_metrics else None,
         "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
@@ -407,6 +413,9 @@ def evaluate_cmd(
     device: str = typer.Option(None, "--device", help="cpu, cuda ... (default: the run's)."),
     dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
     eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
+    decode_engine: str = typer.Option(
+        None, "--decode-engine", help="hf | static (default: the run's)."
+    ),
     no_model_metrics: bool = typer.Option(
         False, "--no-model-metrics", help="Skip perplexity and hits@k."
     ),
@@ -434,6 +443,7 @@ def evaluate_cmd(
         device=device,
         dtype=dtype,
         eval_batch_size=eval_batch_size,
+        decode_engine=decode_engine,
         model_metrics=False if no_model_metrics else None,
         hits_k=parse_hits_k(hits_k) if hits_k is not None else None,
         console=console,
@@ -571,6 +581,11 @@ def bench_cmd(
         None, "--n-decode", help="Prompts to decode; default: all on CUDA, 128 on CPU."
     ),
     decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
+    decode_engine: str = typer.Option(
+        "hf,static",
+        "--decode-engine",
+        help="Our decoder's engine(s) to time, comma-separated: hf, static.",
+    ),
     decode_method: str = typer.Option(
         "spt", "--decode-method", help="Method whose decoding is timed (untrained)."
     ),
@@ -611,7 +626,7 @@ def bench_cmd(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
         warmup=warmup, k=k, decode_batch_sizes=decode_batch_size,
         generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
-        decode_method=decode_method,
+        decode_method=decode_method, decode_engines=decode_engine,
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
         profile_dir=profile, checkpointing=checkpointing,
     )  # fmt: skip

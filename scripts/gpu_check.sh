@@ -15,9 +15,11 @@
 #   SPT_GPU_CHECK_MODEL=smollm2-135m   tiny-random skips the GGUF join (CPU test of this script)
 #   SPT_GPU_CHECK_DEVICE=cuda          SPT_GPU_CHECK_DATA=.device/b/valid_self_original_no_cands.txt
 #   SPT_GPU_CHECK_BATCH=32             SPT_GPU_CHECK_N_DECODE= (empty: all 7801 prompts)
-#   SPT_GPU_CHECK_DECODE_BATCHES=auto     SPT_GPU_CHECK_GENERATE_BATCHES=256,auto
-#   (one timed pass over all 7801 prompts per batch size: each costs 15-150 s, so the defaults
-#   keep the run near 5 minutes; the first session's 5 configurations overran a 150 s cap)
+#   SPT_GPU_CHECK_DECODE_BATCHES=auto     SPT_GPU_CHECK_GENERATE_BATCHES=auto
+#   SPT_GPU_CHECK_DECODE_ENGINES=hf,static  (our decoder's engines, each at every decode batch)
+#   (one timed pass over all 7801 prompts per configuration: each costs 5-150 s, so the defaults
+#   - hf and static at the automatic batch, plain generate at the same batch - keep the run near
+#   4 minutes; the first session's 5 configurations overran a 150 s cap)
 #   SPT_GPU_CHECK_REPS=5  SPT_GPU_CHECK_WARMUP=2  SPT_GPU_CHECK_MAX_NEW=32
 #   SPT_GPU_CHECK_CHECKPOINTING=0.25,0.5,1  (shares of LM layers checkpointed in extra spt timings)
 #   SPT_GPU_CHECK_DECODE_METHOD=spt (full-ft: the bare LM, no soft prompt - the reference workload)
@@ -36,7 +38,8 @@ DATA="${SPT_GPU_CHECK_DATA:-$REPO/.device/b/valid_self_original_no_cands.txt}"
 BATCH="${SPT_GPU_CHECK_BATCH:-32}"
 N_DECODE="${SPT_GPU_CHECK_N_DECODE:-}"
 DECODE_BATCHES="${SPT_GPU_CHECK_DECODE_BATCHES:-auto}"
-GENERATE_BATCHES="${SPT_GPU_CHECK_GENERATE_BATCHES:-256,auto}"
+GENERATE_BATCHES="${SPT_GPU_CHECK_GENERATE_BATCHES:-auto}"
+DECODE_ENGINES="${SPT_GPU_CHECK_DECODE_ENGINES:-hf,static}"
 REPS="${SPT_GPU_CHECK_REPS:-5}"
 WARMUP="${SPT_GPU_CHECK_WARMUP:-2}"
 MAX_NEW="${SPT_GPU_CHECK_MAX_NEW:-32}"
@@ -86,7 +89,8 @@ EOF
 #    decoding every prompt, our path vs plain generate; the scorer when its libraries are here
 args=(bench --model "$MODEL" --device "$DEVICE" --data "$DATA" --batch-size "$BATCH"
       --reps "$REPS" --warmup "$WARMUP" --checkpointing "$CHECKPOINTING" --decode-batch-size "$DECODE_BATCHES"
-      --generate-batch-size "$GENERATE_BATCHES" --max-new-tokens "$MAX_NEW"
+      --generate-batch-size "$GENERATE_BATCHES" --decode-engine "$DECODE_ENGINES"
+      --max-new-tokens "$MAX_NEW"
       --decode-method "$DECODE_METHOD"
       --predictions "$OUT/predictions.jsonl" --json "$OUT/bench.json" --profile "$OUT")
 if [ -n "$N_DECODE" ]; then
@@ -111,7 +115,12 @@ for e in r["train"]["entries"]:
 dec = r.get("decode") or {}
 for f in dec.get("ours", []) + dec.get("plain_generate", []):
     what = f["error"] or f"{f['seconds']:.2f} s, {f['responses_per_s']:.0f} responses/s"
-    print(f"decode {f['path']:<15} batch {f['batch_size']:>5}: {what}")
+    path = f["path"] + (f" {f['engine']}" if f.get("engine") else "")
+    if f.get("engine") == "static":
+        what += f", CUDA graphs {f.get('cuda_graphs')}"
+        if f.get("cuda_graph_error"):
+            what += f" (capture failed: {f['cuda_graph_error']})"
+    print(f"decode {path:<22} batch {f['batch_size']:>5}: {what}")
 if dec.get("stop_reasons"):
     print(f"decode stops (ours): {dec['stop_reasons']}, mean {dec['mean_new_tokens']:.1f} tokens")
 if "speedup_best_vs_best" in dec:
@@ -119,8 +128,12 @@ if "speedup_best_vs_best" in dec:
           f"(ours {dec['best_ours']['seconds']:.2f} s for {dec['n']}; target <= 6 s)")
 for c in dec.get("comparisons", []):
     if "speedup_same_batch" in c:
-        print(f"decode batch {c['batch_size']}: {c['speedup_same_batch']:.2f}x plain generate, "
+        print(f"decode {c.get('engine', 'hf')} batch {c['batch_size']}: "
+              f"{c['speedup_same_batch']:.2f}x plain generate, "
               f"identical responses {100 * c['identical_responses']:.1f}%")
+    if "speedup_over_hf_engine" in c:
+        print(f"decode {c['engine']} batch {c['batch_size']}: {c['speedup_over_hf_engine']:.2f}x "
+              f"the hf engine, identical responses {100 * c['identical_to_hf_engine']:.1f}%")
 spt = next((e for e in r["train"]["entries"] if e["name"] == "spt"), None)
 if spt:
     print(f"target spt K=4 batch 32: {spt['examples_per_s']:.0f} ex/s (>= 200), "

@@ -71,6 +71,8 @@ class BenchSettings:
     generate_batch_sizes: tuple[int | str, ...] | None = None
     decode_method: str = "spt"
     decode_reps: int = 1
+    # our decoder's engines to time (decode.DECODE_ENGINES); each at every decode batch size
+    decode_engines: tuple[str, ...] | str = ("hf", "static")
     max_new_tokens: int = 32
     plain_generate: bool = True
     score: bool = True
@@ -91,10 +93,27 @@ class BenchSettings:
         if self.n_decode is not None and self.n_decode < 0:
             raise ConfigError("bench: --n-decode must be >= 0")
         self.decode_batch_sizes = parse_batch_sizes(self.decode_batch_sizes, "--decode-batch-size")
+        self.decode_engines = parse_engines(self.decode_engines)
         if self.generate_batch_sizes is not None:
             self.generate_batch_sizes = parse_batch_sizes(
                 self.generate_batch_sizes, "--generate-batch-size"
             )
+
+
+def parse_engines(values: Any) -> tuple[str, ...]:
+    """'hf,static' / ['hf'] -> ('hf', 'static'); unknown names are a clear error."""
+    from spt_bench.decode import DECODE_ENGINES
+
+    if isinstance(values, str):
+        values = [v.strip().lower() for v in values.split(",") if v.strip()]
+    out = tuple(dict.fromkeys(values))
+    bad = [v for v in out if v not in DECODE_ENGINES]
+    if bad or not out:
+        raise ConfigError(
+            f"--decode-engine: {', '.join(bad) or 'nothing given'}; "
+            f"choose from {', '.join(DECODE_ENGINES)}"
+        )
+    return out
 
 
 def parse_batch_sizes(values: Any, flag: str) -> tuple[int | str, ...]:
@@ -600,6 +619,9 @@ class DecodeFigures:
     memory_kind: str = "n/a"
     error: str | None = None
     oom_halvings: int = 0  # our decoder halves a batch that does not fit and goes on
+    engine: str | None = None  # ours: decode.DECODE_ENGINES; plain generate: None
+    cuda_graphs: int | None = None  # static engine: batches replayed as CUDA graphs
+    cuda_graph_error: str | None = None  # static engine: why capture failed (ran eagerly)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -714,10 +736,18 @@ def bench_decoding(
     resolved: dict[int | str, int] = {}
     for req in settings.decode_batch_sizes:
         resolved[req] = _resolve_batch(req, backbone, formatter, examples, prefix_len, settings)
+    from spt_bench.static_decode import unsupported_reason
+
     jobs: list[DecodeFigures] = []
-    for req in settings.decode_batch_sizes:
-        if all(j.batch_size != resolved[req] for j in jobs):  # "auto" may equal a given size
-            jobs.append(DecodeFigures("ours", resolved[req], req, None))
+    for engine in settings.decode_engines:
+        for req in settings.decode_batch_sizes:
+            bs = resolved[req]
+            if any(j.batch_size == bs and j.engine == engine for j in jobs):
+                continue  # "auto" may equal a given size
+            job = DecodeFigures("ours", bs, req, None, engine=engine)
+            if engine == "static":
+                job.error = unsupported_reason(backbone)
+            jobs.append(job)
     if settings.plain_generate:
         for req in settings.generate_batch_sizes or settings.decode_batch_sizes:
             bs = resolved.get(req) or _resolve_batch(
@@ -725,18 +755,28 @@ def bench_decoding(
             )
             if all(j.batch_size != bs for j in jobs if j.path == "plain generate"):
                 jobs.append(DecodeFigures("plain generate", bs, req, None))
-    predictions: dict[int, list[dict]] = {}
+    predictions: dict[tuple[str, int], list[dict]] = {}
     plain_predictions: dict[int, dict[str, str]] = {}
     peaks: dict[int, tuple[int | None, str]] = {}
     times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
-    last_ours = max((i for i, j in enumerate(jobs) if j.path == "ours"), default=-1)
+    # one operator profile per engine: of its last configuration's warm-up
+    profiled = {
+        max(i for i, j in enumerate(jobs) if j.engine == e): e
+        for e in {j.engine for j in jobs if j.path == "ours" and not j.error}
+    }
 
     def run(i: int, subset: list[Example], tag: str) -> tuple[Any, int]:
         job = jobs[i]
         if job.path == "ours":
-            ds = DecodeSettings(max_new_tokens=settings.max_new_tokens, batch_size=job.batch_size)
+            ds = DecodeSettings(
+                max_new_tokens=settings.max_new_tokens, batch_size=job.batch_size,
+                engine=job.engine or "hf",
+            )  # fmt: skip
             rows, stats = decode(method, formatter, subset, ds, work_dir / f"{tag}-{i}.jsonl")
             job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
+            if job.engine == "static":
+                job.cuda_graphs = stats.cuda_graphs
+                job.cuda_graph_error = stats.cuda_graph_error
             return rows, stats.new_tokens
         return plain_generate(method, formatter, subset, job.batch_size, settings.max_new_tokens)
 
@@ -746,11 +786,12 @@ def bench_decoding(
                 continue
             subset = examples if rep >= 0 else _longest(examples, formatter, job.batch_size)
             try:
-                if rep < 0 and settings.profile_dir and i == last_ours:
+                if rep < 0 and settings.profile_dir and i in profiled:
                     run(i, subset, "warm")
+                    suffix = "" if profiled[i] == "hf" else f"_{profiled[i]}"
                     profile_once(
                         functools.partial(run, i, subset, "prof"), device,
-                        Path(settings.profile_dir) / "decode_profile.txt",
+                        Path(settings.profile_dir) / f"decode_profile{suffix}.txt",
                     )  # fmt: skip
                     continue
                 with PeakMemory(device) as mem:
@@ -772,7 +813,7 @@ def bench_decoding(
             old = peaks.get(i, (None, mem.kind))[0]
             peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
             if job.path == "ours":
-                predictions[job.batch_size] = out
+                predictions[(job.engine or "hf", job.batch_size)] = out
             else:
                 plain_predictions[job.batch_size] = out
     for i, job in enumerate(jobs):
@@ -789,23 +830,37 @@ def bench_decoding(
 
 def _decode_summary(
     examples: list[Example], ours: list[DecodeFigures], plain: list[DecodeFigures],
-    predictions: dict[int, list[dict]], plain_predictions: dict[int, dict[str, str]],
+    predictions: dict[tuple[str, int], list[dict]], plain_predictions: dict[int, dict[str, str]],
     settings: BenchSettings,
 ) -> dict[str, Any]:  # fmt: skip
     ok_ours = [f for f in ours if f.seconds]
     ok_plain = [f for f in plain if f.seconds]
+
+    def identical(rows: list[dict], theirs: dict[str, str]) -> float:
+        return sum(r["prediction"] == theirs.get(r["id"]) for r in rows) / max(1, len(rows))
+
     comparisons = []
     for f in ok_ours:
+        assert f.seconds is not None
+        engine = f.engine or "hf"
+        rows = predictions[(engine, f.batch_size)]
+        row: dict[str, Any] = {"engine": engine, "batch_size": f.batch_size}
         same = next((p for p in ok_plain if p.batch_size == f.batch_size), None)
-        row: dict[str, Any] = {"batch_size": f.batch_size}
         if same is not None:
-            assert same.seconds is not None and f.seconds is not None
+            assert same.seconds is not None
             row["speedup_same_batch"] = same.seconds / f.seconds
-            ours_rows = predictions[f.batch_size]
-            theirs = plain_predictions[f.batch_size]
-            row["identical_responses"] = sum(
-                r["prediction"] == theirs.get(r["id"]) for r in ours_rows
-            ) / max(1, len(ours_rows))
+            row["identical_responses"] = identical(rows, plain_predictions[f.batch_size])
+        hf = next(
+            (h for h in ok_ours if (h.engine or "hf") == "hf" and h.batch_size == f.batch_size),
+            None,
+        )
+        if engine != "hf" and hf is not None:
+            assert hf.seconds is not None
+            row["speedup_over_hf_engine"] = hf.seconds / f.seconds
+            hf_rows = predictions[("hf", f.batch_size)]
+            row["identical_to_hf_engine"] = identical(
+                rows, {r["id"]: r["prediction"] for r in hf_rows}
+            )
         comparisons.append(row)
     best_ours = min(ok_ours, key=lambda f: f.seconds or 0, default=None)
     best_plain = min(ok_plain, key=lambda f: f.seconds or 0, default=None)
@@ -815,19 +870,24 @@ def _decode_summary(
         "max_new_tokens": settings.max_new_tokens,
         "greedy": True,
         "reps": settings.decode_reps,
+        "engines": list(settings.decode_engines),
         "ours": [f.to_json() for f in ours],
         "plain_generate": [f.to_json() for f in plain],
         "comparisons": comparisons,
     }
     if best_ours is not None:
-        summary["best_ours"] = {"batch_size": best_ours.batch_size, "seconds": best_ours.seconds}
+        summary["best_ours"] = {
+            "engine": best_ours.engine or "hf",
+            "batch_size": best_ours.batch_size,
+            "seconds": best_ours.seconds,
+        }
     if best_plain is not None:
         summary["best_plain"] = {"batch_size": best_plain.batch_size, "seconds": best_plain.seconds}
     if best_ours is not None and best_plain is not None:
         assert best_ours.seconds and best_plain.seconds
         summary["speedup_best_vs_best"] = best_plain.seconds / best_ours.seconds
     if best_ours is not None:
-        rows = predictions[best_ours.batch_size]
+        rows = predictions[(best_ours.engine or "hf", best_ours.batch_size)]
         stops: dict[str, int] = {}
         for r in rows:
             stops[str(r.get("stop"))] = stops.get(str(r.get("stop")), 0) + 1
@@ -1001,7 +1061,8 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
         for col in ("path", "batch", "seconds", "responses/s", "new tokens", "peak memory"):
             t.add_column(col, justify="left" if col == "path" else "right")
         for f in dec["ours"] + dec["plain_generate"]:
-            label = f["path"] + (f" ({f['requested']})" if f["requested"] == AUTO else "")
+            label = f["path"] + (f" ({f['engine']} engine)" if f.get("engine") else "")
+            label += f" ({f['requested']})" if f["requested"] == AUTO else ""
             if f["error"]:
                 t.add_row(label, str(f["batch_size"]), f["error"], "-", "-", "-")
                 continue
@@ -1011,10 +1072,18 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
             )  # fmt: skip
         console.print(t)
         for c in dec["comparisons"]:
+            engine = c.get("engine", "hf")
             if "speedup_same_batch" in c:
                 console.print(
-                    f"  batch {c['batch_size']}: ours [bold]{c['speedup_same_batch']:.2f}x[/] "
-                    f"plain generate; identical responses {100 * c['identical_responses']:.1f}%"
+                    f"  batch {c['batch_size']}: ours ({engine} engine) "
+                    f"[bold]{c['speedup_same_batch']:.2f}x[/] plain generate; identical "
+                    f"responses {100 * c['identical_responses']:.1f}%"
+                )
+            if "speedup_over_hf_engine" in c:
+                console.print(
+                    f"  batch {c['batch_size']}: {engine} engine "
+                    f"[bold]{c['speedup_over_hf_engine']:.2f}x[/] the hf engine; identical "
+                    f"responses {100 * c['identical_to_hf_engine']:.1f}%"
                 )
         if dec.get("stop_reasons"):
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(dec["stop_reasons"].items()))
@@ -1023,7 +1092,8 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
             )
         if "speedup_best_vs_best" in dec:
             console.print(
-                f"  best vs best: ours {dec['best_ours']['seconds']:.2f}s (batch "
+                f"  best vs best: ours {dec['best_ours']['seconds']:.2f}s "
+                f"({dec['best_ours'].get('engine', 'hf')}, batch "
                 f"{dec['best_ours']['batch_size']}) vs plain {dec['best_plain']['seconds']:.2f}s "
                 f"(batch {dec['best_plain']['batch_size']}): "
                 f"[bold]{dec['speedup_best_vs_best']:.2f}x[/]"

@@ -73,6 +73,7 @@ class RunConfig:
     top_p: float = 0.9
     num_beams: int = 4
     eval_batch_size: int = 16
+    decode_engine: Literal["hf", "static"] = "hf"  # decode.DECODE_ENGINES; same outputs
     # machine
     device: str | None = None  # None/auto: cuda if available else cpu
     dtype: str | None = None  # None/auto: bf16 on cuda, fp32 on cpu
@@ -114,6 +115,8 @@ class RunConfig:
             raise ConfigError(
                 f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}"
             )
+        if self.decode_engine not in ("hf", "static"):
+            raise ConfigError(f"decode_engine must be hf or static, got {self.decode_engine!r}")
         if self.model_metrics:
             from spt_bench.model_metrics import check_hits_settings
 

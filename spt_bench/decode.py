@@ -39,8 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.data.example import Example
     from spt_bench.data.formatting import PromptFormatter
     from spt_bench.methods import Method
+    from spt_bench.models import Backbone, StopTokens
 
 PREDICTIONS_FILE = "predictions.jsonl"
+DECODE_ENGINES = ("hf", "static")
 
 _LEADING_MARKER = re.compile(
     r"^\s*(?:<\|im_start\|>\s*)?(?:assistant|R|A|Bot|Assistant|Response|Me|You)\s*:\s*",
@@ -83,10 +85,16 @@ class DecodeSettings:
     num_beams: int = 4
     batch_size: int = 16
     seed: int = 0
+    engine: str = "hf"  # hf (transformers' forward, DynamicCache) | static (static_decode)
+    cuda_graph: bool = True  # static engine, greedy, CUDA: replay each batch's step as a graph
 
     def __post_init__(self) -> None:
         if self.mode not in ("greedy", "sample", "beam"):
             raise ConfigError(f"decoding must be greedy, sample or beam, got {self.mode!r}")
+        if self.engine not in DECODE_ENGINES:
+            raise ConfigError(
+                f"decode engine must be one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
+            )
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch size must be >= 1")
 
@@ -99,6 +107,9 @@ class DecodeStats:
     new_tokens: int = 0
     batch_size: int | None = None  # the batch size in use at the end (after OOM halvings)
     oom_halvings: int = 0
+    engine: str = "hf"
+    cuda_graphs: int = 0  # static engine: batches whose steps replayed a CUDA graph
+    cuda_graph_error: str | None = None  # static engine: why a capture failed (ran eagerly)
 
     @property
     def responses_per_s(self) -> float | None:
@@ -113,6 +124,9 @@ class DecodeStats:
             "responses_per_s": self.responses_per_s,
             "batch_size": self.batch_size,
             "oom_halvings": self.oom_halvings,
+            "engine": self.engine,
+            "cuda_graphs": self.cuda_graphs,
+            "cuda_graph_error": self.cuda_graph_error,
         }
 
 
@@ -166,56 +180,72 @@ def _sample_next(
     return choice.to(logits.device)
 
 
+def row_stop(token: int, output: list[int], stops: StopTokens, tokenizer: Any) -> str | None:
+    """The per-row stopping rule both engines apply to each new token: record it in `output`
+    (not an EOS) and return why the row stops now, or None. EOS and newline tokens stop the
+    row; a ':' token (every next-turn marker ends with one) stops it when the text now holds
+    the start of another turn (`turn_ended`) - decoding the row's text only then keeps this
+    cheap."""
+    if token in stops.eos:
+        return "eos"
+    output.append(token)
+    if token in stops.newline:
+        return "newline"
+    if token in stops.colon and turn_ended(tokenizer.decode(output, skip_special_tokens=True)):
+        return "turn"
+    return None
+
+
 def generate_batch(
     method: Method, batch: GenBatch, s: DecodeSettings, gen: torch.Generator | None = None
 ) -> tuple[list[list[int]], list[str], list[dict]]:
     """New token ids per row (stop token excluded), stop reason per row, row_info per row."""
-    import torch
-
-    backbone = method.backbone
     embeds, mask, row_info = build_prefixed_inputs(method, batch)
     if s.mode == "beam":
         return _beam(method, embeds, mask, s) + (row_info,)
+    if s.engine == "static":
+        return _generate_static(method.backbone, embeds, mask, s, gen) + (row_info,)
+    return _generate_hf(method.backbone, embeds, mask, s, gen) + (row_info,)
+
+
+def _generate_hf(
+    backbone: Backbone,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    s: DecodeSettings,
+    gen: torch.Generator | None,
+) -> tuple[list[list[int]], list[str]]:
+    """The `hf` engine: transformers' forward with a DynamicCache; finished rows are dropped
+    from the batch and the cache at once."""
+    import torch
+
+    from spt_bench.models import stop_tokens
+
+    stops = stop_tokens(backbone)
+    tokenizer = backbone.tokenizer
     b = embeds.shape[0]
-    stop_ids = torch.tensor(backbone.stop_token_ids(), device=embeds.device)
-    newline = backbone.newline_token_mask()
-    colon = backbone.colon_token_mask()
     outputs: list[list[int]] = [[] for _ in range(b)]
     reasons = ["length"] * b
-    alive = torch.arange(b, device=embeds.device)  # original row of each live row
+    alive = list(range(b))  # original row of each live row
     positions = mask.long().sum(dim=1, keepdim=True)  # next position id per live row
     hidden, cache = backbone.forward_base(embeds, mask, use_cache=True)
     logits = backbone.lm_head(hidden[:, -1])
     for step in range(s.max_new_tokens):
         nxt = _sample_next(logits, s, gen)
-        is_eos = torch.isin(nxt, stop_ids)
-        in_vocab = bool(nxt.max() < newline.numel())
-        is_nl = newline[nxt] if in_vocab else torch.zeros_like(is_eos)
-        is_colon = colon[nxt] if in_vocab else torch.zeros_like(is_eos)
-        tokens = nxt.tolist()
-        eos_l, nl_l, colon_l = is_eos.tolist(), is_nl.tolist(), is_colon.tolist()
         keep = []
-        for i, row in enumerate(alive.tolist()):
-            if eos_l[i]:
-                reasons[row] = "eos"
-                continue
-            outputs[row].append(tokens[i])
-            if nl_l[i]:
-                reasons[row] = "newline"
-                continue
-            # only a ':' token can complete a turn marker: decode the row's text just then
-            if colon_l[i] and turn_ended(
-                backbone.tokenizer.decode(outputs[row], skip_special_tokens=True)
-            ):
-                reasons[row] = "turn"
-                continue
-            keep.append(i)
+        for i, token in enumerate(nxt.tolist()):  # the step's one host sync
+            reason = row_stop(token, outputs[alive[i]], stops, tokenizer)
+            if reason is None:
+                keep.append(i)
+            else:
+                reasons[alive[i]] = reason
         if not keep or step == s.max_new_tokens - 1:
             break
-        if len(keep) < len(tokens):
+        if len(keep) < len(alive):
             sel = torch.tensor(keep, device=embeds.device)
             cache.batch_select_indices(sel)
-            alive, nxt, mask, positions = alive[sel], nxt[sel], mask[sel], positions[sel]
+            alive = [alive[i] for i in keep]
+            nxt, mask, positions = nxt[sel], mask[sel], positions[sel]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         step_embeds = backbone.embed(nxt.unsqueeze(1))
         hidden, cache = backbone.forward_base(
@@ -223,7 +253,70 @@ def generate_batch(
         )
         positions = positions + 1
         logits = backbone.lm_head(hidden[:, -1])
-    return outputs, reasons, row_info
+    return outputs, reasons
+
+
+def _generate_static(
+    backbone: Backbone,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    s: DecodeSettings,
+    gen: torch.Generator | None,
+) -> tuple[list[list[int]], list[str]]:
+    """The `static` engine (spt_bench.static_decode): preallocated KV buffers, our own layer
+    loop, a CUDA graph per batch for greedy steps on CUDA. Same stopping rule as `hf`."""
+    import torch
+
+    from spt_bench.models import stop_tokens
+    from spt_bench.static_decode import DecodeSteps, StaticDecoder
+
+    if backbone._static_decoder is None:
+        backbone._static_decoder = StaticDecoder(backbone)
+    decoder = backbone._static_decoder
+    stops = stop_tokens(backbone)
+    tokenizer = backbone.tokenizer
+    b, t0 = mask.shape
+    outputs: list[list[int]] = [[] for _ in range(b)]
+    reasons = ["length"] * b
+    logits, kv, positions = decoder.prefill(embeds, mask, s.max_new_tokens)
+    greedy = s.mode == "greedy"
+    steps = DecodeSteps(
+        decoder,
+        kv,
+        _sample_next(logits, s, gen),
+        positions,
+        t0,
+        cuda_graph=s.cuda_graph and greedy,
+    )
+    if steps.graph is not None:
+        decoder.graphs_captured += 1
+    elif steps.capture_error and decoder.capture_error is None:
+        decoder.capture_error = steps.capture_error
+    slots: list[int | None] = list(range(b))  # original row in each buffer row; None = done
+    n_alive = b
+    for step in range(s.max_new_tokens):
+        for i, token in enumerate(steps.token.tolist()):  # the step's one host sync
+            row = slots[i]
+            if row is None:
+                continue
+            reason = row_stop(token, outputs[row], stops, tokenizer)
+            if reason is not None:
+                reasons[row] = reason
+                slots[i] = None
+                n_alive -= 1
+        if n_alive == 0 or step == s.max_new_tokens - 1:
+            break
+        if steps.graph is None and n_alive <= len(slots) // 2:
+            # eager mode is compute-bound: stop computing finished rows once half are done
+            live = [i for i, r in enumerate(slots) if r is not None]
+            steps.select_rows(torch.tensor(live, device=embeds.device))
+            slots = [slots[i] for i in live]
+        steps.step()
+        if not greedy:
+            live = [i for i, r in enumerate(slots) if r is not None]
+            idx = torch.tensor(live, device=embeds.device)
+            steps.token.index_copy_(0, idx, _sample_next(steps.logits[idx], s, gen))
+    return outputs, reasons
 
 
 def _beam(
@@ -327,8 +420,15 @@ def decode(
             f"(e.g. {sorted(unknown)[0]!r}); use a fresh run folder or --overwrite"
         )
     todo = [ex for ex in examples if ex.id not in done]
-    stats = DecodeStats(n_skipped=len(done))
+    stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
     backbone = method.backbone
+    if settings.engine == "static" and settings.mode != "beam":
+        from spt_bench.static_decode import StaticDecoder
+
+        if backbone._static_decoder is None:
+            backbone._static_decoder = StaticDecoder(backbone)  # rejects unsupported models
+        backbone._static_decoder.graphs_captured = 0
+        backbone._static_decoder.capture_error = None
     prompts = [formatter.prompt_ids(ex) for ex in todo]
     order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
     gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
@@ -378,6 +478,14 @@ def decode(
             bar.close()
     stats.seconds = time.perf_counter() - t0
     stats.batch_size = batch_size
+    if settings.engine == "static" and backbone._static_decoder is not None:
+        stats.cuda_graphs = backbone._static_decoder.graphs_captured
+        stats.cuda_graph_error = backbone._static_decoder.capture_error
+        if stats.cuda_graph_error and console is not None:
+            console.print(
+                "[yellow]decode: CUDA graph capture failed, steps ran eagerly: "
+                f"{stats.cuda_graph_error}"
+            )
     by_id = {r["id"]: r for r in read_jsonl(out_path)}
     ordered = [by_id[i] for i in ids]
     if todo or len(by_id) != len(ids) or list(by_id) != ids:

@@ -183,6 +183,8 @@ class Backbone:
     _newline_ids: Any = field(default=None, repr=False)
     _colon_ids: Any = field(default=None, repr=False)
     _token_texts: Any = field(default=None, repr=False)
+    _stop_tokens: Any = field(default=None, repr=False)
+    _static_decoder: Any = field(default=None, repr=False)
 
     @property
     def base(self) -> Any:
@@ -293,6 +295,26 @@ class Backbone:
             ids.update(int(x) for x in extra)
         ids.discard(self.pad_token_id)
         return sorted(ids)
+
+
+@dataclass(frozen=True)
+class StopTokens:
+    """Host-side token id sets the decoder's per-row stopping rule checks."""
+
+    eos: frozenset[int]
+    newline: frozenset[int]
+    colon: frozenset[int]
+
+
+def stop_tokens(backbone: Backbone) -> StopTokens:
+    """EOS ids, tokens containing a newline, tokens containing ':' (computed once)."""
+    if backbone._stop_tokens is None:
+        backbone._stop_tokens = StopTokens(
+            eos=frozenset(backbone.stop_token_ids()),
+            newline=frozenset(backbone.newline_token_mask().nonzero().flatten().tolist()),
+            colon=frozenset(backbone.colon_token_mask().nonzero().flatten().tolist()),
+        )
+    return backbone._stop_tokens
 
 
 def checkpointed_layers(model: Any) -> list[Any]:

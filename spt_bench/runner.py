@@ -98,9 +98,10 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-# Settings that change how much memory a run needs, not what it trains: a run killed for memory
-# can resume with them changed (recorded in resume_log.jsonl and the rewritten config.json).
-RESUME_ADJUSTABLE = ("activation_checkpointing", "eval_batch_size")
+# Settings that change how much memory or time a run needs, not what it trains or predicts (the
+# decode engines give the same outputs, tested): a run killed for memory can resume with them
+# changed (recorded in resume_log.jsonl and the rewritten config.json).
+RESUME_ADJUSTABLE = ("activation_checkpointing", "eval_batch_size", "decode_engine")
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -251,6 +252,7 @@ def decode_settings(config: RunConfig) -> Any:
         num_beams=config.num_beams,
         batch_size=config.eval_batch_size,
         seed=config.seed,
+        engine=config.decode_engine,
     )
 
 
@@ -400,6 +402,7 @@ def evaluate_run(
     eval_batch_size: int | None = None,
     model_metrics: bool | None = None,
     hits_k: list[int] | None = None,
+    decode_engine: str | None = None,
     console: Any = None,
     progress: bool = True,
 ) -> RunResult:
@@ -419,7 +422,7 @@ def evaluate_run(
         raise ConfigError(f"{path}: invalid JSON ({e.msg})") from None
     changes = {"bertscore": bertscore, "device": device, "dtype": dtype,
                "eval_batch_size": eval_batch_size, "model_metrics": model_metrics,
-               "hits_k": hits_k}  # fmt: skip
+               "hits_k": hits_k, "decode_engine": decode_engine}  # fmt: skip
     stored.update({k: v for k, v in changes.items() if v is not None})
     config = config_from_dict(stored)
     cls = get_method(config.method)

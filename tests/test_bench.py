@@ -79,11 +79,14 @@ def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
 def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     dec = tiny_result["decode"]
     assert dec["n"] == 5 and dec["max_new_tokens"] == 6
-    assert [f["batch_size"] for f in dec["ours"]] == [2]
+    assert [(f["engine"], f["batch_size"]) for f in dec["ours"]] == [("hf", 2), ("static", 2)]
     assert [f["batch_size"] for f in dec["plain_generate"]] == [2, 5]
-    (cmp,) = dec["comparisons"]
-    assert cmp["batch_size"] == 2 and cmp["speedup_same_batch"] > 0
-    assert cmp["identical_responses"] == 1.0  # fp32 greedy: both decoders produce the same text
+    hf, static = dec["comparisons"]
+    for cmp in (hf, static):
+        assert cmp["batch_size"] == 2 and cmp["speedup_same_batch"] > 0
+        assert cmp["identical_responses"] == 1.0  # fp32 greedy: every decoder, the same text
+    assert static["speedup_over_hf_engine"] > 0 and static["identical_to_hf_engine"] == 1.0
+    assert dec["ours"][1]["cuda_graphs"] == 0  # CPU: no graphs, eager steps
     assert dec["best_plain"]["batch_size"] in (2, 5)
     assert tiny_result["score"]["seconds"] > 0 and tiny_result["score"]["rows"] == 5
 
@@ -123,6 +126,14 @@ def test_bench_cli_writes_json(tmp_path, short_data):
     data = json.loads(out.read_text())
     assert data["decode"]["plain_generate"] == [] and data["decode"]["ours"][0]["seconds"] > 0
     assert "training step" in res.output and "decoding 2 prompts" in res.output
+
+
+def test_bench_rejects_an_unknown_decode_engine():
+    from spt_bench.bench import parse_engines
+
+    assert parse_engines("static, hf,static") == ("static", "hf")
+    with pytest.raises(ConfigError, match="--decode-engine: turbo"):
+        parse_engines("hf,turbo")
 
 
 def test_bench_cli_rejects_bad_batch_size_in_one_line():
@@ -209,13 +220,15 @@ def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, 
     assert "rouge_score: no" in res.stdout and "datasets: no" in res.stdout
     assert "scorer: n/a" in res.stdout
     data = json.loads((out / "bench.json").read_text())
-    assert data["decode"]["comparisons"][0]["identical_responses"] == 1.0
+    assert [c["identical_responses"] for c in data["decode"]["comparisons"]] == [1.0, 1.0]
+    assert "decode static batch 2: " in res.stdout and "the hf engine" in res.stdout
     assert {p.name for p in out.iterdir()} >= {
         "bench.json",
         "bench.log",
         "predictions.jsonl",
         "train_profile.txt",
         "decode_profile.txt",
+        "decode_profile_static.txt",
     }
 
 

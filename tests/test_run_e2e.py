@@ -78,6 +78,23 @@ def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> N
     assert missing.exit_code == 2 and "not a run folder" in missing.output
 
 
+@pytest.mark.parametrize("method", ["spt", "lora", "full-ft"])
+def test_evaluate_with_the_static_engine_gives_the_runs_predictions(tmp_path, method) -> None:
+    run = tmp_path / "r"
+    args = [*TINY, "--method", method, "--max-steps", "2", "--eval-limit", "6"]
+    assert _run(*args, "--out", str(run.parent), "--name", "r").exit_code == 0
+    before = _rows(run / "predictions.jsonl")
+    res = runner.invoke(
+        app, ["evaluate", str(run), "--no-bertscore", "--no-model-metrics",
+              "--decode-engine", "static"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    after = _rows(run / "predictions.jsonl")
+    assert [r["raw_prediction"] for r in after] == [r["raw_prediction"] for r in before]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["decode"]["engine"] == "static"
+
+
 def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> None:
     args = [*TINY, "--method", "full-ft", "--max-steps", "2", "--eval-limit", "4"]
     out = str(tmp_path / "r")
