@@ -360,6 +360,11 @@ def run_cmd(
         "--activation-checkpointing",
         help="Share of LM layers recomputed in backward (0-1): less memory, more time.",
     ),
+    lean_activations: bool = typer.Option(
+        None,
+        "--lean-activations/--no-lean-activations",
+        help="Lean RMSNorm/MLP backward (default on): same gradients, ~1/3 less activation memory.",
+    ),
     lora_r: int = typer.Option(None, "--lora-r", help="(lora) rank."),
     lora_alpha: float = typer.Option(None, "--lora-alpha", help="(lora) alpha."),
     lora_dropout: float = typer.Option(None, "--lora-dropout", help="(lora) dropout."),
@@ -398,6 +403,7 @@ def run_cmd(
         "hits_candidates": hits_candidates,
         "trust_remote_code": True if trust_remote_code else None,
         "activation_checkpointing": activation_checkpointing,
+        "lean_activations": lean_activations,
         "method_options": {k_: v for k_, v in method_options.items() if v is not None},
     }  # fmt: skip
     cfg = config_for_cli(overrides, preset=preset, config_file=config, resume=resume)

@@ -82,6 +82,8 @@ class BenchSettings:
     # also time spt with activation checkpointing of these fractions of the frozen LM's layers
     # (memory for time); True = (1.0,), or "0.25,1" from the command line
     checkpointing: tuple[float, ...] | bool | str = ()
+    # also time spt with transformers' own RMSNorm/MLP autograd (what lean activations save)
+    lean_compare: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
@@ -325,12 +327,15 @@ def bench_method_step(
     device: torch.device,
     *,
     checkpointing: float = 0.0,
+    lean: bool = True,
 ) -> TrainFigures:
     """Our training step: Method.training_loss + backward + AdamW, as spt_bench.train runs it.
     `checkpointing`: the fraction of decoder layers whose activations are recomputed in backward
-    instead of kept (the loop's --activation-checkpointing; same loss, less memory, more time)."""
+    instead of kept (the loop's --activation-checkpointing; same loss, less memory, more time).
+    `lean`: the loop's lean RMSNorm/MLP backward (on by default, as in the loop)."""
     import torch
 
+    from spt_bench.lean_autograd import set_lean_activations
     from spt_bench.models import set_activation_checkpointing
     from spt_bench.train import autocast
 
@@ -341,6 +346,7 @@ def bench_method_step(
     model = method.backbone.model
     if checkpointing:
         set_activation_checkpointing(model, checkpointing)
+    set_lean_activations(model, lean)
     method.set_train_mode(True)
 
     def step() -> float:
@@ -353,13 +359,14 @@ def bench_method_step(
 
     with PeakMemory(device) as mem:
         times, losses = time_steps(step, settings.reps, settings.warmup, device)
-    if settings.profile_dir and method.name == "spt" and not checkpointing:
+    if settings.profile_dir and method.name == "spt" and not checkpointing and lean:
         profile_once(step, device, Path(settings.profile_dir) / "train_profile.txt")
     if checkpointing:
         set_activation_checkpointing(model, 0.0)
+    set_lean_activations(model, False)  # the plain reference runs transformers' own modules
     method.set_train_mode(False)
     k = int(getattr(method.options, "k", 1))
-    name = method.name + checkpointing_label(checkpointing)
+    name = method.name + checkpointing_label(checkpointing) + ("" if lean else LEAN_OFF_LABEL)
     return _figures(name, "ours", k, times, batch, mem, losses[0], "response positions")
 
 
@@ -380,6 +387,9 @@ def parse_checkpointing(value: Any) -> tuple[float, ...]:
         if not 0 < f <= 1:
             raise ConfigError(f"bench: --checkpointing fractions must be in (0, 1], got {f}")
     return fractions
+
+
+LEAN_OFF_LABEL = " without lean activations"
 
 
 def checkpointing_label(fraction: float) -> str:
@@ -479,6 +489,11 @@ def bench_training(
         if prompts is not None:  # as initialised: the plain reference starts from the same prompts
             prompts = prompts.clone()
         entries.append(bench_method_step(method, batch, settings, device))
+        if name == "spt" and settings.lean_compare:
+            del method
+            _free(device)
+            method = build_bench_method(backbone, name, settings, examples)
+            entries.append(bench_method_step(method, batch, settings, device, lean=False))
         for fraction in settings.checkpointing if name == "spt" else ():
             del method
             _free(device)
@@ -502,6 +517,12 @@ def bench_training(
         a, b = ours["spt"].peak_memory_bytes, ours["prompt-tuning"].peak_memory_bytes
         if a and b:
             ratios["spt_over_prompt_tuning_memory"] = a / b
+    plain_autograd = ours.get("spt" + LEAN_OFF_LABEL)
+    if plain_autograd is not None and "spt" in ours:
+        ratios["spt_lean_over_plain_autograd_time"] = ours["spt"].step_s / plain_autograd.step_s
+        a, b = ours["spt"].peak_memory_bytes, plain_autograd.peak_memory_bytes
+        if a and b:
+            ratios["spt_lean_over_plain_autograd_memory"] = a / b
     for fraction in settings.checkpointing:
         ckpt = ours.get("spt" + checkpointing_label(fraction))
         if ckpt is None or "spt" not in ours:

@@ -59,6 +59,7 @@ class RunConfig:
     log_every: int = 1
     bucket_by_length: bool = True  # training batches of similar-length rows (less padding)
     activation_checkpointing: float = 0.0  # share of LM layers recomputed in backward (0-1)
+    lean_activations: bool = True  # lean RMSNorm/MLP backward: same gradients, less memory
     train_limit: int | None = None
     dev_limit: int | None = 8
     eval_limit: int | None = None

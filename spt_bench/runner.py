@@ -101,7 +101,12 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool) -> None:
 # Settings that change how much memory or time a run needs, not what it trains or predicts (the
 # decode engines give the same outputs, tested): a run killed for memory can resume with them
 # changed (recorded in resume_log.jsonl and the rewritten config.json).
-RESUME_ADJUSTABLE = ("activation_checkpointing", "eval_batch_size", "decode_engine")
+RESUME_ADJUSTABLE = (
+    "activation_checkpointing",
+    "lean_activations",
+    "eval_batch_size",
+    "decode_engine",
+)
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -238,6 +243,7 @@ def train_settings(config: RunConfig) -> Any:
         log_every=config.log_every,
         bucket_by_length=config.bucket_by_length,
         activation_checkpointing=config.activation_checkpointing,
+        lean_activations=config.lean_activations,
     )
 
 

@@ -76,6 +76,13 @@ def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
     assert "spt_checkpointing_over_spt_time" in tiny_result["train"]["ratios"]
 
 
+def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
+    by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
+    plain_autograd = by_name["spt without lean activations"]
+    assert plain_autograd["first_loss"] == pytest.approx(by_name["spt"]["first_loss"], abs=1e-5)
+    assert tiny_result["train"]["ratios"]["spt_lean_over_plain_autograd_time"] > 0
+
+
 def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     dec = tiny_result["decode"]
     assert dec["n"] == 5 and dec["max_new_tokens"] == 6

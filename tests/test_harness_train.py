@@ -253,3 +253,31 @@ def test_activation_checkpointing_fraction_outside_zero_one_is_refused() -> None
 
     with pytest.raises(ConfigError, match="activation_checkpointing"):
         RunConfig(activation_checkpointing=1.5)
+
+
+@pytest.mark.parametrize("method", ["spt", "full-ft", "lora"])
+def test_lean_activations_train_the_same_loss_curve_and_are_restored(
+    tmp_path: Path, method: str, monkeypatch
+) -> None:
+    from spt_bench import lean_autograd
+
+    logs = {}
+    original = lean_autograd._RMSNorm.backward
+    for lean in (False, True):
+        calls: list[int] = []
+
+        def counted(ctx, grad, calls=calls):
+            calls.append(1)
+            return original(ctx, grad)
+
+        monkeypatch.setattr(lean_autograd._RMSNorm, "backward", staticmethod(counted))
+        settings = TrainSettings(max_steps=3, batch_size=4, lr=1e-2, seed=0, lean_activations=lean)
+        m, enc, dev = _setup(method, **({"k": 2} if method == "spt" else {}))
+        train(m, enc, dev, settings, tmp_path / str(lean), pad_id=0, progress=False)
+        logs[lean] = [json.loads(x) for x in (tmp_path / str(lean) / "train_log.jsonl").open()]
+        assert bool(calls) == lean  # the lean backward ran exactly when asked for
+        assert not lean_autograd.lean_modules(m.backbone.model)[0][0].__dict__.get("forward")
+    for a, b in zip(logs[False], logs[True], strict=True):
+        for key in ("loss", "nll", "sel", "fusion", "ctr", "dev_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
