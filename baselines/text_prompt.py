@@ -50,7 +50,7 @@ class TextPrompt(Method):
         super().__init__(backbone, options)
         self.shot_examples: list[Example] = []
 
-    def setup(self, train_examples: list[Example], *, seed: int = 0) -> None:
+    def setup(self, train_examples: list[Example], *, seed: int = 0, formatter: Any = None) -> None:
         k = self.options.shots
         if k == 0:
             return

@@ -16,32 +16,18 @@ import argparse
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from spt_bench.lean_autograd import set_lean_activations
+from spt_bench.lean_autograd import saved_activation_bytes
 
 
 def saved_bytes_per_token_layer(model, tokens: int, dtype: torch.dtype, lean: bool) -> float:
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            kept[ptr] = t.untyped_storage().nbytes()
-        return t
-
     batch = 4
     length = tokens // batch
     embeds = torch.randn(batch, length, model.config.hidden_size, dtype=dtype, requires_grad=True)
     # all ones, as the training step passes it (right padding: causal attention alone hides the
     # trailing pads), so SDPA takes its causal kernel without a mask and without repeating K/V
     mask = torch.ones(batch, length, dtype=torch.long)
-    set_lean_activations(model, lean)
-    try:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model.model(inputs_embeds=embeds, attention_mask=mask)
-    finally:
-        set_lean_activations(model, False)
-    return sum(kept.values()) / (batch * length) / model.config.num_hidden_layers
+    kept = saved_activation_bytes(model, embeds, mask, lean)
+    return kept / (batch * length) / model.config.num_hidden_layers
 
 
 def main() -> None:

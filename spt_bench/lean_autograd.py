@@ -128,3 +128,25 @@ def set_lean_activations(model: Any, on: bool) -> int:
         elif "forward" in vars(module):
             del module.forward  # the class's forward again
     return n
+
+
+def saved_activation_bytes(model: Any, embeds: torch.Tensor, mask: torch.Tensor, lean: bool) -> int:
+    """Bytes autograd keeps for backward in one forward of `model`'s body (each storage once,
+    parameters excluded - they are kept anyway), with or without lean activations."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            kept[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    body = getattr(model, model.base_model_prefix, model)
+    set_lean_activations(model, lean)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            body(inputs_embeds=embeds, attention_mask=mask)
+    finally:
+        set_lean_activations(model, False)
+    return sum(kept.values())

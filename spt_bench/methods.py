@@ -103,8 +103,17 @@ class Method(ABC):
 
     # ---- optional hooks with sensible defaults
 
-    def setup(self, train_examples: list[Example], *, seed: int = 0) -> None:  # noqa: B027
-        """Called once before training/decoding with the train split (e.g. to pick k shots)."""
+    def setup(  # noqa: B027
+        self,
+        train_examples: list[Example],
+        *,
+        seed: int = 0,
+        formatter: PromptFormatter | None = None,
+    ) -> None:
+        """Called once before training/decoding with the train split (e.g. to pick k shots) and
+        the run's formatter. State it computes for a trained method must be part of
+        `trained_state`: when a trained method is loaded from a checkpoint (evaluate, resume)
+        the harness skips this call."""
 
     def build_formatter(self, **formatter_kwargs: Any) -> PromptFormatter:
         """The PromptFormatter for this method (its template; tokenizer from the backbone)."""

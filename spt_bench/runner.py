@@ -196,7 +196,17 @@ def finalize_config(config: RunConfig) -> tuple[RunConfig, type, Any]:
     return coerce_dataclass(RunConfig, values), cls, options
 
 
-def build_method(config: RunConfig, cls: type, options: Any, train_examples: list) -> Any:
+def build_method(
+    config: RunConfig,
+    cls: type,
+    options: Any,
+    train_examples: list,
+    *,
+    from_checkpoint: bool = False,
+) -> Any:
+    """The configured method over its backbone, set up with the train split - unless it is a
+    trained method about to be loaded from a checkpoint, whose trained state holds whatever
+    `setup` would compute (`from_checkpoint`)."""
     import torch
 
     from spt_bench.distributed import resolve_process_device
@@ -211,7 +221,8 @@ def build_method(config: RunConfig, cls: type, options: Any, train_examples: lis
     )
     torch.manual_seed(config.seed)
     method = cls(backbone, options)
-    method.setup(train_examples, seed=config.seed)
+    if not (from_checkpoint and cls.trains):
+        method.setup(train_examples, seed=config.seed, formatter=make_formatter(method, config))
     return method
 
 
@@ -333,7 +344,10 @@ def run(
         raise ConfigError("the test split is empty: nothing to evaluate")
 
     t = time.perf_counter()
-    method = build_method(config, cls, options, train_ex)
+    checkpoint = read_checkpoint_state(run_dir) if resume else None
+    method = build_method(
+        config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
+    )
     timings["model_load_s"] = time.perf_counter() - t
     backbone = method.backbone
     if dist.is_main:
@@ -343,7 +357,7 @@ def run(
 
     train_result = None
     if cls.trains:
-        state = read_checkpoint_state(run_dir) if resume else None
+        state = checkpoint
         t = time.perf_counter()
         if not (state and state.get("finished")):
             encoded = [formatter.encode_train(ex) for ex in train_ex]
@@ -436,7 +450,7 @@ def evaluate_run(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     train_ex, _, test_ex, data_desc = load_run_data(config)
-    method = build_method(config, cls, options, train_ex)
+    method = build_method(config, cls, options, train_ex, from_checkpoint=True)
     formatter = make_formatter(method, config)
     loaded = None
     if cls.trains:

@@ -422,9 +422,10 @@ class SelectivePromptTuning(Method):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.core.parameters())
 
-    def setup(self, train_examples: list[Example], *, seed: int = 0) -> None:
+    def setup(self, train_examples: list[Example], *, seed: int = 0, formatter: Any = None) -> None:
         """With --retriever-center: the mean retriever query of (up to 1024 evenly spaced)
-        training examples becomes the query centre. A loaded checkpoint overrides it."""
+        training examples, formatted as the run formats them, becomes the query centre (saved
+        in the trained state; not recomputed when a checkpoint is loaded)."""
         retriever = self.core.retriever
         if retriever is None or not retriever.center or not train_examples:
             return
@@ -432,7 +433,7 @@ class SelectivePromptTuning(Method):
 
         step = max(1, len(train_examples) // 1024)
         chosen = train_examples[::step][:1024]
-        formatter = self.build_formatter()
+        formatter = formatter or self.build_formatter()
         encoded = [formatter.encode_train(ex) for ex in chosen]
         total = torch.zeros(self.core.prompt_pool.prompts.shape[-1], dtype=torch.float64)
         for i in range(0, len(encoded), 32):

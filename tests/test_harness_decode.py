@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from decode_helpers import FixedPrefix, perturbed_tiny, toy_examples
 
-from spt_bench.data.example import Example
 from spt_bench.data.formatting import collate_generate
 from spt_bench.decode import (
     DecodeSettings,
@@ -17,49 +17,17 @@ from spt_bench.decode import (
     decode,
     generate_batch,
 )
-from spt_bench.methods import PrefixOutput, get_method
+from spt_bench.methods import get_method
 from spt_bench.models import load_backbone
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    """tiny-random with larger weights, so greedy outputs differ between prompts."""
-    bb = load_backbone("tiny-random")
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in bb.model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.15)
-    return bb
+    return perturbed_tiny()
 
 
-def _examples(n: int = 7) -> list[Example]:
-    return [
-        Example(
-            f"d{i}",
-            i % 4,
-            (f"i am person {i}.", "i like tea."),
-            tuple(f"turn {j} says {i * j}" for j in range(1 + i % 4)),
-            f"reply {i}",
-        )  # fmt: skip
-        for i in range(n)
-    ]
-
-
-class _FixedPrefix:
-    """A stand-in method with a per-row soft prompt (a different one for odd and even rows)."""
-
-    def __init__(self, backbone, length: int = 3) -> None:
-        self.backbone = backbone
-        g = torch.Generator().manual_seed(1)
-        self.table = torch.randn(2, length, backbone.hidden_size, generator=g) * 0.5
-
-    def prefix_embeds(self, batch):
-        which = [int(ex.dialog_id[1:]) % 2 for ex in batch.examples]
-        return PrefixOutput(self.table[which], [{"selected_prompt": w} for w in which])
-
-    def set_train_mode(self, training: bool) -> None:
-        pass
+_examples = toy_examples
+_FixedPrefix = FixedPrefix
 
 
 def _single(method, prompts, examples, settings):

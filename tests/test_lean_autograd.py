@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spt_bench.lean_autograd import lean_modules, set_lean_activations
+from spt_bench.lean_autograd import lean_modules, saved_activation_bytes, set_lean_activations
 from spt_bench.models import build_tiny_random, load_backbone
 
 
@@ -75,24 +75,9 @@ def test_lean_gradients_are_bit_identical_in_bf16(tokenizer, frozen) -> None:
 def test_lean_activations_keep_less_for_backward(tokenizer) -> None:
     model = _model(tokenizer)
     embeds, mask = _inputs(model, torch.float32)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def saved_bytes(lean: bool) -> int:
-        kept: dict[int, int] = {}
-
-        def pack(t):
-            ptr = t.untyped_storage().data_ptr()
-            if ptr not in params:  # weights are kept anyway; count activations only
-                kept[ptr] = t.untyped_storage().nbytes()
-            return t
-
-        set_lean_activations(model, lean)
-        try:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                model.model(inputs_embeds=embeds, attention_mask=mask)
-        finally:
-            set_lean_activations(model, False)
-        return sum(kept.values())
+        return saved_activation_bytes(model, embeds, mask, lean)
 
     plain, lean = saved_bytes(False), saved_bytes(True)
     # tiny-random: hidden 64, MLP 128; both norms drop their fp32 copy (same dtype here, so only

@@ -149,3 +149,32 @@ def test_default_run_with_the_real_model(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "real/metrics.json").read_text())
     assert metrics["n"] == 23 and "bertscore_f1" in metrics["overall"]
+
+
+def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """--retriever-center's query centre comes from the run's formatting (here 64 input
+    tokens); evaluate and resume load it from the checkpoint instead of recomputing it."""
+    from spt_bench.spt import SelectivePromptTuning
+
+    calls: list[int | None] = []
+    original = SelectivePromptTuning.setup
+
+    def spy(self, train_examples, *, seed=0, formatter=None):
+        calls.append(getattr(formatter, "max_input_tokens", None))
+        return original(self, train_examples, seed=seed, formatter=formatter)
+
+    monkeypatch.setattr(SelectivePromptTuning, "setup", spy)
+    args = [*TINY, "--retriever-center", "--max-steps", "2", "--eval-limit", "3",
+            "--no-model-metrics", "--out", str(tmp_path), "--name", "c"]  # fmt: skip
+    config = tmp_path / "cfg.yaml"
+    config.write_text("max_input_tokens: 64\n")
+    assert _run(*args, "--config", str(config)).exit_code == 0
+    assert calls == [64]
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "c"), "--no-bertscore"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "c/metrics.json").unlink()
+    res = _run("--resume", "--out", str(tmp_path / "c"))
+    assert res.exit_code == 0, res.output
+    assert calls == [64]  # neither evaluate nor resume recomputed the centre

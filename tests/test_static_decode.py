@@ -4,57 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decode_helpers import FixedPrefix, perturbed_tiny, toy_examples
 
-from spt_bench.data.example import Example
 from spt_bench.data.formatting import PromptFormatter, collate_generate
 from spt_bench.decode import DecodeSettings, build_prefixed_inputs, generate_batch
 from spt_bench.errors import ConfigError
-from spt_bench.methods import PrefixOutput
-from spt_bench.models import load_backbone
 from spt_bench.static_decode import StaticDecoder, unsupported_reason
-
-
-def _perturbed(bb, scale: float, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in bb.model.named_parameters():
-            if "norm" not in name:
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return bb
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    return _perturbed(load_backbone("tiny-random"), 0.15)
+    return perturbed_tiny()
 
 
-def _examples(n: int = 9) -> list[Example]:
-    return [
-        Example(
-            f"d{i}",
-            i % 4,
-            (f"i am person {i}.", "i like tea."),
-            tuple(f"turn {j} says {i * j}" for j in range(1 + i % 5)),
-            f"reply {i}",
-        )  # fmt: skip
-        for i in range(n)
-    ]
+def _examples(n: int = 9):
+    return toy_examples(n, turn_cycle=5)
 
 
-class _Prefixed:
-    """A method stand-in with a per-row soft prompt (different for odd and even rows)."""
-
-    def __init__(self, backbone, length: int = 3) -> None:
-        self.backbone = backbone
-        g = torch.Generator().manual_seed(1)
-        self.table = torch.randn(2, length, backbone.hidden_size, generator=g) * 0.5
-
-    def prefix_embeds(self, batch):
-        which = [int(ex.dialog_id[1:]) % 2 for ex in batch.examples]
-        return PrefixOutput(self.table[which], [{"selected_prompt": w} for w in which])
-
-    def set_train_mode(self, training: bool) -> None:
-        pass
+_Prefixed = FixedPrefix
 
 
 def _batch(bb, exs):
@@ -152,7 +119,7 @@ def test_static_engine_runs_lora_adapters_like_the_hf_engine() -> None:
     adapter changes its outputs exactly as it changes the hf engine's."""
     from spt_bench.methods import get_method
 
-    bb = _perturbed(load_backbone("tiny-random"), 0.15)
+    bb = perturbed_tiny()
     batch = _batch(bb, _examples())
     with torch.inference_mode():
         base = generate_batch(
