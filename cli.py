@@ -638,10 +638,17 @@ def bench_cmd(
     )  # fmt: skip
     to_stdout = json_out == "-"
     console = Console(stderr=to_stdout)
+    partial = None
+    if json_out and not to_stdout:  # a run cut off while decoding keeps its training figures
+
+        def partial(figures: dict) -> None:
+            atomic_write_json(Path(json_out), figures)
+
     result = run_bench(
         settings,
         predictions_out=Path(predictions) if predictions else None,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
+        on_partial=partial,
     )
     render_bench(result, console)
     if to_stdout:

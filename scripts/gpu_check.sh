@@ -108,6 +108,8 @@ if [ -f "$OUT/bench.json" ]; then
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"== {r['model']} on {r['env']['device'].get('gpu_name', r['device'])} ({r['dtype']})")
+if r.get("partial"):
+    print(f"PARTIAL bench.json ({r['partial']}); the decoding figures so far are in bench.log")
 for e in r["train"]["entries"]:
     mem = e["peak_memory_gb"]
     print(f"train  {e['name']:<55} {e['step_s'] * 1000:8.1f} ms {e['examples_per_s']:8.1f} ex/s"

@@ -465,13 +465,23 @@ def _figures(
 
 
 def bench_training(
-    backbone: Backbone, examples: list[Example], settings: BenchSettings
-) -> dict[str, Any]:
-    """Every method in `settings.methods` and its plain reference, on one batch."""
+    backbone: Backbone, examples: list[Example], settings: BenchSettings,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every method in `settings.methods` and its plain reference, on one batch. `say` gets a
+    line per entry as it is measured (a run cut off later still leaves its figures in the log)."""
     from spt_bench.data.formatting import collate_train
 
     device = backbone.device
     entries: list[TrainFigures] = []
+
+    def add(e: TrainFigures) -> None:
+        entries.append(e)
+        if say is not None:
+            mem = "n/a" if e.peak_memory_bytes is None else f"{e.peak_memory_bytes / 2**30:.2f} GiB"
+            say(f"train {e.name}: {e.step_s * 1000:.1f} ms/step, {e.examples_per_s:.1f} ex/s, "
+                f"peak {mem} ({e.memory_kind})")  # fmt: skip
+
     batch = None
     encoded_by_template: dict[str, list] = {}
     padding: dict[str, float] = {}
@@ -488,25 +498,23 @@ def bench_training(
         prompts = _soft_prompts(method) if settings.plain_reference else None
         if prompts is not None:  # as initialised: the plain reference starts from the same prompts
             prompts = prompts.clone()
-        entries.append(bench_method_step(method, batch, settings, device))
+        add(bench_method_step(method, batch, settings, device))
         if name == "spt" and settings.lean_compare:
             del method
             _free(device)
             method = build_bench_method(backbone, name, settings, examples)
-            entries.append(bench_method_step(method, batch, settings, device, lean=False))
+            add(bench_method_step(method, batch, settings, device, lean=False))
         for fraction in settings.checkpointing if name == "spt" else ():
             del method
             _free(device)
             method = build_bench_method(backbone, name, settings, examples)
-            entries.append(
-                bench_method_step(method, batch, settings, device, checkpointing=fraction)
-            )
+            add(bench_method_step(method, batch, settings, device, checkpointing=fraction))
         del method
         _free(device)
         if prompts is not None:
             plain = bench_plain_step(backbone, prompts, batch, settings, device)
             plain.name = f"plain transformers, same prompts as {name} (K={prompts.shape[0]})"
-            entries.append(plain)
+            add(plain)
             _free(device)
     assert batch is not None
     by = {e.name: e for e in entries}
@@ -743,7 +751,7 @@ def _resolve_batch(
 
 def bench_decoding(
     backbone: Backbone, train: list[Example], examples: list[Example], settings: BenchSettings,
-    work_dir: Path,
+    work_dir: Path, say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Our decoder vs plain generate over `examples` at the requested batch sizes. Every
     configuration gets an untimed warm-up on its longest batch; the timed passes are interleaved
@@ -830,6 +838,9 @@ def bench_decoding(
             if rep < 0:
                 continue
             times[i].append(seconds)
+            if say is not None:
+                label = job.path + (f" ({job.engine} engine)" if job.engine else "")
+                say(f"decode {label}, batch {job.batch_size}: {seconds:.2f} s (pass {rep + 1})")
             job.new_tokens = n_tok
             old = peaks.get(i, (None, mem.kind))[0]
             peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
@@ -969,9 +980,12 @@ def run_bench(
     console: Any = None,
     predictions_out: Path | None = None,
     log: Callable[[str], None] | None = None,
+    on_partial: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark; returns the JSON-ready figures (see the module doc).
-    `predictions_out` (a .jsonl path) keeps our decoder's predictions for later scoring."""
+    `predictions_out` (a .jsonl path) keeps our decoder's predictions for later scoring;
+    `on_partial` receives the figures so far once training is measured (so a run cut off
+    during decoding still leaves them)."""
     import torch
 
     from spt_bench.data import load_examples
@@ -1004,11 +1018,13 @@ def run_bench(
         "torch_threads": torch.get_num_threads(),
     }
     say(f"training step: batch {settings.batch_size}, {settings.reps} reps")
-    result["train"] = bench_training(backbone, examples, settings)
+    result["train"] = bench_training(backbone, examples, settings, say)
+    if on_partial is not None:
+        on_partial({**result, "partial": "training done, decoding not yet"})
     if decode_examples:
         say(f"decoding {len(decode_examples)} prompts")
         with _work_dir(None) as work:
-            dec = bench_decoding(backbone, examples, decode_examples, settings, work)
+            dec = bench_decoding(backbone, examples, decode_examples, settings, work, say)
         rows = dec.pop("_rows", None)
         result["decode"] = dec
         if rows is not None and predictions_out is not None:

@@ -37,13 +37,27 @@ def short_data(tmp_path_factory) -> str:
     return str(path)
 
 
+PARTIALS: list[dict] = []
+LOG: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def tiny_result(short_data) -> dict:
     settings = BenchSettings(
         model="tiny-random", data=short_data, batch_size=3, reps=2, warmup=1, n_decode=5,
         decode_batch_sizes="2", generate_batch_sizes="2,5", max_new_tokens=6, checkpointing=True,
     )  # fmt: skip
-    return run_bench(settings)
+    return run_bench(settings, on_partial=PARTIALS.append, log=LOG.append)
+
+
+def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
+    """A run cut off while decoding (a GPU session's time limit) keeps its training figures:
+    the CLI writes this partial result to --json, and every figure is logged as measured."""
+    (partial,) = PARTIALS
+    assert partial["partial"] and "decode" not in partial
+    assert partial["train"] == tiny_result["train"]
+    assert any(line.startswith("train spt: ") for line in LOG)
+    assert any(line.startswith("decode ours (static engine), batch 2: ") for line in LOG)
 
 
 def test_training_figures_cover_both_methods_and_their_plain_references(tiny_result):
