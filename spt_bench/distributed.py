@@ -271,9 +271,11 @@ def decode_all(
             progress=progress and dist.is_main, console=console,
         )  # fmt: skip
     else:
-        stats = DecodeStats()
+        stats = DecodeStats(engine=settings.engine)
     seconds = time.perf_counter() - t0
-    gathered = dist.all_gather((stats.n_decoded, stats.new_tokens, seconds))
+    gathered = dist.all_gather(
+        (stats.n_decoded, stats.new_tokens, seconds, stats.cuda_graphs, stats.cuda_graph_error)
+    )
     dist.wait()
     if dist.is_main:
         merge_part_files(out_path, ids)
@@ -289,5 +291,8 @@ def decode_all(
         n_skipped=len(done),
         seconds=max(g[2] for g in gathered),
         new_tokens=sum(g[1] for g in gathered),
+        engine=settings.engine,
+        cuda_graphs=sum(g[3] for g in gathered),
+        cuda_graph_error=next((g[4] for g in gathered if g[4]), None),
     )
     return [by_id[i] for i in ids], total
