@@ -5,7 +5,9 @@
 # Assets (ignored folder .device/, prepared once on the CPU machine; see ../shared/device.md):
 #   .device/a/g_aa                  first half of SmolLM2-135M-Instruct.Q4_1.gguf
 #   .device/b/g_ab                  second half
-#   .device/b/*.whl                 gguf, nltk, rouge-score, defusedxml, bert-score wheels
+#   .device/b/*.whl                 gguf, nltk, rouge-score, defusedxml, bert-score wheels, and
+#                                   typer, click, rich, markdown-it-py, mdurl, pygments, shellingham
+#                                   (../shared/device.md lists typer and rich as missing there)
 #   .device/b/valid_self_original_no_cands.txt
 # The two halves exceed one call's 64 MiB, so it takes two device calls:
 #   1) carry [".device/a"]: mkdir -p /root/stash && cp .device/a/g_aa /root/stash/
@@ -81,7 +83,7 @@ import importlib.util, sys
 import torch, transformers
 print(f"python {sys.version.split()[0]}, torch {torch.__version__}, "
       f"transformers {transformers.__version__}, cuda {torch.cuda.is_available()}")
-for m in ("gguf", "sacrebleu", "rouge_score", "nltk", "bert_score", "datasets"):
+for m in ("typer", "rich", "gguf", "sacrebleu", "rouge_score", "nltk", "bert_score", "datasets"):
     print(f"  {m}: {'yes' if importlib.util.find_spec(m) else 'no'}")
 EOF
 

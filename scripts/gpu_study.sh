@@ -24,6 +24,8 @@ if [ -z "${SPT_BENCH_SMOLLM2_GGUF:-}" ] && [ -f /tmp/smol.gguf ]; then
     export SPT_BENCH_SMOLLM2_GGUF=/tmp/smol.gguf
 fi
 case ":${PYTHONPATH:-}:" in *":$REPO:"*) ;; *) export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" ;; esac
+# the wheels scripts/gpu_check.sh installed on this machine (typer, rich, gguf, ...), if it ran
+if [ -d /tmp/site ]; then export PYTHONPATH="$PYTHONPATH:/tmp/site"; fi
 mkdir -p "$STUDY_DIR"
 t0=$(date +%s)
 for spec in $RUNS; do
