@@ -109,6 +109,26 @@ def test_static_engine_rejects_an_unsupported_architecture(backbone) -> None:
         backbone.model.config.model_type = saved
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"use_sliding_window": True}, "sliding-window"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "dynamic RoPE"),
+    ],
+)
+def test_static_engine_names_the_feature_it_does_not_implement(backbone, change, says) -> None:
+    config = backbone.model.config
+    saved = {k: getattr(config, k, None) for k in change}
+    try:
+        for k, v in change.items():
+            setattr(config, k, v)
+        assert says in (unsupported_reason(backbone) or "")
+    finally:
+        for k, v in saved.items():
+            setattr(config, k, v)
+    assert unsupported_reason(backbone) is None
+
+
 def test_unknown_decode_engine_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="decode engine"):
         DecodeSettings(engine="turbo")
