@@ -226,6 +226,16 @@ def build_method(
     return method
 
 
+def check_decode_engine(config: RunConfig, backbone: Any) -> None:
+    """Refuse --decode-engine static for a model it cannot run, before any work is done."""
+    if config.decode_engine == "static" and config.decoding != "beam":
+        from spt_bench.static_decode import unsupported_reason
+
+        reason = unsupported_reason(backbone)
+        if reason is not None:
+            raise ConfigError(f"{config.model}: {reason}")
+
+
 def make_formatter(method: Any, config: RunConfig) -> Any:
     return method.build_formatter(
         max_input_tokens=config.max_input_tokens,
@@ -349,6 +359,7 @@ def run(
         config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
     )
     timings["model_load_s"] = time.perf_counter() - t
+    check_decode_engine(config, method.backbone)  # before training, not after it
     backbone = method.backbone
     if dist.is_main:
         env = collect_env(backbone.device, backbone.dtype)
@@ -451,6 +462,7 @@ def evaluate_run(
     t_all = time.perf_counter()
     train_ex, _, test_ex, data_desc = load_run_data(config)
     method = build_method(config, cls, options, train_ex, from_checkpoint=True)
+    check_decode_engine(config, method.backbone)
     formatter = make_formatter(method, config)
     loaded = None
     if cls.trains:

@@ -178,3 +178,13 @@ def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoin
     res = _run("--resume", "--out", str(tmp_path / "c"))
     assert res.exit_code == 0, res.output
     assert calls == [64]  # neither evaluate nor resume recomputed the centre
+
+
+def test_static_engine_on_an_unsupported_model_fails_before_training(tmp_path, monkeypatch):
+    import spt_bench.static_decode as sd
+
+    monkeypatch.setattr(sd, "SUPPORTED_MODEL_TYPES", ("qwen2",))
+    res = _run(*TINY, "--decode-engine", "static", "--out", str(tmp_path), "--name", "x")
+    assert res.exit_code == 2
+    assert "static decoding engine supports qwen2" in res.output
+    assert not (tmp_path / "x" / "train_log.jsonl").exists()  # no training was wasted
