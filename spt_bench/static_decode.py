@@ -11,8 +11,9 @@ on an H100: ~35 ms per step almost independent of batch size, ../shared/device.m
 - the cache is one preallocated [B, kv_heads, T0 + max_new, head_dim] buffer pair per layer,
   written in place; the attention mask over it is a [B, T0 + max_new] additive float buffer
   (0 / dtype min), so attention does not convert a bool mask in every layer of every step;
-- grouped-query attention folds the query heads of a group into the query-length axis, so K/V
-  are never repeated: q [B, kv_heads, groups x T, d] against K [B, kv_heads, S, d];
+- in decoding steps grouped-query attention folds the query heads of a group into the
+  query-length axis, so the cache is never repeated: q [B, kv_heads, groups, d] against
+  K [B, kv_heads, S, d] (the prefill repeats K/V once, as transformers does);
 - the decoding step (embed, all layers, final norm, LM head, argmax, advancing the position and
   mask) has fixed shapes and no host synchronisation, so on CUDA it is captured once per batch as
   a CUDA graph and replayed (`cuda_graph=True`); the host reads one [B] token vector per step;
@@ -136,8 +137,8 @@ class StaticDecoder:
         n_keys: int | None,
     ) -> torch.Tensor:
         """Self-attention of x [B,T,h] writing K/V at buffer columns `write` [T] and attending
-        with the additive `mask` (broadcastable to [B, 1, groups*T, n_keys]) to the first
-        `n_keys` buffer columns (None: all - the fixed shape a CUDA graph needs)."""
+        with the additive `mask` (broadcastable to [B, 1, T, n_keys]) to the first `n_keys`
+        buffer columns (None: all - the fixed shape a CUDA graph needs)."""
         import torch.nn.functional as F
 
         attn = layer.self_attn
@@ -151,13 +152,20 @@ class StaticDecoder:
         q, k = self._apply_rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
         kv.keys[i].index_copy_(2, write, k.to(kv.keys[i].dtype))
         kv.values[i].index_copy_(2, write, v.transpose(1, 2).to(kv.values[i].dtype))
-        # query head h uses kv head h // groups: fold the group into the query axis
-        q = q.reshape(b, self.n_kv, self.groups * t, self.head_dim)
         keys, values = kv.keys[i], kv.values[i]
         if n_keys is not None:
             keys, values = keys[:, :, :n_keys], values[:, :, :n_keys]
+        if t == 1:
+            # decoding: query head h uses kv head h // groups, so fold the group into the query
+            # axis and attend to the cache as it is (no repeated copy of K/V per step)
+            q = q.reshape(b, self.n_kv, self.groups, self.head_dim)
+        elif self.groups > 1:
+            # prefill: repeat K/V to every query head (as transformers does), so one [B,1,T,S]
+            # mask serves all heads
+            keys = keys.repeat_interleave(self.groups, dim=1)
+            values = values.repeat_interleave(self.groups, dim=1)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling)
-        out = out.view(b, self.n_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, -1)
+        out = out.reshape(b, self.n_heads, t, self.head_dim).transpose(1, 2).reshape(b, t, -1)
         return attn.o_proj(out)
 
     def _body(
@@ -207,7 +215,7 @@ class StaticDecoder:
         # a padding query sees no key; let it see itself so its (unused) state stays finite
         attend = attend | torch.eye(t0, dtype=torch.bool, device=dev).unsqueeze(0)
         bias = torch.zeros(attend.shape, dtype=dtype, device=dev).masked_fill_(~attend, masked)
-        bias = bias.unsqueeze(1).repeat(1, 1, self.groups, 1)  # [B, 1, groups*T0, T0]
+        bias = bias.unsqueeze(1)  # [B, 1, T0, T0], shared by all heads
         hidden = self._body(embeds, positions, kv, row, bias, t0)
         logits = self.backbone.lm_head(hidden[:, -1])
         next_pos = mask.long().sum(dim=1)
