@@ -292,7 +292,9 @@ class DecodeSteps:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), amp:
-            self._step(full_width=True)  # warm-up: lazy kernel loads, cuBLAS workspaces
+            for _ in range(2):  # warm-up: lazy kernel loads, cuBLAS workspaces (as torch advises)
+                self._step(full_width=True)
+                self._restore(state)
         torch.cuda.current_stream().wait_stream(side)
         self._restore(state)
         graph = torch.cuda.CUDAGraph()
