@@ -113,7 +113,10 @@ def test_static_engine_rejects_an_unsupported_architecture(backbone) -> None:
     ("change", "says"),
     [
         ({"use_sliding_window": True}, "sliding-window"),
-        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "dynamic RoPE"),
+        (
+            {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}},
+            "dynamic RoPE",
+        ),
     ],
 )
 def test_static_engine_names_the_feature_it_does_not_implement(backbone, change, says) -> None:
