@@ -45,15 +45,23 @@ def main() -> None:
     random.Random(0).shuffle(examples)
     spt = get_method("spt")
 
+    def formatter_for(method):
+        return method.build_formatter(max_input_tokens=256)
+
     def batch_for(method, rows):
-        formatter = method.build_formatter(max_input_tokens=256)
+        formatter = formatter_for(method)
         return collate_train([formatter.encode_train(e) for e in rows], backbone.pad_token_id)
 
-    torch.manual_seed(0)
-    method = spt(backbone, make_options(spt, {}))
-    b = batch_for(method, examples[:256])
+    def queries(options, rows):
+        """A fresh (seed 0) method with `options` and its retriever queries of `rows`."""
+        torch.manual_seed(0)
+        method = spt(backbone, make_options(spt, options))
+        b = batch_for(method, rows)
+        with torch.no_grad():
+            return method, method.core.query(b.input_ids, b.attention_mask, b.prompt_mask)
+
+    method, q = queries({}, examples[:256])
     with torch.no_grad():
-        q = method.core.query(b.input_ids, b.attention_mask, b.prompt_mask)
         mean, low = pairwise_cosine(q)
         print(
             f"queries (input embeddings), 256 examples: pairwise cosine mean {mean:.3f} min {low:.3f}"
@@ -67,11 +75,7 @@ def main() -> None:
         mean, _ = pairwise_cosine(method.core.prompt_pool.keys())
         print(f"prompt keys (vocabulary init), pairwise cosine mean {mean:.3f}")
 
-    torch.manual_seed(0)
-    hidden = spt(backbone, make_options(spt, {"retriever_query": "hidden"}))
-    b = batch_for(hidden, examples[:64])
-    with torch.no_grad():
-        q = hidden.core.query(b.input_ids, b.attention_mask, b.prompt_mask)
+    _, q = queries({"retriever_query": "hidden"}, examples[:64])
     mean, low = pairwise_cosine(q)
     print(
         f"queries (last hidden state), 64 examples: pairwise cosine mean {mean:.3f} min {low:.3f}"
@@ -88,7 +92,7 @@ def main() -> None:
         for seed in range(args.seeds):
             torch.manual_seed(seed)
             method = spt(backbone, make_options(spt, options))
-            method.setup(train, seed=seed)
+            method.setup(train, seed=seed, formatter=formatter_for(method))
             b = batch_for(method, held)
             with torch.no_grad():
                 s = method.core.scores(b.input_ids, b.attention_mask, b.prompt_mask)

@@ -104,7 +104,7 @@ class BenchSettings:
 
 def parse_engines(values: Any) -> tuple[str, ...]:
     """'hf,static' / ['hf'] -> ('hf', 'static'); unknown names are a clear error."""
-    from spt_bench.decode import DECODE_ENGINES
+    from spt_bench.config import DECODE_ENGINES
 
     if isinstance(values, str):
         values = [v.strip().lower() for v in values.split(",") if v.strip()]
@@ -669,8 +669,10 @@ def _is_oom(e: BaseException) -> bool:
 def stop_and_newline_ids(backbone: Backbone) -> tuple[list[int], list[int]]:
     """(EOS ids, ids of every token containing a newline): the plain path's eos_token_id list
     stops exactly where our decoder does."""
-    newline = backbone.newline_token_mask().nonzero().squeeze(-1).tolist()
-    return backbone.stop_token_ids(), [int(i) for i in newline]
+    from spt_bench.models import stop_tokens
+
+    stops = stop_tokens(backbone)
+    return sorted(stops.eos), sorted(stops.newline)
 
 
 def plain_generate(
@@ -799,7 +801,7 @@ def bench_decoding(
         if job.path == "ours":
             ds = DecodeSettings(
                 max_new_tokens=settings.max_new_tokens, batch_size=job.batch_size,
-                engine=job.engine or "hf",
+                engine=job.engine,
             )  # fmt: skip
             rows, stats = decode(method, formatter, subset, ds, work_dir / f"{tag}-{i}.jsonl")
             job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
@@ -845,7 +847,7 @@ def bench_decoding(
             old = peaks.get(i, (None, mem.kind))[0]
             peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
             if job.path == "ours":
-                predictions[(job.engine or "hf", job.batch_size)] = out
+                predictions[(job.engine, job.batch_size)] = out
             else:
                 plain_predictions[job.batch_size] = out
     for i, job in enumerate(jobs):
@@ -874,7 +876,7 @@ def _decode_summary(
     comparisons = []
     for f in ok_ours:
         assert f.seconds is not None
-        engine = f.engine or "hf"
+        engine = f.engine
         rows = predictions[(engine, f.batch_size)]
         row: dict[str, Any] = {"engine": engine, "batch_size": f.batch_size}
         same = next((p for p in ok_plain if p.batch_size == f.batch_size), None)
@@ -882,10 +884,7 @@ def _decode_summary(
             assert same.seconds is not None
             row["speedup_same_batch"] = same.seconds / f.seconds
             row["identical_responses"] = identical(rows, plain_predictions[f.batch_size])
-        hf = next(
-            (h for h in ok_ours if (h.engine or "hf") == "hf" and h.batch_size == f.batch_size),
-            None,
-        )
+        hf = next((h for h in ok_ours if h.engine == "hf" and h.batch_size == f.batch_size), None)
         if engine != "hf" and hf is not None:
             assert hf.seconds is not None
             row["speedup_over_hf_engine"] = hf.seconds / f.seconds
@@ -909,7 +908,7 @@ def _decode_summary(
     }
     if best_ours is not None:
         summary["best_ours"] = {
-            "engine": best_ours.engine or "hf",
+            "engine": best_ours.engine,
             "batch_size": best_ours.batch_size,
             "seconds": best_ours.seconds,
         }
@@ -919,7 +918,7 @@ def _decode_summary(
         assert best_ours.seconds and best_plain.seconds
         summary["speedup_best_vs_best"] = best_plain.seconds / best_ours.seconds
     if best_ours is not None:
-        rows = predictions[(best_ours.engine or "hf", best_ours.batch_size)]
+        rows = predictions[(best_ours.engine, best_ours.batch_size)]
         stops: dict[str, int] = {}
         for r in rows:
             stops[str(r.get("stop"))] = stops.get(str(r.get("stop")), 0) + 1

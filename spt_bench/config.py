@@ -26,6 +26,7 @@ from spt_bench.errors import ConfigError, InputError
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
+DECODE_ENGINES = ("hf", "static")  # spt_bench.decode / spt_bench.static_decode; same outputs
 
 
 @dataclass
@@ -74,7 +75,7 @@ class RunConfig:
     top_p: float = 0.9
     num_beams: int = 4
     eval_batch_size: int = 16
-    decode_engine: Literal["hf", "static"] = "hf"  # decode.DECODE_ENGINES; same outputs
+    decode_engine: Literal["hf", "static"] = "hf"  # DECODE_ENGINES
     # machine
     device: str | None = None  # None/auto: cuda if available else cpu
     dtype: str | None = None  # None/auto: bf16 on cuda, fp32 on cpu
@@ -116,8 +117,11 @@ class RunConfig:
             raise ConfigError(
                 f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}"
             )
-        if self.decode_engine not in ("hf", "static"):
-            raise ConfigError(f"decode_engine must be hf or static, got {self.decode_engine!r}")
+        if self.decode_engine not in DECODE_ENGINES:
+            raise ConfigError(
+                f"decode_engine must be one of {', '.join(DECODE_ENGINES)}, "
+                f"got {self.decode_engine!r}"
+            )
         if self.model_metrics:
             from spt_bench.model_metrics import check_hits_settings
 

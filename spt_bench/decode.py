@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.config import DECODE_ENGINES
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
 from spt_bench.progress import ProgressBar
@@ -42,7 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.models import Backbone, StopTokens
 
 PREDICTIONS_FILE = "predictions.jsonl"
-DECODE_ENGINES = ("hf", "static")
 
 _LEADING_MARKER = re.compile(
     r"^\s*(?:<\|im_start\|>\s*)?(?:assistant|R|A|Bot|Assistant|Response|Me|You)\s*:\s*",
@@ -86,7 +86,6 @@ class DecodeSettings:
     batch_size: int = 16
     seed: int = 0
     engine: str = "hf"  # hf (transformers' forward, DynamicCache) | static (static_decode)
-    cuda_graph: bool = True  # static engine, greedy, CUDA: replay each batch's step as a graph
 
     def __post_init__(self) -> None:
         if self.mode not in ("greedy", "sample", "beam"):
@@ -196,6 +195,35 @@ def row_stop(token: int, output: list[int], stops: StopTokens, tokenizer: Any) -
     return None
 
 
+class RowTracker:
+    """Per-row outputs and stop reasons of one batch, shared by both engines: `advance` takes
+    the step's new token of each batch position (`rows[i]` = the original row at position i,
+    None once finished - `advance` sets it when the row stops) and returns the positions still
+    running."""
+
+    def __init__(self, backbone: Backbone, n_rows: int) -> None:
+        from spt_bench.models import stop_tokens
+
+        self.stops = stop_tokens(backbone)
+        self.tokenizer = backbone.tokenizer
+        self.outputs: list[list[int]] = [[] for _ in range(n_rows)]
+        self.reasons = ["length"] * n_rows
+
+    def advance(self, tokens: list[int], rows: list[int | None]) -> list[int]:
+        running = []
+        for i, token in enumerate(tokens):
+            row = rows[i]
+            if row is None:
+                continue
+            reason = row_stop(token, self.outputs[row], self.stops, self.tokenizer)
+            if reason is None:
+                running.append(i)
+            else:
+                self.reasons[row] = reason
+                rows[i] = None
+        return running
+
+
 def generate_batch(
     method: Method, batch: GenBatch, s: DecodeSettings, gen: torch.Generator | None = None
 ) -> tuple[list[list[int]], list[str], list[dict]]:
@@ -219,26 +247,14 @@ def _generate_hf(
     from the batch and the cache at once."""
     import torch
 
-    from spt_bench.models import stop_tokens
-
-    stops = stop_tokens(backbone)
-    tokenizer = backbone.tokenizer
-    b = embeds.shape[0]
-    outputs: list[list[int]] = [[] for _ in range(b)]
-    reasons = ["length"] * b
-    alive = list(range(b))  # original row of each live row
+    rows = RowTracker(backbone, embeds.shape[0])
+    alive = list(range(embeds.shape[0]))  # original row of each live row
     positions = mask.long().sum(dim=1, keepdim=True)  # next position id per live row
     hidden, cache = backbone.forward_base(embeds, mask, use_cache=True)
     logits = backbone.lm_head(hidden[:, -1])
     for step in range(s.max_new_tokens):
         nxt = _sample_next(logits, s, gen)
-        keep = []
-        for i, token in enumerate(nxt.tolist()):  # the step's one host sync
-            reason = row_stop(token, outputs[alive[i]], stops, tokenizer)
-            if reason is None:
-                keep.append(i)
-            else:
-                reasons[alive[i]] = reason
+        keep = rows.advance(nxt.tolist(), alive)  # the step's one host sync
         if not keep or step == s.max_new_tokens - 1:
             break
         if len(keep) < len(alive):
@@ -253,7 +269,7 @@ def _generate_hf(
         )
         positions = positions + 1
         logits = backbone.lm_head(hidden[:, -1])
-    return outputs, reasons
+    return rows.outputs, rows.reasons
 
 
 def _generate_static(
@@ -267,17 +283,11 @@ def _generate_static(
     loop, a CUDA graph per batch for greedy steps on CUDA. Same stopping rule as `hf`."""
     import torch
 
-    from spt_bench.models import stop_tokens
-    from spt_bench.static_decode import DecodeSteps, StaticDecoder
+    from spt_bench.static_decode import DecodeSteps, static_decoder
 
-    if backbone._static_decoder is None:
-        backbone._static_decoder = StaticDecoder(backbone)
-    decoder = backbone._static_decoder
-    stops = stop_tokens(backbone)
-    tokenizer = backbone.tokenizer
+    decoder = static_decoder(backbone)
     b, t0 = mask.shape
-    outputs: list[list[int]] = [[] for _ in range(b)]
-    reasons = ["length"] * b
+    rows = RowTracker(backbone, b)
     logits, kv, positions = decoder.prefill(embeds, mask, s.max_new_tokens)
     greedy = s.mode == "greedy"
     steps = DecodeSteps(
@@ -286,46 +296,38 @@ def _generate_static(
         _sample_next(logits, s, gen),
         positions,
         t0,
-        cuda_graph=s.cuda_graph and greedy,
+        cuda_graph=greedy,  # on CUDA; sampling runs eagerly (it reads the logits each step)
     )
     if steps.graph is not None:
         decoder.graphs_captured += 1
     elif steps.capture_error and decoder.capture_error is None:
         decoder.capture_error = steps.capture_error
     slots: list[int | None] = list(range(b))  # original row in each buffer row; None = done
-    n_alive = b
     for step in range(s.max_new_tokens):
-        for i, token in enumerate(steps.token.tolist()):  # the step's one host sync
-            row = slots[i]
-            if row is None:
-                continue
-            reason = row_stop(token, outputs[row], stops, tokenizer)
-            if reason is not None:
-                reasons[row] = reason
-                slots[i] = None
-                n_alive -= 1
-        if n_alive == 0 or step == s.max_new_tokens - 1:
+        running = rows.advance(steps.token.tolist(), slots)  # the step's one host sync
+        if not running or step == s.max_new_tokens - 1:
             break
-        if steps.graph is None and n_alive <= len(slots) // 2:
+        if steps.graph is None and len(running) <= len(slots) // 2:
             # eager mode is compute-bound: stop computing finished rows once half are done
-            live = [i for i, r in enumerate(slots) if r is not None]
-            steps.select_rows(torch.tensor(live, device=embeds.device))
-            slots = [slots[i] for i in live]
+            steps.select_rows(torch.tensor(running, device=embeds.device))
+            slots = [slots[i] for i in running]
+            running = list(range(len(slots)))
         steps.step()
         if not greedy:
-            live = [i for i, r in enumerate(slots) if r is not None]
-            idx = torch.tensor(live, device=embeds.device)
+            idx = torch.tensor(running, device=embeds.device)
             steps.token.index_copy_(0, idx, _sample_next(steps.logits[idx], s, gen))
-    return outputs, reasons
+    return rows.outputs, rows.reasons
 
 
 def _beam(
     method: Method, embeds: torch.Tensor, mask: torch.Tensor, s: DecodeSettings
 ) -> tuple[list[list[int]], list[str]]:
     """Beam search through transformers' generate; newline tokens act as extra EOS ids."""
+    from spt_bench.models import stop_tokens
+
     backbone = method.backbone
-    newline_ids = backbone.newline_token_mask().nonzero().squeeze(-1).tolist()
-    stop = backbone.stop_token_ids()
+    stops = stop_tokens(backbone)
+    stop, newline_ids = sorted(stops.eos), sorted(stops.newline)
     out = backbone.model.generate(
         inputs_embeds=embeds,
         attention_mask=mask,
@@ -423,12 +425,11 @@ def decode(
     stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
     backbone = method.backbone
     if settings.engine == "static" and settings.mode != "beam":
-        from spt_bench.static_decode import StaticDecoder
+        from spt_bench.static_decode import static_decoder
 
-        if backbone._static_decoder is None:
-            backbone._static_decoder = StaticDecoder(backbone)  # rejects unsupported models
-        backbone._static_decoder.graphs_captured = 0
-        backbone._static_decoder.capture_error = None
+        decoder = static_decoder(backbone)  # rejects an unsupported model before any work
+        decoder.graphs_captured = 0
+        decoder.capture_error = None
     prompts = [formatter.prompt_ids(ex) for ex in todo]
     order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
     gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None

@@ -368,9 +368,8 @@ def run(
 
     train_result = None
     if cls.trains:
-        state = checkpoint
         t = time.perf_counter()
-        if not (state and state.get("finished")):
+        if not (checkpoint and checkpoint.get("finished")):
             encoded = [formatter.encode_train(ex) for ex in train_ex]
             dev = dev_batches(formatter, dev_ex, config.eval_batch_size, backbone.pad_token_id)
             train_result = train(

@@ -16,7 +16,7 @@ on an H100: ~35 ms per step almost independent of batch size, ../shared/device.m
   K [B, kv_heads, S, d] (the prefill repeats K/V once, as transformers does);
 - the decoding step (embed, all layers, final norm, LM head, argmax, advancing the position and
   mask) has fixed shapes and no host synchronisation, so on CUDA it is captured once per batch as
-  a CUDA graph and replayed (`cuda_graph=True`); the host reads one [B] token vector per step;
+  a CUDA graph and replayed (greedy decoding); the host reads one [B] token vector per step;
 - finished rows stay in the batch (shapes must not change under a graph); in eager mode (CPU, or
   CUDA without graphs) the buffers are compacted to the live rows whenever half of them have
   finished, since there compute, not launches, is the bound.
@@ -61,6 +61,13 @@ def unsupported_reason(backbone: Backbone) -> str | None:
         if not hasattr(base, attr):
             return f"the model body has no {attr!r}; use --decode-engine hf"
     return None
+
+
+def static_decoder(backbone: Backbone) -> StaticDecoder:
+    """The backbone's StaticDecoder, built once (raises ConfigError for an unsupported model)."""
+    if backbone._static_decoder is None:
+        backbone._static_decoder = StaticDecoder(backbone)
+    return backbone._static_decoder
 
 
 class StaticKV:

@@ -85,11 +85,28 @@ def test_lean_activations_keep_less_for_backward(tokenizer) -> None:
     assert lean < 0.9 * plain
 
 
-def test_lean_forward_is_swapped_in_and_out_and_skipped_without_grad(tokenizer) -> None:
+def test_lean_forward_is_swapped_in_and_out_and_skipped_without_grad(
+    tokenizer, monkeypatch
+) -> None:
+    from spt_bench import lean_autograd
+
     model = _model(tokenizer)
     n = len(lean_modules(model))
     assert n == 2 * 2 + 1 + 2  # 2 layers x 2 norms + final norm + 2 MLPs
     assert set_lean_activations(model, True) == n
     assert all("forward" in vars(m) for m, _ in lean_modules(model))
+
+    applied: list[str] = []
+    for fn in (lean_autograd._RMSNorm, lean_autograd._SwiGLU):
+        monkeypatch.setattr(
+            fn, "apply", lambda *a, fn=fn, orig=fn.apply: applied.append(fn.__name__) or orig(*a)
+        )
+    embeds, mask = _inputs(model, torch.float32)
+    with torch.no_grad():  # decoding / dev loss: transformers' own forward, nothing kept
+        model(inputs_embeds=embeds, attention_mask=mask)
+    assert applied == []
+    model(inputs_embeds=embeds, attention_mask=mask)
+    assert applied.count("_RMSNorm") == 5 and applied.count("_SwiGLU") == 2
+
     set_lean_activations(model, False)
     assert not any("forward" in vars(m) for m, _ in lean_modules(model))
