@@ -27,6 +27,7 @@ before.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from dataclasses import dataclass
@@ -121,6 +122,10 @@ def get_dist() -> Dist:
     # gloo on CPU: asked for (`accelerate launch --cpu`), or no GPU under a torchrun-style launch
     cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
     state = PartialState(cpu=cpu or not torch.cuda.is_available())
+    # Tear the process group down before the interpreter exits: left to C++ static destructors,
+    # gloo's threads can abort a finished process ("terminate called without an active
+    # exception", SIGABRT), which turns a successful launch into a failed one.
+    atexit.register(_destroy_process_group)
     _DIST = Dist(
         world_size=int(state.num_processes),
         rank=int(state.process_index),
@@ -129,6 +134,13 @@ def get_dist() -> Dist:
         backend=str(state.backend) if state.backend is not None else None,
     )
     return _DIST
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        td.destroy_process_group()
 
 
 def resolve_process_device(requested: str | None) -> str | None:
