@@ -7,6 +7,7 @@ commands, never at module level, so `spt-bench --help` answers instantly.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain click help: wraps long flag names instead of cutting them at 80 columns
+    rich_markup_mode=None,
 )
 data_app = typer.Typer(
     help="Inspect, split and convert persona-dialogue data.", no_args_is_help=True
@@ -28,6 +31,28 @@ plot_app = typer.Typer(
     help="Plots from run folders (PNG by default; SVG/PDF by extension).", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"spt-bench {version('spt-bench')}")
+        except PackageNotFoundError:
+            typer.echo("spt-bench (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Selective Prompt Tuning and its baselines for persona dialogue: train, decode, score, compare."""
+
+
 app.add_typer(plot_app, name="plot")
 
 
@@ -40,7 +65,9 @@ def command(parent: typer.Typer, *args: Any, **kwargs: Any) -> Callable:
             try:
                 return fn(*a, **k)
             except SptBenchError as e:
-                typer.echo(f"error: {e}", err=True)
+                from spt_bench.cli_flags import flag_message
+
+                typer.echo(f"error: {flag_message(str(e))}", err=True)
                 raise typer.Exit(e.exit_code) from None
 
         return parent.command(*args, **kwargs)(wrapper)
@@ -233,183 +260,85 @@ def methods_cmd() -> None:
     methods_table(Console())
 
 
-_RUN_HELP = (
-    "Train (if the method trains), decode the test split, score and report into a run folder."
-)
+_RUN_HELP = """Train (if the method trains), decode the test split, score and report into a run folder.
+
+Every config key is a flag (grouped below by config section) and every built-in method option
+too; `--set KEY=VALUE` reaches any key (e.g. --set train.eval_every=50). Precedence: defaults <
+--preset < --config < flags and --set. Presets: `spt-bench presets`."""
 
 
-@command(app, "run", help=_RUN_HELP)
 def run_cmd(
-    method: str = typer.Option(
-        None, "--method", help="Method name (spt-bench methods) (default: spt)."
+    *,
+    config: str | None = typer.Option(
+        None, "--config", help="YAML config file (below flags).", rich_help_panel="Run"
     ),
-    model: str = typer.Option(
-        None, "--model", help="smollm2-135m, tiny-random, HF id or folder (default: smollm2-135m)."
+    preset: str | None = typer.Option(
+        None, "--preset", help="A shipped preset (spt-bench presets).", rich_help_panel="Run"
     ),
-    data: str = typer.Option(
-        None,
-        "--data",
-        help="Data file/folder/'sample'/dataset; one file is split by --split-protocol (default: bundled sample).",
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="KEY=VALUE for any config key (repeatable).", rich_help_panel="Run"
     ),
-    train_data: str = typer.Option(
-        None, "--train-data", help="Separate training data (with --test-data)."
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing run folder.", rich_help_panel="Run"
     ),
-    test_data: str = typer.Option(
-        None, "--test-data", help="Separate test data (with --train-data)."
-    ),
-    out: str = typer.Option(
-        None, "--out", help="Run folder, or its parent when --name is given (default: runs/)."
-    ),
-    name: str = typer.Option(
-        None, "--name", help="Run folder name under --out (default: <method>-<timestamp>)."
-    ),
-    seed: int = typer.Option(
-        None, "--seed", help="Seed for init, data order, sampling (default: 0)."
-    ),
-    max_steps: int = typer.Option(
-        None, "--max-steps", help="Optimiser steps (overrides --epochs)."
-    ),
-    epochs: float = typer.Option(
-        None, "--epochs", help="Epochs over the train split (clears max_steps)."
-    ),
-    batch_size: int = typer.Option(None, "--batch-size", help="Training micro-batch size."),
-    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimiser step."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the method's)."),
-    train_limit: int = typer.Option(
-        None, "--train-limit", help="Use N train examples (seeded subset)."
-    ),
-    dev_limit: int = typer.Option(None, "--dev-limit", help="Use N dev examples."),
-    eval_limit: int = typer.Option(None, "--eval-limit", help="Decode and score N test examples."),
-    eval_every: int = typer.Option(
-        None, "--eval-every", help="Dev loss every N steps (best checkpoint kept)."
-    ),
-    eval_batch_size: int = typer.Option(
-        None, "--eval-batch-size", help="Decoding / dev batch size."
-    ),
-    max_new_tokens: int = typer.Option(
-        None, "--max-new-tokens", help="Generated tokens cap (default: 32)."
-    ),
-    decoding: str = typer.Option(
-        None, "--decoding", help="greedy | sample | beam (default: greedy)."
-    ),
-    decode_engine: str = typer.Option(
-        None,
-        "--decode-engine",
-        help="hf (default) | static: preallocated KV cache + CUDA graphs (Llama-family models).",
-    ),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
-    dtype: str = typer.Option(
-        None, "--dtype", help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
-    ),
-    no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
-    no_model_metrics: bool = typer.Option(
-        False, "--no-model-metrics", help="Skip perplexity and hits@k (docs/model-metrics.md)."
-    ),
-    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 (default: 1)."),
-    hits_candidates: int = typer.Option(
-        None, "--hits-candidates", help="Synthetic candidates per example (default: 20)."
-    ),
-    config: str = typer.Option(None, "--config", help="YAML config file (below explicit flags)."),
-    preset: str = typer.Option(
-        None, "--preset", help="configs/<NAME>.yaml: smoke, paper, offline."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run (same folder)."),
-    trust_remote_code: bool = typer.Option(
-        False, "--trust-remote-code", help="Allow model code from the hub."
-    ),
-    k: int = typer.Option(None, "--k", help="(spt) number of soft prompts K."),
-    prompt_len: int = typer.Option(
-        None, "--prompt-len", help="(spt, prompt-tuning) virtual tokens per prompt L."
-    ),
-    prompt_init: str = typer.Option(
-        None, "--prompt-init", help="(spt, prompt-tuning) vocab | normal."
-    ),
-    fusion_weights: str = typer.Option(
-        None,
-        "--fusion-weights",
-        help="(spt) raw (authors') | normalized: fuse logits with s_k or s_k / sum_j s_j.",
-    ),
-    retriever_center: bool = typer.Option(
+    resume: bool = typer.Option(
         False,
-        "--retriever-center",
-        help="(spt) centre retriever queries and keys (fixes one-prompt collapse; not the authors').",
+        "--resume",
+        help="Continue a killed run in the folder named by --out/--name (same command line ok).",
+        rich_help_panel="Run",
     ),
-    retriever_query: str = typer.Option(
-        None, "--retriever-query", help="(spt) embeddings | hidden."
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        "--dry-run",
+        help="Print the resolved config and the run folder, then exit (no model is loaded).",
+        rich_help_panel="Run",
     ),
-    no_selection_loss: bool = typer.Option(False, "--no-selection-loss", help="(spt) drop L_sel."),
-    no_fusion: bool = typer.Option(False, "--no-fusion", help="(spt) drop L_fusion."),
-    no_contrastive: bool = typer.Option(False, "--no-contrastive", help="(spt) drop L_ctr."),
-    selection_weight: float = typer.Option(None, "--selection-weight", help="(spt) lambda_sel."),
-    contrastive_weight: float = typer.Option(
-        None, "--contrastive-weight", help="(spt) lambda_ctr."
-    ),
-    fusion_weight: float = typer.Option(None, "--fusion-weight", help="(spt) weight of L_fusion."),
-    tau_gold: float = typer.Option(
-        None, "--tau-gold", help="(spt) temperature of the LM-loss ranking."
-    ),
-    tau_sim: float = typer.Option(
-        None, "--tau-sim", help="(spt) temperature of the retriever scores."
-    ),
-    contrastive_threshold: float = typer.Option(
-        None, "--contrastive-threshold", help="(spt) persona BLEU threshold."
-    ),
-    activation_checkpointing: float = typer.Option(
-        None,
-        "--activation-checkpointing",
-        help="Share of LM layers recomputed in backward (0-1): less memory, more time.",
-    ),
-    lean_activations: bool = typer.Option(
-        None,
-        "--lean-activations/--no-lean-activations",
-        help="Lean RMSNorm/MLP backward (default on): same gradients, ~1/3 less activation memory.",
-    ),
-    lora_r: int = typer.Option(None, "--lora-r", help="(lora) rank."),
-    lora_alpha: float = typer.Option(None, "--lora-alpha", help="(lora) alpha."),
-    lora_dropout: float = typer.Option(None, "--lora-dropout", help="(lora) dropout."),
-    shots: int = typer.Option(
-        None, "--shots", help="(text-prompt) k-shot demonstrations from train."
-    ),
+    **flags: Any,
 ) -> None:
     from rich.console import Console
 
-    from spt_bench.model_metrics import parse_hits_k
-    from spt_bench.runner import config_for_cli, print_result, run
+    from spt_bench.cli_flags import layer_from_flags
+    from spt_bench.config import merge_layer, parse_set
+    from spt_bench.runner import config_for_run, dry_run_text, print_result, run
 
-    method_options = {
-        "k": k, "prompt_len": prompt_len, "prompt_init": prompt_init,
-        "retriever_query": retriever_query, "fusion_weights": fusion_weights,
-        "retriever_center": True if retriever_center else None,
-        "selection_loss": False if no_selection_loss else None,
-        "fusion": False if no_fusion else None,
-        "contrastive": False if no_contrastive else None,
-        "selection_weight": selection_weight, "contrastive_weight": contrastive_weight,
-        "fusion_weight": fusion_weight, "tau_gold": tau_gold, "tau_sim": tau_sim,
-        "contrastive_threshold": contrastive_threshold,
-        "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout, "shots": shots,
-    }  # fmt: skip
-    overrides = {
-        "method": method, "model": model, "data": data, "train_data": train_data,
-        "test_data": test_data, "out": out, "name": name, "seed": seed, "max_steps": max_steps,
-        "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-        "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
-        "eval_every": eval_every, "eval_batch_size": eval_batch_size,
-        "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,
-        "decode_engine": decode_engine,
-        "dtype": dtype, "bertscore": False if no_bertscore else None,
-        "model_metrics": False if no_model_metrics else None,
-        "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
-        "hits_candidates": hits_candidates,
-        "trust_remote_code": True if trust_remote_code else None,
-        "activation_checkpointing": activation_checkpointing,
-        "lean_activations": lean_activations,
-        "method_options": {k_: v for k_, v in method_options.items() if v is not None},
-    }  # fmt: skip
-    cfg = config_for_cli(overrides, preset=preset, config_file=config, resume=resume)
+    layer = merge_layer(layer_from_flags(flags), parse_set(set_))
+    cfg = config_for_run(layer, preset=preset, config_file=config, resume=resume)
+    if print_config:
+        typer.echo(dry_run_text(cfg), nl=False)
+        return
     console = Console()
     result = run(cfg, overwrite=overwrite, resume=resume, console=console)
     print_result(result, console)
+
+
+def _with_flags(fn: Callable) -> Callable:
+    """Give `fn` the derived flags as keyword parameters (typer reads __signature__)."""
+    from spt_bench.cli_flags import typer_parameters
+
+    sig = inspect.signature(fn)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=fixed + typer_parameters())  # type: ignore[attr-defined]
+    return fn
+
+
+command(app, "run", help=_RUN_HELP)(_with_flags(run_cmd))
+
+
+@command(app, "presets")
+def presets_cmd() -> None:
+    """List the shipped presets (spt-bench run --preset NAME) with what each one is for."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from spt_bench.config import CONFIGS_DIR, list_presets, preset_description
+
+    table = Table(title=f"presets ({CONFIGS_DIR})")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it runs")
+    for name in list_presets():
+        table.add_row(name, preset_description(name))
+    Console().print(table)
 
 
 @command(app, "evaluate")
@@ -426,15 +355,20 @@ def evaluate_cmd(
         False, "--no-model-metrics", help="Skip perplexity and hits@k."
     ),
     hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 (default: run's)."),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="KEY=VALUE: change any config key for this evaluation (repeatable)."
+    ),
     rescore: bool = typer.Option(
         False,
         "--rescore",
         help="Only re-score the saved predictions (no model; e.g. to add BERTScore).",
     ),
 ) -> None:
-    """Re-decode and re-score a saved run from its checkpoint (replaces its predictions)."""
+    """Re-decode and re-score a saved run from its checkpoint (the results it replaces move to
+    the run's history/ folder)."""
     from rich.console import Console
 
+    from spt_bench.config import flatten, parse_set
     from spt_bench.model_metrics import parse_hits_k
     from spt_bench.runner import evaluate_run, print_result, rescore_run
 
@@ -443,17 +377,17 @@ def evaluate_cmd(
         result = rescore_run(run_dir, bertscore=not no_bertscore, console=console)
         print_result(result, console)
         return
-    result = evaluate_run(
-        run_dir,
-        bertscore=False if no_bertscore else None,
-        device=device,
-        dtype=dtype,
-        eval_batch_size=eval_batch_size,
-        decode_engine=decode_engine,
-        model_metrics=False if no_model_metrics else None,
-        hits_k=parse_hits_k(hits_k) if hits_k is not None else None,
-        console=console,
-    )
+    changes = {
+        "score.bertscore": False if no_bertscore else None,
+        "model.device": device,
+        "model.dtype": dtype,
+        "decode.batch_size": eval_batch_size,
+        "decode.engine": decode_engine,
+        "score.model_metrics": False if no_model_metrics else None,
+        "score.hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
+        **flatten(parse_set(set_)),
+    }
+    result = evaluate_run(run_dir, changes=changes, console=console)
     print_result(result, console)
 
 

@@ -8,35 +8,14 @@ selection/fusion/contrastive terms. For the same seed its loss equals `spt --k 1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from spt_bench.methods import PrefixOutput, register_method
-from spt_bench.spt import SelectivePromptTuning, SptOptions
+from spt_bench.spt import SelectivePromptTuning
+from spt_bench.spt_options import PromptTuningOptions, SptOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.batches import GenBatch
-
-
-@dataclass
-class PromptTuningOptions:
-    prompt_len: int = 8
-    prompt_init: str = "vocab"
-
-    def __post_init__(self) -> None:
-        # Same validation (and messages) as SPT's options.
-        self.as_spt()
-
-    def as_spt(self) -> SptOptions:
-        """The SPT configuration that is exactly this method: K = 1, no retriever terms."""
-        return SptOptions(
-            k=1,
-            prompt_len=self.prompt_len,
-            prompt_init=self.prompt_init,
-            selection_loss=False,
-            fusion=False,
-            contrastive=False,
-        )
 
 
 @register_method

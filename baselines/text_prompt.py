@@ -50,6 +50,10 @@ class TextPrompt(Method):
         super().__init__(backbone, options)
         self.shot_examples: list[Example] = []
 
+    @classmethod
+    def uses_train_data(cls, options: Any) -> bool:
+        return options.shots > 0  # the k shots come from the train split
+
     def setup(self, train_examples: list[Example], *, seed: int = 0, formatter: Any = None) -> None:
         k = self.options.shots
         if k == 0:

@@ -34,6 +34,29 @@ def write_example_scores(report: ScoreReport, path: str | Path) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def output_path(predictions: Path, out: str | Path | None) -> Path:
+    """Where `score` writes metrics.json. Beside the input by default - except inside a run
+    folder, whose own metrics.json and example_scores.jsonl belong to its run: there the
+    scores go to a new `scores/<time>/` folder of the run, and an explicit --out naming one of
+    the run's result files is refused. Never overwrites another command's result."""
+    from spt_bench.errors import ConfigError
+    from spt_bench.run_folder import RunFolder
+
+    if out is not None:
+        path = Path(out)
+        folder = RunFolder(path.parent)
+        if folder.is_run() and path.name in (*folder.RESULT_FILES, folder.CONFIG):
+            raise ConfigError(
+                f"--out {path} would overwrite the run's own {path.name}; "
+                f"name another file (default: {folder.path / folder.SCORES}/<time>/)"
+            )
+        return path
+    folder = RunFolder(predictions.parent)
+    if folder.is_run():
+        return folder.new_scores_dir() / "metrics.json"
+    return predictions.with_name("metrics.json")
+
+
 def score_file(
     predictions: str | Path,
     *,
@@ -45,9 +68,9 @@ def score_file(
     """Score a predictions JSONL; write metrics.json (default: beside the input) and the
     per-example scores beside it, both atomically."""
     predictions = Path(predictions)
+    metrics_path = output_path(predictions, out)
     rows = read_prediction_rows(predictions)
     report = score_predictions(rows, bertscore=bertscore, n_resamples=n_resamples, seed=seed)
-    metrics_path = Path(out) if out is not None else predictions.with_name("metrics.json")
     examples_path = example_scores_path(metrics_path)
     payload = report.to_json()
     payload["predictions_file"] = str(predictions)

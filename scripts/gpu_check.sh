@@ -98,9 +98,9 @@ args=(bench --model "$MODEL" --device "$DEVICE" --data "$DATA" --batch-size "$BA
 if [ -n "$N_DECODE" ]; then
     args+=(--n-decode "$N_DECODE")
 fi
-echo "+ $PYTHON -m spt_bench.cli ${args[*]}"
+echo "+ $PYTHON -m cli ${args[*]}"
 set +e
-"$PYTHON" -m spt_bench.cli "${args[@]}" 2>&1 | tee "$OUT/bench.log"
+"$PYTHON" -m cli "${args[@]}" 2>&1 | tee "$OUT/bench.log"
 status=${PIPESTATUS[0]}
 set -e
 

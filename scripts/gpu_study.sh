@@ -2,7 +2,7 @@
 # The benchmark study of docs/results.md (issue 9) on a lent GPU, one command after the model's
 # first half is stashed (see scripts/gpu_check.sh for the two-call protocol):
 #   carry [".device/b"]: STUDY_DEADLINE_S=420 bash scripts/gpu_study.sh
-# Each method runs its configs/study-*.yaml preset on the ConvAI2 valid file (convai2-valid-split)
+# Each method runs its spt_bench/configs/study-*.yaml preset on the ConvAI2 valid file (convai2-valid-split)
 # without BERTScore (its encoder does not travel); the run folders (no checkpoints) come back in
 # $OUT/study.tar.gz and are re-scored on the CPU machine with `spt-bench evaluate RUN --rescore`.
 # Runs start in priority order and none starts after STUDY_DEADLINE_S seconds.
@@ -39,7 +39,7 @@ for spec in $RUNS; do
     echo "== $name (t=${elapsed}s)"
     # shellcheck disable=SC2086
     t_run=$(date +%s)
-    "$PYTHON" -m spt_bench.cli run --preset "study-$preset" \
+    "$PYTHON" -m cli run --preset "study-$preset" \
         --data "$DATA" --seed "$seed" --device "$DEVICE" --no-bertscore \
         --out "$STUDY_DIR" --name "$name" --overwrite $EXTRA 2>&1 | tail -n 40
     echo "$name: wall $(( $(date +%s) - t_run )) s" | tee -a "$OUT/study_walltimes.txt"

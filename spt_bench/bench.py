@@ -314,10 +314,8 @@ def build_bench_method(backbone: Backbone, name: str, settings: BenchSettings, t
 
 def _soft_prompts(method: Any) -> torch.Tensor | None:
     """The method's prompt tensor [K, L, d] if it has one (for the plain reference)."""
-    for value in method.trained_state().values():
-        if value.dim() == 3:
-            return value.detach().float()
-    return None
+    prompts = method.soft_prompts()
+    return None if prompts is None else prompts.detach().float()
 
 
 def bench_method_step(
@@ -336,8 +334,7 @@ def bench_method_step(
     import torch
 
     from spt_bench.lean_autograd import set_lean_activations
-    from spt_bench.models import set_activation_checkpointing
-    from spt_bench.train import autocast
+    from spt_bench.models import autocast, set_activation_checkpointing
 
     params = [p for p in method.trainable_parameters() if p.requires_grad]
     if not params:
@@ -412,7 +409,7 @@ def bench_plain_step(
     sequences, `model(...).loss` over full-vocabulary logits, backward, AdamW on the prompts."""
     import torch
 
-    from spt_bench.train import autocast
+    from spt_bench.models import autocast
 
     model = backbone.model
     k, plen, d = prompts.shape
@@ -689,7 +686,7 @@ def plain_generate(
 
     from spt_bench.data.formatting import collate_generate
     from spt_bench.decode import build_prefixed_inputs, clean_response
-    from spt_bench.train import autocast
+    from spt_bench.models import autocast
 
     backbone = method.backbone
     stop, newline = stop_and_newline_ids(backbone)
@@ -763,7 +760,7 @@ def bench_decoding(
     device = backbone.device
     method = build_bench_method(backbone, settings.decode_method, settings, train)
     formatter = method.build_formatter()
-    prefix_len = settings.prompt_len if _soft_prompts(method) is not None else 0
+    prefix_len = method.prefix_length()
     resolved: dict[int | str, int] = {}
     for req in settings.decode_batch_sizes:
         resolved[req] = _resolve_batch(req, backbone, formatter, examples, prefix_len, settings)

@@ -12,7 +12,6 @@ tested without a terminal or a model. Commands: /reset (new dialogue, same perso
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +116,7 @@ class MethodResponder:
         from spt_bench.data.example import Example
         from spt_bench.data.formatting import collate_generate
         from spt_bench.decode import clean_response, generate_batch
-        from spt_bench.train import _autocast
+        from spt_bench.models import autocast as _autocast
 
         backbone = self.method.backbone
         example = Example(
@@ -156,7 +155,7 @@ def load_responder(
     with the same runner pieces as `spt-bench evaluate`."""
     import dataclasses
 
-    from spt_bench.config import RunConfig, config_from_dict
+    from spt_bench.config import RunConfig
     from spt_bench.methods import get_method, make_options
     from spt_bench.runner import (
         build_method,
@@ -168,23 +167,19 @@ def load_responder(
 
     run = None if run_dir is None else Path(run_dir)
     if run is not None:
-        config_path = run / "config.json"
-        if not config_path.is_file():
-            raise InputError(run, None, "not a run folder (no config.json)")
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(config_path, e.lineno, f"invalid JSON ({e.msg})") from None
-        for flag, value in (("method", method), ("model", model)):
-            if value is not None and value != data.get(flag):
-                raise ConfigError(
-                    f"--{flag} {value} differs from the run's {flag} {data.get(flag)}"
-                )
+        from spt_bench.run_folder import RunFolder
+
+        config = RunFolder(run).read_config()
+        for flag, value, stored in (
+            ("method", method, config.method.name),
+            ("model", model, config.model.name),
+        ):
+            if value is not None and value != stored:
+                raise ConfigError(f"--{flag} {value} differs from the run's {flag} {stored}")
         if device is not None:
-            data["device"] = device
-        config = config_from_dict(data)
-        cls = get_method(config.method)
-        options = make_options(cls, config.method_options)
+            config = config.replace(**{"model.device": device})
+        cls = get_method(config.method.name)
+        options = make_options(cls, config.method.options)
     else:
         if method is None:
             raise ConfigError("give a run folder, or --model and --method (e.g. text-prompt)")
@@ -194,10 +189,13 @@ def load_responder(
                 "(spt-bench chat RUN_DIR); without one use a method that does not train, "
                 "e.g. --method text-prompt"
             )
-        base = RunConfig(method=method, device=device, **({"model": model} if model else {}))
+        base = RunConfig().replace(
+            **{"method.name": method, "model.device": device},
+            **({"model.name": model} if model else {}),
+        )
         config, cls, options = finalize_config(base)
-    # text-prompt draws its k shots from the train split; other methods need no data
-    train = load_run_data(config)[0] if int(getattr(options, "shots", 0) or 0) > 0 else []
+    # only a method that draws on the train split (text-prompt's k shots) loads the data
+    train = load_run_data(config)[0] if cls.uses_train_data(options) else []
     meth = build_method(config, cls, options, train)
     loaded = None
     if run is not None and cls.trains:
@@ -209,9 +207,9 @@ def load_responder(
     settings = dataclasses.replace(
         decode_settings(config),
         batch_size=1,
-        max_new_tokens=max_new_tokens or config.max_new_tokens,
+        max_new_tokens=max_new_tokens or config.decode.max_new_tokens,
     )
-    what = f"{config.method} on {config.model}"
+    what = f"{config.method.name} on {config.model.name}"
     if loaded:
         what += f" (checkpoint {loaded} of {run})"
     return ChatSetup(MethodResponder(meth, make_formatter(meth, config), settings), what)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spt_bench.config import get_dotted
 from spt_bench.errors import InputError, SptBenchError
 from spt_bench.io import read_jsonl
 from spt_bench.paper import (
@@ -37,6 +38,7 @@ from spt_bench.paper import (
     PAPER_CITATION,
     load_paper_results,
 )
+from spt_bench.run_folder import RunFolder
 
 FORMATS = ("rich", "md", "csv", "json", "latex")
 
@@ -72,13 +74,13 @@ SIGNIFICANCE: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
 KEY_OPTIONS: dict[str, str] = {"k": "K", "prompt_len": "L", "lora_r": "r", "shots": "shots"}
 # config fields shown in labels only when they differ between the compared runs of one method
 VARYING_FIELDS: tuple[str, ...] = (
-    "model",
+    "model.name",
     "seed",
-    "max_steps",
-    "epochs",
-    "lr",
-    "train_limit",
-    "decoding",
+    "train.max_steps",
+    "train.epochs",
+    "train.lr",
+    "data.train_limit",
+    "decode.mode",
 )
 
 
@@ -102,16 +104,14 @@ class RunRecord:
 
     @property
     def method(self) -> str:
-        method = self.config.get("method") or self.metrics.get("method")
+        method = get_dotted(self.config, "method.name") or self.metrics.get("method")
         if isinstance(method, dict):  # metrics.json keeps the method's summary under "method"
             method = method.get("method")
         return str(method or self.path.name)
 
     @property
     def model(self) -> str | None:
-        model = self.config.get("model")
-        if isinstance(model, dict):
-            model = model.get("name") or model.get("name_or_path")
+        model = get_dotted(self.config, "model.name")
         return None if model is None else str(model)
 
     @property
@@ -126,8 +126,8 @@ class RunRecord:
         summary = self.metrics.get("method")
         if isinstance(summary, dict) and isinstance(summary.get("options"), dict):
             opts.update(summary["options"])
-        per_method = (self.config.get("methods") or {}).get(self.method)
-        for layer in (per_method, self.config.get("method_options")):
+        per_method = (get_dotted(self.config, "method.by_method") or {}).get(self.method)
+        for layer in (per_method, get_dotted(self.config, "method.options")):
             if isinstance(layer, dict):
                 opts.update({k: v for k, v in layer.items() if v is not None})
         return opts
@@ -150,7 +150,7 @@ class RunRecord:
     @property
     def example_scores(self) -> list[dict]:
         if self._example_scores is None:
-            path = self.path / "example_scores.jsonl"
+            path = self.path / RunFolder.EXAMPLE_SCORES
             if not path.is_file():
                 raise InputError(path, None, "missing: needed for paired bootstrap p-values")
             self._example_scores = list(read_jsonl(path))
@@ -160,7 +160,7 @@ class RunRecord:
     def example_ids(self) -> frozenset[str]:
         """Ids of the scored examples (example_scores.jsonl, else predictions.jsonl)."""
         if self._ids is None:
-            for name in ("example_scores.jsonl", "predictions.jsonl"):
+            for name in (RunFolder.EXAMPLE_SCORES, RunFolder.PREDICTIONS):
                 path = self.path / name
                 if path.is_file():
                     self._ids = frozenset(str(r["id"]) for r in _rows_with_id(path))
@@ -205,7 +205,7 @@ def discover_runs(specs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[
             if not path.exists():
                 raise InputError(path, None, "no such run folder")
             if path.is_file():
-                if path.name == "metrics.json":
+                if path.name == RunFolder.METRICS:
                     path = path.parent
                 else:
                     raise InputError(path, None, "expected a run folder (or its metrics.json)")
@@ -215,10 +215,10 @@ def discover_runs(specs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[
 
 
 def _collect_runs(folder: Path, found: list[Path], notes: list[str]) -> None:
-    if (folder / "metrics.json").is_file():
+    if (folder / RunFolder.METRICS).is_file():
         found.append(folder)
         return
-    if (folder / "config.json").is_file():
+    if (folder / RunFolder.CONFIG).is_file():
         notes.append(f"{folder}: incomplete run (no metrics.json), ignored")
         return
     for child in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -228,11 +228,11 @@ def _collect_runs(folder: Path, found: list[Path], notes: list[str]) -> None:
 def load_run(path: str | os.PathLike) -> RunRecord:
     """Read a finished run folder; malformed files raise InputError naming the file."""
     path = Path(path)
-    metrics = _read_json(path / "metrics.json")
+    folder = RunFolder(path)
+    metrics = folder.read_metrics()
     if not isinstance(metrics.get("overall"), dict):
-        raise InputError(path / "metrics.json", None, "no 'overall' metrics object")
-    config_path = path / "config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
+        raise InputError(folder.metrics_path, None, "no 'overall' metrics object")
+    config = folder.read_config_dict() if folder.is_run() else {}
     return RunRecord(path=path, config=config, metrics=metrics)
 
 
@@ -255,19 +255,7 @@ def _default_warn(message: str) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, None, "file not found") from None
-    except UnicodeDecodeError:
-        raise InputError(path, None, "invalid UTF-8") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, e.lineno, f"invalid JSON ({e.msg})") from None
-    if not isinstance(obj, dict):
-        raise InputError(path, None, "expected a JSON object")
-    return obj
+    return RunFolder(path.parent).read_json(path.name)
 
 
 # ------------------------------------------------------------------------------------ labels
@@ -296,7 +284,7 @@ def assign_labels(runs: Sequence[RunRecord]) -> None:
             if k not in KEY_OPTIONS and len({_freeze(r.method_options.get(k)) for r in group}) > 1
         ]
         varying_fields = [
-            f for f in VARYING_FIELDS if len({_freeze(r.config.get(f)) for r in group}) > 1
+            f for f in VARYING_FIELDS if len({_freeze(get_dotted(r.config, f)) for r in group}) > 1
         ]
         for run in group:
             parts = [
@@ -305,7 +293,10 @@ def assign_labels(runs: Sequence[RunRecord]) -> None:
                 if k in KEY_OPTIONS
             ]
             parts += [f"{k}={_fmt_setting(run.method_options.get(k))}" for k in varying_opts]
-            parts += [f"{f}={_fmt_setting(run.config.get(f))}" for f in varying_fields]
+            parts += [
+                f"{f.rsplit('.', 1)[-1]}={_fmt_setting(get_dotted(run.config, f))}"
+                for f in varying_fields
+            ]
             run.label = method + (f" ({', '.join(parts)})" if parts else "")
     counts: dict[str, int] = {}
     for run in runs:
@@ -393,7 +384,7 @@ def resolve_baseline(runs: list[RunRecord], baseline: str) -> RunRecord:
         for run in runs:
             if run.path.resolve() == target:
                 return run
-        if not (path / "metrics.json").is_file():
+        if not (path / RunFolder.METRICS).is_file():
             raise InputError(path, None, "baseline run is incomplete (no metrics.json)")
         run = load_run(path)
         runs.insert(0, run)

@@ -1,21 +1,34 @@
-"""The run configuration: one typed, validated dataclass, resolved from layers.
+"""The run configuration: one nested, typed schema, the single source of every run setting.
 
-Precedence (later wins): RunConfig defaults (= the embedded default run) < `--preset NAME`
-(configs/NAME.yaml) < `--config FILE` < explicit command-line flags. The resolved config is
-written to the run folder as config.json and is enough to repeat the run.
+    RunConfig{seed, data, model, method{name, options, by_method}, train, decode, score, output}
 
-YAML files hold RunConfig keys. Two keys carry method options:
-- `method_options`: options for the selected method; every key must be one of its options;
-- `methods`: `{method name: {option: value}}`, per-method defaults; only the selected method's
-  entry applies (presets use this so `--preset paper --method lora` works), and it sits below
-  `method_options` and the option flags.
+Each section is a dataclass whose fields carry their help text (`metadata["help"]`) and, when
+it is not `--<field-name>`, their command-line flag (`metadata["flag"]`). The `run` command's
+flags, their help and their validation are derived from these fields (spt_bench.cli_flags), so
+adding a training knob is one edit: a field in `TrainConfig` (the training loop receives the
+section as it is). Anything can also be set with a dotted override, `--set train.eval_every=50`.
 
-No torch import here: the CLI builds configs before any heavy library loads.
+Precedence (later wins): defaults (= the embedded default run) < `--preset NAME`
+(spt_bench/configs/NAME.yaml) < `--config FILE` < flags and `--set`. The resolved config is
+written to the run folder as config.json (without `output`: a run folder does not depend on
+where it lives) and is enough to repeat the run.
+
+Method options: `method.options` holds options for the selected method (validated against the
+method's own Options dataclass); `method.by_method` holds `{method name: {option: value}}`
+per-method defaults of which only the selected method's entry applies (presets use it so
+`--preset paper --method lora` works).
+
+Old flat configs (config.json files and YAML written before the nested schema, e.g. the run
+folders under docs/results/) are upgraded on load by `upgrade_flat`.
+
+Library errors name config keys (`train.max_grad_norm`); the CLI maps keys to flags in one place.
+No torch import here: configs are built and validated before any heavy library loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,124 +37,303 @@ from typing import Any, Literal
 
 from spt_bench.errors import ConfigError, InputError
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
 DECODE_ENGINES = ("hf", "static")  # spt_bench.decode / spt_bench.static_decode; same outputs
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+def setting(default: Any = None, help: str = "", *, flag: str | None = None, **kw: Any) -> Any:
+    """A config field with its help text (and its CLI flag when not `--<field-name>`)."""
+    meta = {"help": help}
+    if flag:
+        meta["flag"] = flag
+    if "default_factory" in kw:
+        return field(default_factory=kw.pop("default_factory"), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class _Section:
+    """Validation helpers shared by the sections (errors name the dotted key)."""
+
+    _prefix: typing.ClassVar[str] = ""
+
+    def _err(self, name: str, problem: str) -> ConfigError:
+        return key_error(f"{self._prefix}.{name}", problem)
+
+    def _positive(self, *names: str, allow_none: bool = False) -> None:
+        for n in names:
+            v = getattr(self, n)
+            if v is None and allow_none:
+                continue
+            if v is None or v <= 0:
+                raise self._err(n, f"must be > 0, got {v!r}")
+
+
+def key_error(key: str, problem: str) -> ConfigError:
+    """A ConfigError about config key `key` ("train.lr must be > 0"); `.key` lets the CLI
+    name the flag instead."""
+    err = ConfigError(f"{key} {problem}")
+    err.key = key  # type: ignore[attr-defined]
+    return err
+
+
+@dataclass
+class DataConfig(_Section):
+    """Which examples, how they are split and cut, and how inputs are formatted."""
+
+    _prefix: typing.ClassVar[str] = "data"
+    source: str | None = setting(
+        None,
+        "Data file (.txt ParlAI/ConvAI2, .jsonl), ConvAI2 folder, 'sample', datasets folder or "
+        "hub id; one source is split by data.split_protocol (default: the bundled sample).",
+        flag="--data",
+    )
+    train_data: str | None = setting(None, "Separate training data (with --test-data).")
+    test_data: str | None = setting(None, "Separate test data (with --train-data).")
+    split_protocol: str = setting(
+        "convai2-valid-split", "How one source is split into train/dev/test (docs/data.md)."
+    )
+    split_seed: int = setting(0, "Seed of the split's dialogue shuffle and of the subsets.")
+    train_limit: int | None = setting(None, "Use N train examples (seeded subset).")
+    dev_limit: int | None = setting(8, "Use N dev examples.")
+    eval_limit: int | None = setting(None, "Decode and score N test examples.")
+    max_input_tokens: int = setting(448, "Input tokens kept (persona + history, cut left).")
+    max_history_turns: int | None = setting(None, "Dialogue turns of history kept (all: unset).")
+    max_response_tokens: int = setting(64, "Response tokens kept for training.")
+
+    def __post_init__(self) -> None:
+        self._positive("max_input_tokens", "max_response_tokens")
+        self._positive(
+            "train_limit", "dev_limit", "eval_limit", "max_history_turns", allow_none=True
+        )
+        if self.source is not None and (self.train_data or self.test_data):
+            raise ConfigError("give either data.source (--data) or data.train_data/test_data")
+
+
+@dataclass
+class ModelConfig(_Section):
+    """The backbone and where it runs."""
+
+    _prefix: typing.ClassVar[str] = "model"
+    name: str = setting(
+        "smollm2-135m", "smollm2-135m, tiny-random, an HF id or a local folder.", flag="--model"
+    )
+    device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda if available).")
+    dtype: str | None = setting(
+        None, "float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
+    )
+    trust_remote_code: bool = setting(False, "Allow model code from the hub (off: safer).")
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise self._err("dtype", f"must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device is not None and not re.fullmatch(
+            r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?", self.device
+        ):
+            raise self._err("device", f"must be cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass
+class MethodConfig(_Section):
+    """The method and its options (each method declares its own Options dataclass)."""
+
+    _prefix: typing.ClassVar[str] = "method"
+    name: str = setting("spt", "Method name (spt-bench methods).", flag="--method")
+    options: dict = setting(
+        help="Options of the selected method (spt-bench methods lists them).",
+        default_factory=dict,
+    )
+    by_method: dict = setting(
+        help="Per-method default options {method: {option: value}}; the selected one applies.",
+        default_factory=dict,
+    )
+
+    def __post_init__(self) -> None:
+        for m, opts in self.by_method.items():
+            if not isinstance(opts, dict):
+                raise self._err(f"by_method.{m}", "must be a mapping of options")
+
+    def resolved_options(self) -> dict:
+        """by_method[<name>] < options, None values dropped."""
+        merged = dict(self.by_method.get(self.name, {}) or {})
+        merged.update(self.options or {})
+        return {k: v for k, v in merged.items() if v is not None}
+
+
+@dataclass
+class TrainConfig(_Section):
+    """The one training loop every method goes through (spt_bench.train)."""
+
+    _prefix: typing.ClassVar[str] = "train"
+    epochs: float = setting(1.0, "Epochs over the train split (used when max_steps is unset).")
+    max_steps: int | None = setting(6, "Optimiser steps; overrides epochs (unset: use epochs).")
+    batch_size: int = setting(2, "Training micro-batch size.")
+    grad_accum: int = setting(1, "Micro-batches per optimiser step.")
+    lr: float | None = setting(None, "Peak learning rate (default: the method's).")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    warmup_ratio: float = setting(0.1, "Share of steps with linear warm-up, in [0, 1).")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: no clipping).")
+    eval_every: int | None = setting(
+        None, "Dev loss every N optimiser steps, best checkpoint kept (unset: at the end)."
+    )
+    save_every: int | None = setting(
+        None, "Checkpoint every N steps (unset: at each evaluation and at the end)."
+    )
+    early_stopping_patience: int | None = setting(
+        None, "Stop after N evaluations without dev improvement."
+    )
+    log_every: int = setting(1, "A train_log.jsonl row every N steps.")
+    bucket_by_length: bool = setting(
+        True, "Batch rows of similar length together (less padding; off: random batches)."
+    )
+    activation_checkpointing: float = setting(
+        0.0, "Share of LM layers recomputed in backward (0-1): less memory, more time."
+    )
+    lean_activations: bool = setting(
+        True, "Lean RMSNorm/MLP backward: same gradients, ~1/3 less activation memory."
+    )
+
+    def __post_init__(self) -> None:
+        self._positive("batch_size", "grad_accum", "epochs", "log_every")
+        self._positive("max_steps", "lr", "eval_every", "save_every", allow_none=True)
+        self._positive("early_stopping_patience", allow_none=True)
+        if not 0 <= self.activation_checkpointing <= 1:
+            raise self._err(
+                "activation_checkpointing",
+                f"must be in [0, 1], got {self.activation_checkpointing}",
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise self._err("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        for n in ("weight_decay", "max_grad_norm"):
+            if getattr(self, n) < 0:
+                raise self._err(n, f"must be >= 0, got {getattr(self, n)}")
+
+
+@dataclass
+class DecodeConfig(_Section):
+    """The one decoding path every method goes through (spt_bench.decode)."""
+
+    _prefix: typing.ClassVar[str] = "decode"
+    mode: str = setting("greedy", "greedy | sample | beam.", flag="--decoding")
+    max_new_tokens: int = setting(32, "Generated tokens cap.")
+    temperature: float = setting(0.7, "Sampling temperature (decode.mode sample).")
+    top_p: float = setting(0.9, "Nucleus mass (decode.mode sample).")
+    num_beams: int = setting(4, "Beams (decode.mode beam).")
+    batch_size: int = setting(16, "Decoding / dev / ppl batch size.", flag="--eval-batch-size")
+    engine: str = setting(
+        "hf",
+        "hf (transformers' forward) | static (preallocated KV cache + CUDA graphs, "
+        "Llama-family); same outputs.",
+        flag="--decode-engine",
+    )
+
+    def __post_init__(self) -> None:
+        self._positive("max_new_tokens", "num_beams", "batch_size", "temperature")
+        if self.mode not in DECODING_MODES:
+            raise self._err(
+                "mode", f"must be one of {', '.join(DECODING_MODES)}, got {self.mode!r}"
+            )
+        if self.engine not in DECODE_ENGINES:
+            raise self._err(
+                "engine", f"must be one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
+            )
+        if not 0 < self.top_p <= 1:
+            raise self._err("top_p", f"must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class ScoreConfig(_Section):
+    """What is scored after decoding (docs/metrics.md, docs/model-metrics.md)."""
+
+    _prefix: typing.ClassVar[str] = "score"
+    bertscore: bool = setting(True, "BERTScore (offline all-MiniLM-L6-v2 by default).")
+    model_metrics: bool = setting(True, "Perplexity and hits@k after decoding.")
+    hits_k: list[int] = setting(help="k for hits@k, e.g. 1,5.", default_factory=lambda: [1])
+    hits_candidates: int = setting(20, "Candidates per example when the data has none.")
+
+    def __post_init__(self) -> None:
+        if self.model_metrics:
+            check_hits_settings(self.hits_k, self.hits_candidates)
+
+
+@dataclass
+class OutputConfig(_Section):
+    """Where the run folder goes (not saved in config.json: a folder may move)."""
+
+    _prefix: typing.ClassVar[str] = "output"
+    out: str | None = setting(
+        None, "Run folder, or its parent when --name is given (default: runs/)."
+    )
+    name: str | None = setting(None, "Run folder name under --out (default: <method>-<time>).")
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_run_name(self.name)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+    "decode": DecodeConfig,
+    "score": ScoreConfig,
+    "output": OutputConfig,
+}
 
 
 @dataclass
 class RunConfig:
     """Everything a run needs. Defaults = the embedded default run (see docs/harness.md)."""
 
-    # what
-    method: str = "spt"
-    model: str = "smollm2-135m"
-    data: str | None = None  # None -> the bundled sample
-    train_data: str | None = None
-    test_data: str | None = None
-    split_protocol: str = "convai2-valid-split"
-    split_seed: int = 0
-    # where
-    out: str | None = None  # run folder (or the parent of `name`); default runs/
-    name: str | None = None  # run folder name under `out`; default <method>-<timestamp>
-    seed: int = 0
-    # training (one loop for all methods)
-    epochs: float = 1.0
-    max_steps: int | None = 6  # overrides epochs when set (embedded default: a CPU demo)
-    batch_size: int = 2
-    grad_accum: int = 1
-    lr: float | None = None  # None -> the method's default_lr
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    eval_every: int | None = None  # dev loss every N optimiser steps (None: at the end only)
-    save_every: int | None = None  # checkpoint every N steps (None: at each evaluation + end)
-    early_stopping_patience: int | None = None  # evaluations without dev improvement
-    log_every: int = 1
-    bucket_by_length: bool = True  # training batches of similar-length rows (less padding)
-    activation_checkpointing: float = 0.0  # share of LM layers recomputed in backward (0-1)
-    lean_activations: bool = True  # lean RMSNorm/MLP backward: same gradients, less memory
-    train_limit: int | None = None
-    dev_limit: int | None = 8
-    eval_limit: int | None = None
-    # formatting
-    max_input_tokens: int = 448
-    max_history_turns: int | None = None
-    max_response_tokens: int = 64
-    # decoding (one path for all methods)
-    decoding: Literal["greedy", "sample", "beam"] = "greedy"
-    max_new_tokens: int = 32
-    temperature: float = 0.7
-    top_p: float = 0.9
-    num_beams: int = 4
-    eval_batch_size: int = 16
-    decode_engine: Literal["hf", "static"] = "hf"  # DECODE_ENGINES
-    # machine
-    device: str | None = None  # None/auto: cuda if available else cpu
-    dtype: str | None = None  # None/auto: bf16 on cuda, fp32 on cpu
-    trust_remote_code: bool = False
-    # scoring
-    bertscore: bool = True
-    model_metrics: bool = True  # ppl + hits@k after decoding (docs/model-metrics.md)
-    hits_k: list[int] = field(default_factory=lambda: [1])
-    hits_candidates: int = 20  # candidates per example when the data has none (synthetic)
-    # method options (validated against the method's Options dataclass)
-    method_options: dict = field(default_factory=dict)
-    methods: dict = field(default_factory=dict)
+    seed: int = setting(0, "Seed for init, data order and sampling.")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
 
-    def __post_init__(self) -> None:
-        def positive(name: str, allow_none: bool = False) -> None:
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if v is None or v <= 0:
-                raise ConfigError(f"{name} must be > 0, got {v!r}")
+    def to_dict(self, *, with_output: bool = True) -> dict:
+        d = dataclasses.asdict(self)
+        if not with_output:
+            d.pop("output")
+        return d
 
-        for n in ("batch_size", "grad_accum", "max_new_tokens", "eval_batch_size", "num_beams",
-                  "max_input_tokens", "max_response_tokens", "epochs", "log_every", "temperature"):  # fmt: skip
-            positive(n)
-        for n in ("max_steps", "lr", "eval_every", "save_every", "early_stopping_patience", "train_limit",
-                  "dev_limit", "eval_limit", "max_history_turns"):  # fmt: skip
-            positive(n, allow_none=True)
-        if not 0 <= self.activation_checkpointing <= 1:
-            raise ConfigError(
-                f"activation_checkpointing must be in [0, 1], got {self.activation_checkpointing}"
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("weight_decay and max_grad_norm must be >= 0")
-        if self.decoding not in DECODING_MODES:
-            raise ConfigError(
-                f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}"
-            )
-        if self.decode_engine not in DECODE_ENGINES:
-            raise ConfigError(
-                f"decode_engine must be one of {', '.join(DECODE_ENGINES)}, "
-                f"got {self.decode_engine!r}"
-            )
-        if self.model_metrics:
-            from spt_bench.model_metrics import check_hits_settings
+    def replace(self, **dotted: Any) -> RunConfig:
+        """A copy with dotted keys changed (`cfg.replace(**{"decode.batch_size": 1})`),
+        validated like any other layer."""
+        values = self.to_dict()
+        for key, value in dotted.items():
+            set_dotted(values, key, value)
+        return config_from_dict(values)
 
-            check_hits_settings(self.hits_k, self.hits_candidates)
-        if self.data is not None and (self.train_data or self.test_data):
-            raise ConfigError("give either data or train_data/test_data, not both")
-        if self.name is not None:
-            check_run_name(self.name)
-        for m, opts in self.methods.items():
-            if not isinstance(opts, dict):
-                raise ConfigError(f"methods.{m} must be a mapping of options")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+def check_hits_settings(hits_k: list[int], hits_candidates: int) -> None:
+    """hits@k needs k >= 1 and more candidates than the largest k."""
+    if not hits_k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in hits_k):
+        raise key_error("score.hits_k", f"must be integers >= 1, got {hits_k!r}")
+    if (
+        isinstance(hits_candidates, bool)
+        or not isinstance(hits_candidates, int)
+        or hits_candidates < 2
+    ):
+        raise key_error("score.hits_candidates", f"must be >= 2, got {hits_candidates}")
+    from metrics.registry import HITS_KS  # the k the scorer reports
 
-    def options_for_method(self) -> dict:
-        """Method options after layering: methods[<method>] < method_options (None dropped)."""
-        merged = dict(self.methods.get(self.method, {}) or {})
-        merged.update(self.method_options or {})
-        return {k: v for k, v in merged.items() if v is not None}
+    bad = [k for k in hits_k if k not in HITS_KS]
+    if bad:
+        raise key_error(
+            "score.hits_k", f"hits@{bad[0]} is not reported; choose k from {list(HITS_KS)}"
+        )
+    if max(hits_k) > hits_candidates:
+        raise key_error(
+            "score.hits_k",
+            f"hits@{max(hits_k)} needs at least {max(hits_k)} candidates "
+            f"(score.hits_candidates is {hits_candidates})",
+        )
 
 
 def check_run_name(name: str) -> str:
@@ -160,6 +352,57 @@ def check_run_name(name: str) -> str:
             f"invalid run name {name!r}: use a single folder name without '/', '\\\\', '..' or '~'"
         )
     return name
+
+
+# ---------------------------------------------------------------------------- schema walk
+
+
+def leaf_fields() -> dict[str, tuple[dataclasses.Field, Any]]:
+    """Every settable key, dotted ("train.lr"), with its dataclass field and type."""
+    out: dict[str, tuple[dataclasses.Field, Any]] = {}
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if f.name in SECTIONS:
+            sec = SECTIONS[f.name]
+            sec_hints = typing.get_type_hints(sec)
+            for g in dataclasses.fields(sec):
+                out[f"{f.name}.{g.name}"] = (g, sec_hints[g.name])
+        else:
+            out[f.name] = (f, hints[f.name])
+    return out
+
+
+def set_dotted(values: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = values
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def get_dotted(values: dict, key: str, default: Any = None) -> Any:
+    node: Any = values
+    for p in key.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return default
+        node = node[p]
+    return node
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}; method option dicts are flattened too."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and (prefix or k in SECTIONS or k == "method"):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 # ---------------------------------------------------------------------------- typed coercion
@@ -194,19 +437,24 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return isinstance(value, dict), value
     if tp is list or origin in (list, tuple):
         if isinstance(value, list | tuple):
+            args = typing.get_args(tp)
+            if args and args[0] is int and not all(_type_ok(v, int)[0] for v in value):
+                return False, value
             return True, list(value) if (tp is list or origin is list) else tuple(value)
         return False, value
     return isinstance(value, tp) if isinstance(tp, type) else True, value
 
 
-def _describe(tp: Any) -> str:
+def describe_type(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is list:
+        return "list"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -225,12 +473,101 @@ def coerce_dataclass(cls: type, values: dict[str, Any], *, where: str = "config 
     for key, value in values.items():
         ok, converted = _type_ok(value, hints[key])
         if not ok:
-            raise ConfigError(f"{where} {key!r} must be {_describe(hints[key])}, got {value!r}")
+            raise ConfigError(f"{where} {key!r} must be {describe_type(hints[key])}, got {value!r}")
         kwargs[key] = converted
     try:
         return cls(**kwargs)
     except TypeError as e:  # e.g. a required field missing
         raise ConfigError(f"{where}: {e}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from a (nested, or old flat) dict; errors name the dotted key."""
+    data = upgrade_flat(data)
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(RunConfig)})
+    if unknown:
+        raise key_error(unknown[0], "is not a config key (sections: " + ", ".join(SECTIONS) + ")")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in SECTIONS:
+            if not isinstance(value, dict):
+                raise key_error(name, "must be a mapping")
+            kwargs[name] = _section(SECTIONS[name], name, value)
+        else:
+            ok, converted = _type_ok(value, int)
+            if not ok:
+                raise key_error(name, f"must be int, got {value!r}")
+            kwargs[name] = converted
+    return RunConfig(**kwargs)
+
+
+def _section(cls: type, name: str, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in known:
+            raise key_error(
+                f"{name}.{key}", f"is not a config key (known: {', '.join(sorted(known))})"
+            )
+        ok, converted = _type_ok(value, hints[key])
+        if not ok:
+            raise key_error(f"{name}.{key}", f"must be {describe_type(hints[key])}, got {value!r}")
+        values = {**values, key: converted}
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------- old flat configs
+
+# flat key (the schema before the nested one) -> dotted key
+FLAT_KEYS: dict[str, str] = {
+    "data": "data.source", "train_data": "data.train_data", "test_data": "data.test_data",
+    "split_protocol": "data.split_protocol", "split_seed": "data.split_seed",
+    "train_limit": "data.train_limit", "dev_limit": "data.dev_limit",
+    "eval_limit": "data.eval_limit", "max_input_tokens": "data.max_input_tokens",
+    "max_history_turns": "data.max_history_turns",
+    "max_response_tokens": "data.max_response_tokens",
+    "model": "model.name", "device": "model.device", "dtype": "model.dtype",
+    "trust_remote_code": "model.trust_remote_code",
+    "method": "method.name", "method_options": "method.options", "methods": "method.by_method",
+    "epochs": "train.epochs", "max_steps": "train.max_steps", "batch_size": "train.batch_size",
+    "grad_accum": "train.grad_accum", "lr": "train.lr", "weight_decay": "train.weight_decay",
+    "warmup_ratio": "train.warmup_ratio", "max_grad_norm": "train.max_grad_norm",
+    "eval_every": "train.eval_every", "save_every": "train.save_every",
+    "early_stopping_patience": "train.early_stopping_patience", "log_every": "train.log_every",
+    "bucket_by_length": "train.bucket_by_length",
+    "activation_checkpointing": "train.activation_checkpointing",
+    "lean_activations": "train.lean_activations",
+    "decoding": "decode.mode", "max_new_tokens": "decode.max_new_tokens",
+    "temperature": "decode.temperature", "top_p": "decode.top_p",
+    "num_beams": "decode.num_beams", "eval_batch_size": "decode.batch_size",
+    "decode_engine": "decode.engine",
+    "bertscore": "score.bertscore", "model_metrics": "score.model_metrics",
+    "hits_k": "score.hits_k", "hits_candidates": "score.hits_candidates",
+    "out": "output.out", "name": "output.name",
+}  # fmt: skip
+
+
+def is_flat(data: dict) -> bool:
+    """A config in the flat schema: a flat key whose value is not a nested section."""
+    return any(
+        k in FLAT_KEYS and not (k in SECTIONS and isinstance(v, dict)) for k, v in data.items()
+    )
+
+
+def upgrade_flat(data: dict) -> dict:
+    """Move the keys of an old flat config to their nested place (nested keys kept)."""
+    if not is_flat(data):
+        return data
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for k, v in value.items():
+                set_dotted(out, f"{key}.{k}", v)
+        elif key in FLAT_KEYS:
+            set_dotted(out, FLAT_KEYS[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 # ---------------------------------------------------------------------------- YAML layers
@@ -248,11 +585,19 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
 
 
+def preset_description(name: str) -> str:
+    """The first comment line after the command line of a preset (for `spt-bench presets`)."""
+    lines = preset_path(name).read_text(encoding="utf-8").splitlines()
+    for line in lines[1:]:
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        break
+    return ""
+
+
 def _yaml_loader() -> type:
     """SafeLoader that also reads `5e-05` / `1e3` as floats (YAML 1.2; PyYAML's 1.1 rules need
     a dot, so `lr: 5e-05` would otherwise be the string '5e-05')."""
-    import re
-
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -273,8 +618,21 @@ def _yaml_loader() -> type:
     return Loader
 
 
+def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
+    import yaml
+
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = f"{prefix}{k.value}"
+            lines[key] = k.start_mark.line + 1
+            lines.update(_key_lines(v, key + "."))
+    return lines
+
+
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict of RunConfig keys (checked: known keys only)."""
+    """Read a YAML config file into a nested dict of config keys (checked: known keys, types).
+    Errors name the file and line."""
     import yaml
 
     path = Path(path)
@@ -282,6 +640,8 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(path, None, "config file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, None, "is a folder, expected a YAML config file") from None
     except UnicodeDecodeError:
         raise InputError(path, None, "config file is not UTF-8 text") from None
     try:
@@ -295,52 +655,113 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise InputError(path, 1, "a config file must be a mapping of keys to values")
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    for key in data:
-        if key not in known:
-            raise InputError(path, lines.get(key), f"unknown config key {key!r}")
-    for key in ("method_options", "methods"):
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            raise InputError(path, lines.get(key), f"{key} must be a mapping")
+    lines = _key_lines(node)
+    flat_lines = {FLAT_KEYS.get(k, k): v for k, v in lines.items()} if is_flat(data) else {}
+    data = upgrade_flat(data)
     try:
         validate_partial(data)
     except ConfigError as e:
-        key = getattr(e, "key", None)
-        raise InputError(path, lines.get(key), str(e)) from None
+        key = getattr(e, "key", "") or ""
+        line = lines.get(key) or flat_lines.get(key)
+        while line is None and "." in key:
+            key = key.rsplit(".", 1)[0]
+            line = lines.get(key) or flat_lines.get(key)
+        raise InputError(path, line, str(e)) from None
     return data
 
 
 def validate_partial(values: dict[str, Any]) -> None:
-    """Type-check a partial set of RunConfig keys (raises ConfigError with `.key` set)."""
-    hints = typing.get_type_hints(RunConfig)
+    """Type-check a partial nested dict of config keys (ConfigError with `.key` set)."""
+    leaves = leaf_fields()
     for key, value in values.items():
-        ok, _ = _type_ok(value, hints[key])
-        if not ok:
-            err = ConfigError(f"{key} must be {_describe(hints[key])}, got {value!r}")
-            err.key = key  # type: ignore[attr-defined]
-            raise err
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise key_error(key, "must be a mapping")
+            for k, v in value.items():
+                dotted = f"{key}.{k}"
+                if dotted not in leaves:
+                    raise key_error(dotted, "is not a config key")
+                _check_leaf(dotted, v, leaves[dotted][1])
+        elif key in leaves:
+            _check_leaf(key, value, leaves[key][1])
+        else:
+            raise key_error(key, "is not a config key")
 
 
-def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    """Apply one layer. A layer that sets `epochs` without `max_steps` clears max_steps, so
-    "--epochs 2" means two epochs even over a preset that counted steps."""
-    out = dict(base)
-    if "epochs" in layer and "max_steps" not in layer:
-        out["max_steps"] = None
+def _check_leaf(key: str, value: Any, tp: Any) -> None:
+    ok, _ = _type_ok(value, tp)
+    if not ok:
+        raise key_error(key, f"must be {describe_type(tp)}, got {value!r}")
+
+
+def merge_layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Apply one nested layer. A layer that sets train.epochs without train.max_steps clears
+    max_steps, so "--epochs 2" means two epochs even over a preset that counted steps."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    train = layer.get("train") or {}
+    if "epochs" in train and "max_steps" not in train:
+        set_dotted(out, "train.max_steps", None)
     for key, value in layer.items():
-        if key == "method_options":
-            out[key] = {**(out.get(key) or {}), **(value or {})}
-        elif key == "methods":
-            merged = {m: dict(o or {}) for m, o in (out.get(key) or {}).items()}
-            for m, opts in (value or {}).items():
-                merged[m] = {**merged.get(m, {}), **(opts or {})}
-            out[key] = merged
+        if key in SECTIONS and isinstance(value, dict):
+            sec = dict(out.get(key) or {})
+            for k, v in value.items():
+                if key == "method" and k == "options":
+                    sec[k] = {**(sec.get(k) or {}), **(v or {})}
+                elif key == "method" and k == "by_method":
+                    merged = {m: dict(o or {}) for m, o in (sec.get(k) or {}).items()}
+                    for m, opts in (v or {}).items():
+                        merged[m] = {**merged.get(m, {}), **(opts or {})}
+                    sec[k] = merged
+                else:
+                    sec[k] = v
+            out[key] = sec
         else:
             out[key] = value
     return out
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """`--set train.eval_every=50 method.options.k=2` -> a nested layer. Values are YAML
+    scalars (50 -> int, 1e-4 -> float, true, null, [1, 5]); keys are checked."""
+    import yaml
+
+    layer: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. train.eval_every=50), got {item!r}")
+        try:
+            value = yaml.load(raw, Loader=_yaml_loader()) if raw.strip() else None  # noqa: S506
+        except yaml.YAMLError:
+            value = raw
+        if key.startswith("method.options.") or key.startswith("method.by_method."):
+            set_dotted(layer, key, value)
+            continue
+        if key not in leaf_fields():
+            close = [k for k in leaf_fields() if k.endswith("." + key) or k == key]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"--set {key}: not a config key{hint}")
+        set_dotted(layer, key, value)
+    return layer
+
+
+def resolve_layers(
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The merged nested layers preset < config file < overrides (only what they set)."""
+    values: dict[str, Any] = {}
+    if preset:
+        values = merge_layer(values, load_yaml_config(preset_path(preset)))
+    if config_file:
+        values = merge_layer(values, load_yaml_config(config_file))
+    if overrides:
+        validate_partial(overrides)
+        values = merge_layer(values, overrides)
+    return values
 
 
 def resolve_config(
@@ -349,19 +770,7 @@ def resolve_config(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Layer defaults < preset < config file < overrides (explicit flags; None = not given)."""
-    values: dict[str, Any] = {}
-    if preset:
-        values = _merge(values, load_yaml_config(preset_path(preset)))
-    if config_file:
-        values = _merge(values, load_yaml_config(config_file))
-    if overrides:
-        given = {k: v for k, v in overrides.items() if v is not None and k != "method_options"}
-        opts = {k: v for k, v in (overrides.get("method_options") or {}).items() if v is not None}
-        values = _merge(values, {**given, "method_options": opts})
-    return coerce_dataclass(RunConfig, values)
-
-
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from a saved config.json."""
-    return coerce_dataclass(RunConfig, data)
+    """Layer defaults < preset < config file < overrides (a nested dict of what was given)."""
+    return config_from_dict(
+        resolve_layers(preset=preset, config_file=config_file, overrides=overrides)
+    )

@@ -22,13 +22,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spt_bench.config import DECODE_ENGINES
+from spt_bench.config import DecodeConfig
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
 from spt_bench.progress import ProgressBar
@@ -42,7 +43,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.methods import Method
     from spt_bench.models import Backbone, StopTokens
 
-PREDICTIONS_FILE = "predictions.jsonl"
 
 _LEADING_MARKER = re.compile(
     r"^\s*(?:<\|im_start\|>\s*)?(?:assistant|R|A|Bot|Assistant|Response|Me|You)\s*:\s*",
@@ -77,25 +77,15 @@ def clean_response(text: str) -> str:
 
 
 @dataclass
-class DecodeSettings:
-    mode: str = "greedy"  # greedy | sample | beam
-    max_new_tokens: int = 32
-    temperature: float = 0.7
-    top_p: float = 0.9
-    num_beams: int = 4
-    batch_size: int = 16
-    seed: int = 0
-    engine: str = "hf"  # hf (transformers' forward, DynamicCache) | static (static_decode)
+class DecodeSettings(DecodeConfig):
+    """The run config's `decode` section plus the run's seed (sampling): a knob added to
+    DecodeConfig reaches the decoder with no other edit."""
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("greedy", "sample", "beam"):
-            raise ConfigError(f"decoding must be greedy, sample or beam, got {self.mode!r}")
-        if self.engine not in DECODE_ENGINES:
-            raise ConfigError(
-                f"decode engine must be one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
-            )
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ConfigError("max_new_tokens and batch size must be >= 1")
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, decode: DecodeConfig, seed: int) -> DecodeSettings:
+        return cls(**dataclasses.asdict(decode), seed=seed)
 
 
 @dataclass
@@ -408,7 +398,7 @@ def decode(
     import torch
 
     from spt_bench.data.formatting import collate_generate
-    from spt_bench.train import autocast as _autocast
+    from spt_bench.models import autocast as _autocast
 
     out_path = Path(out_path)
     ids = [ex.id for ex in examples]

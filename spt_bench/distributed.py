@@ -3,8 +3,8 @@
 Launch any `spt-bench` command with Accelerate's launcher; the library notices the launch from
 the environment (WORLD_SIZE > 1) and does the rest:
 
-    accelerate launch --num_processes 4 -m spt_bench.cli run --method spt ...   # 4 GPUs
-    accelerate launch --cpu --num_processes 2 -m spt_bench.cli run ...         # 2 CPU procs
+    accelerate launch --num_processes 4 -m cli run --method spt ...   # 4 GPUs
+    accelerate launch --cpu --num_processes 2 -m cli run ...         # 2 CPU procs
 
 - The process group and each process's device come from `accelerate.PartialState` (NCCL on
   CUDA, gloo on CPU; multi-node settings from `accelerate config` / launcher flags).

@@ -115,6 +115,28 @@ class Method(ABC):
         `trained_state`: when a trained method is loaded from a checkpoint (evaluate, resume)
         the harness skips this call."""
 
+    @classmethod
+    def uses_train_data(cls, options: Any) -> bool:
+        """Whether `setup` needs the train split (chat loads the data only then)."""
+        return cls.trains
+
+    def soft_prompts(self) -> torch.Tensor | None:
+        """The method's soft prompts [K, L, d] prepended before the input, if any (bench's
+        plain reference reuses them); None for methods without soft prompts."""
+        return None
+
+    def prefix_length(self) -> int:
+        """Virtual tokens this method prepends at generation (0: none)."""
+        prompts = self.soft_prompts()
+        return 0 if prompts is None else int(prompts.shape[1])
+
+    @classmethod
+    def report_sections(
+        cls, metrics: dict, rows: list[dict], example_scores: list[dict]
+    ) -> list[str]:
+        """Markdown lines the method adds to report.md (SPT: prompt usage)."""
+        return []
+
     def build_formatter(self, **formatter_kwargs: Any) -> PromptFormatter:
         """The PromptFormatter for this method (its template; tokenizer from the backbone)."""
         from spt_bench.data.formatting import PromptFormatter
@@ -289,6 +311,11 @@ def _load_builtin_methods() -> None:
         except ModuleNotFoundError as e:
             if e.name != module:  # a missing dependency inside an existing module is a bug
                 raise
+
+
+def registered_names() -> list[str]:
+    """Names registered so far, without importing the built-in modules (cheap)."""
+    return sorted(_REGISTRY)
 
 
 def list_methods() -> list[type[Method]]:

@@ -418,7 +418,7 @@ def score_candidate_tokens(
     takes no 4D mask are scored without sharing (the returned flag says so)."""
     import torch
 
-    from spt_bench.train import autocast
+    from spt_bench.models import autocast
 
     if batch_size < 1 or rows_per_forward < 1:
         raise ConfigError("batch_size and rows_per_forward must be >= 1")
@@ -664,7 +664,7 @@ def add_model_metrics_to_predictions(
 
 
 def parse_hits_k(text: str) -> list[int]:
-    """`--hits-k 1,5` -> [1, 5] (checked by `check_hits_settings`)."""
+    """`--hits-k 1,5` -> [1, 5] (checked by `config.check_hits_settings`)."""
     try:
         ks = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -674,17 +674,6 @@ def parse_hits_k(text: str) -> list[int]:
     if not ks:
         raise ConfigError("--hits-k needs at least one k, e.g. 1")
     return ks
-
-
-def check_hits_settings(hits_k: Sequence[int], n_candidates: int) -> None:
-    """Validate a run config's hits_k and hits_candidates before any model work."""
-    if any(isinstance(k, bool) or not isinstance(k, int) for k in hits_k):
-        raise ConfigError(f"hits_k must be a list of integers, got {list(hits_k)!r}")
-    if isinstance(n_candidates, bool) or not isinstance(n_candidates, int) or n_candidates < 2:
-        raise ConfigError(f"hits_candidates must be an integer >= 2, got {n_candidates!r}")
-    ks = _check_hits_k(hits_k)
-    if ks and ks[-1] > n_candidates:
-        raise ConfigError(f"hits@{ks[-1]} needs at least {ks[-1]} candidates (hits_candidates)")
 
 
 def model_metrics_for_run(
@@ -703,18 +692,19 @@ def model_metrics_for_run(
     the decoding batch size; synthetic distractors drawn from every split of the run's data
     (train, dev and the whole test split, before any --*-limit) and seeded by the split seed,
     so every method, training seed and eval limit of a comparison ranks the same candidates."""
-    if not config.model_metrics:
+    if not config.score.model_metrics:
         return None
     pool = None
-    if config.hits_k and not all(ex.candidates for ex in examples):
+    data = config.data
+    if config.score.hits_k and not all(ex.candidates for ex in examples):
         from spt_bench.data import load_splits
 
         splits = load_splits(
-            config.data,
-            train_data=config.train_data,
-            test_data=config.test_data,
-            protocol=config.split_protocol,
-            seed=config.split_seed,
+            data.source,
+            train_data=data.train_data,
+            test_data=data.test_data,
+            protocol=data.split_protocol,
+            seed=data.split_seed,
         )
         pool = [*splits.train, *splits.dev, *splits.test]
     return add_model_metrics_to_predictions(
@@ -723,10 +713,10 @@ def model_metrics_for_run(
         examples,
         rows,
         predictions_path,
-        batch_size=config.eval_batch_size,
-        hits_k=config.hits_k,
-        n_candidates=config.hits_candidates,
-        seed=config.split_seed,
+        batch_size=config.decode.batch_size,
+        hits_k=config.score.hits_k,
+        n_candidates=config.score.hits_candidates,
+        seed=data.split_seed,
         distractor_pool=pool,
         progress=progress,
         console=console,
@@ -755,58 +745,3 @@ def model_metrics_note(summary: dict[str, Any] | None) -> str | None:
     elif mode == "dataset":
         note += " hits@k: the dataset's own candidates, ranked by mean token log-likelihood."
     return note
-
-
-def benchmark_prefix_sharing(
-    method: Method,
-    examples: Sequence[Example],
-    formatter: PromptFormatter,
-    *,
-    n_candidates: int = 20,
-    batch_size: int = 16,
-    rows_per_forward: int = 128,
-    seed: int = 0,
-    distractor_pool: Iterable[Example] | None = None,
-) -> dict[str, Any]:
-    """Score the same Hits@1 candidate sets with and without prefix sharing (same process) and
-    report both times, the speed-up and the largest disagreement of any sequence's mean NLL."""
-    _, prompts, token_sets, _ = prepare_candidates(
-        examples,
-        formatter,
-        hits_k=(1,),
-        n_candidates=n_candidates,
-        seed=seed,
-        distractor_pool=distractor_pool,
-    )
-    timed = {}
-    for shared in (True, False):
-        t = time.perf_counter()
-        scores, used = score_candidate_tokens(
-            method,
-            examples,
-            prompts,
-            token_sets,
-            batch_size=batch_size,
-            rows_per_forward=rows_per_forward,
-            use_prefix_sharing=shared,
-        )
-        timed[shared] = (time.perf_counter() - t, scores, used)
-    (t_shared, a, used), (t_naive, b, _) = timed[True], timed[False]
-    diff = max(
-        abs(x[0] / x[1] - y[0] / y[1])
-        for ra, rb in zip(a, b, strict=True)
-        for x, y in zip(ra, rb, strict=True)
-    )
-    n_seq = sum(len(s) for s in token_sets)
-    return {
-        "model": method.backbone.name,
-        "method": method.name,
-        "device": str(method.backbone.device),
-        "n_examples": len(token_sets),
-        "sequences": n_seq,
-        "prefix_sharing_used": used,
-        "seconds_shared": round(t_shared, 3),
-        "seconds_naive": round(t_naive, 3),
-        "speedup": round(t_naive / t_shared, 2),
-        "max_abs_diff_mean_nll": diff,
-    }

@@ -554,3 +554,12 @@ def load_backbone(
     model.to(device=dev, dtype=dt)
     model.eval()
     return Backbone(model=model, tokenizer=tokenizer, name=name_or_path, device=dev, dtype=dt)
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA, a no-op elsewhere (used by training, dev loss and decoding)."""
+    import torch
+
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+    )

@@ -21,6 +21,7 @@ from typing import Any
 from spt_bench.compare import SHORT_NAMES, RunRecord
 from spt_bench.errors import InputError, SptBenchError
 from spt_bench.io import read_jsonl
+from spt_bench.run_folder import RunFolder
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
 OKABE_ITO: tuple[str, ...] = (
@@ -189,7 +190,7 @@ def bootstrap_mean_ci(
 
 
 def _predictions(run: RunRecord) -> list[dict]:
-    path = run.path / "predictions.jsonl"
+    path = run.path / RunFolder.PREDICTIONS
     if not path.is_file():
         raise InputError(path, None, "file not found")
     return list(read_jsonl(path))
@@ -220,7 +221,7 @@ def turn_series(
     """`metric` per turn bucket of one run (values and counts from metrics.json's by_turn)."""
     by_turn = run.metrics.get("by_turn") or {}
     if not by_turn:
-        raise InputError(run.path / "metrics.json", None, "no 'by_turn' table")
+        raise InputError(run.path / RunFolder.METRICS, None, "no 'by_turn' table")
     buckets = sorted(by_turn, key=_bucket_order)
     present = [b for b in buckets if _finite(by_turn[b].get(metric))]
     if not present:
@@ -555,7 +556,7 @@ def training_curves(run_path: str | os.PathLike) -> TrainingCurves:
     """Read train_log.jsonl. Rows with `dev_loss` are evaluations; other rows with `step` are
     training logs whose numeric fields are loss terms unless listed as diagnostics or
     bookkeeping (step, epoch, throughput, ...)."""
-    path = Path(run_path) / "train_log.jsonl"
+    path = RunFolder(run_path).train_log
     if not path.is_file():
         raise InputError(path, None, "file not found (the method does not train?)")
     curves = TrainingCurves({}, ([], []), {})
@@ -776,9 +777,10 @@ def plot_training_command(spec: str | os.PathLike, out: str | os.PathLike) -> Pa
     path = Path(spec)
     if not path.is_dir():
         raise InputError(path, None, "no such run folder")
-    from spt_bench.compare import RunRecord, _read_json, assign_labels
+    from spt_bench.compare import RunRecord, assign_labels
 
-    config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    folder = RunFolder(path)
+    config = folder.read_config_dict() if folder.is_run() else {}
     run = RunRecord(path=path, config=config, metrics={})
     assign_labels([run])
     return plot_training(run, out)
@@ -790,7 +792,7 @@ def _single_run(spec: str | os.PathLike) -> RunRecord:
     path = Path(spec)
     if not path.is_dir():
         raise InputError(path, None, "no such run folder")
-    if not (path / "metrics.json").is_file():
+    if not RunFolder(path).is_finished():
         raise InputError(path, None, "incomplete run (no metrics.json)")
     run = load_run(path)
     from spt_bench.compare import assign_labels

@@ -12,14 +12,15 @@ from typing import Any
 from spt_bench.io import atomic_write_text, read_jsonl
 
 SUMMARY_KEYS = (
-    "method", "model", "data", "train_data", "test_data", "split_protocol", "seed", "max_steps",
-    "epochs", "batch_size", "grad_accum", "lr", "decoding", "max_new_tokens", "train_limit",
-    "eval_limit",
+    "method.name", "model.name", "data.source", "data.train_data", "data.test_data",
+    "data.split_protocol", "seed", "train.max_steps", "train.epochs", "train.batch_size",
+    "train.grad_accum", "train.lr", "decode.mode", "decode.max_new_tokens", "data.train_limit",
+    "data.eval_limit",
 )  # fmt: skip
 N_SAMPLES = 3
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -27,79 +28,35 @@ def _fmt(v: Any) -> str:
     return str(v).replace("|", "\\|")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    out += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
     return out
 
 
 def _with_ci(value: Any, ci: Any) -> str:
     if value is None:
         return "-"
-    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else _fmt(value)
-
-
-def _prompt_usage_section(metrics: dict, rows: list[dict], scores: list[dict]) -> list[str]:
-    """SPT: how often each prompt was selected, overall and per turn bucket, and the mean F1
-    of the examples each prompt served (from example_scores.jsonl)."""
-    chosen = [r for r in rows if r.get("selected_prompt") is not None]
-    if not chosen:
-        return []
-    from spt_bench.plots import turn_bucket_of
-
-    k = max(max(int(r["selected_prompt"]) + 1, len(r.get("prompt_scores") or [])) for r in chosen)
-    buckets = list((metrics.get("by_turn") or {}).keys())
-    f1 = {str(e["id"]): e["f1"] for e in scores if "f1" in e}
-    counts = [0] * k
-    per_bucket = [[0] * len(buckets) for _ in range(k)]
-    totals = [0] * len(buckets)
-    f1_sums, f1_counts = [0.0] * k, [0] * k
-    for r in chosen:
-        j = int(r["selected_prompt"])
-        counts[j] += 1
-        b = turn_bucket_of(int(r.get("turn", -1)), buckets) if buckets else None
-        if b is not None:
-            per_bucket[j][buckets.index(b)] += 1
-            totals[buckets.index(b)] += 1
-        if str(r["id"]) in f1:
-            f1_sums[j] += f1[str(r["id"])]
-            f1_counts[j] += 1
-    n = len(chosen)
-    lines = ["", "## Prompt usage (SPT)", ""]
-    lines += [
-        f"Selected prompt per test example ({n} examples, K={k}); per-turn columns: share of "
-        "that turn's examples; mean f1 over the examples the prompt was selected for.",
-        "",
-    ]
-    table = []
-    for j in range(k):
-        mean_f1 = f1_sums[j] / f1_counts[j] if f1_counts[j] else None
-        shares = [
-            f"{100 * per_bucket[j][b] / totals[b]:.0f}%" if totals[b] else "-"
-            for b in range(len(buckets))
-        ]
-        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", mean_f1, *shares])
-    lines += _table(
-        ["prompt", "selected", "share", "mean f1", *(f"turn {b}" for b in buckets)], table
-    )
-    top = max(range(k), key=counts.__getitem__)
-    if k > 1 and counts[top] >= 0.9 * n:
-        lines += [
-            "",
-            f"Prompt {top} serves {100 * counts[top] / n:.0f}% of the examples: the retriever "
-            "has (nearly) collapsed onto one prompt.",
-        ]
-    return lines
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(value)
 
 
 def render_report(
-    config: Any, metrics: dict, rows: list[dict], example_scores: list[dict] | None = None
+    config: Any,
+    metrics: dict,
+    rows: list[dict],
+    example_scores: list[dict] | None = None,
+    method_cls: Any = None,
 ) -> str:
-    cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    lines = [f"# Run report: {cfg.get('method')} on {cfg.get('model')}", ""]
+    from spt_bench.config import get_dotted, upgrade_flat
+
+    cfg = upgrade_flat(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    lines = [
+        f"# Run report: {get_dotted(cfg, 'method.name')} on {get_dotted(cfg, 'model.name')}",
+        "",
+    ]
     lines += ["## Configuration", ""]
-    lines += _table(["setting", "value"], [[k, cfg.get(k)] for k in SUMMARY_KEYS if k in cfg])
-    opts = cfg.get("method_options") or {}
+    lines += md_table(["setting", "value"], [[k, get_dotted(cfg, k)] for k in SUMMARY_KEYS])
+    opts = get_dotted(cfg, "method.options") or {}
     if opts:
         lines += ["", "Method options: " + ", ".join(f"`{k}={v}`" for k, v in opts.items())]
     summary = metrics.get("method") or {}
@@ -111,7 +68,7 @@ def render_report(
     train = metrics.get("train")
     if train:
         lines += ["", f"Training: {train.get('steps')} steps, best dev loss "
-                  f"{_fmt(train.get('best_dev_loss'))} at step {_fmt(train.get('best_step'))}; "
+                  f"{fmt(train.get('best_dev_loss'))} at step {fmt(train.get('best_step'))}; "
                   f"decoding used checkpoint `{train.get('checkpoint_used')}`."]  # fmt: skip
 
     overall = metrics.get("overall") or {}
@@ -121,11 +78,11 @@ def render_report(
     table_rows = []
     for name, value in overall.items():
         lo_hi = ci.get(name)
-        ci_txt = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else "-"
+        ci_txt = f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
         hib = (meta.get(name) or {}).get("higher_is_better")
         arrow = "↑" if hib else ("↓" if hib is False else "")
         table_rows.append([f"{name} {arrow}".strip(), value, ci_txt])
-    lines += _table(["metric", "value", "95% CI"], table_rows)
+    lines += md_table(["metric", "value", "95% CI"], table_rows)
     if metrics.get("bertscore_model"):
         lines += ["", f"BERTScore encoder: {metrics['bertscore_model']} "
                   f"(layer {metrics.get('bertscore_layer')})."]  # fmt: skip
@@ -145,7 +102,7 @@ def render_report(
             "`k+`); cells: value [95% bootstrap CI].",
             "",
         ]
-        lines += _table(
+        lines += md_table(
             ["turn", "n", *names],
             [
                 [t, v.get("n"), *(_with_ci(v.get(m), (turn_ci.get(t) or {}).get(m)) for m in names)]
@@ -153,7 +110,8 @@ def render_report(
             ],
         )
 
-    lines += _prompt_usage_section(metrics, rows, example_scores or [])
+    if method_cls is not None:  # the method's own sections (SPT: prompt usage)
+        lines += method_cls.report_sections(metrics, rows, example_scores or [])
 
     if rows:
         lines += ["", "## Samples", ""]
@@ -171,9 +129,14 @@ def render_report(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(run_dir: str | Path, config: Any, metrics: dict, rows: list[dict]) -> Path:
-    path = Path(run_dir) / "report.md"
-    scores_path = Path(run_dir) / "example_scores.jsonl"
+def write_report(
+    run_dir: str | Path, config: Any, metrics: dict, rows: list[dict], method_cls: Any = None
+) -> Path:
+    from spt_bench.run_folder import RunFolder
+
+    folder = RunFolder.of(run_dir)
+    path = folder.report_path
+    scores_path = folder.example_scores
     scores = list(read_jsonl(scores_path)) if scores_path.is_file() else []
-    atomic_write_text(path, render_report(config, metrics, rows, scores))
+    atomic_write_text(path, render_report(config, metrics, rows, scores, method_cls))
     return path

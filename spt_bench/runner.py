@@ -1,38 +1,41 @@
-"""Run folders: train (if the method trains), decode the test split, score, report.
+"""Runs: validate, then train (if the method trains), decode the test split, score, report.
 
-A run folder (``<out>/<name>/``) holds:
+Files live in a run folder owned by `spt_bench.run_folder.RunFolder` (names, lock, atomic
+writes). The order of `run` keeps results safe:
 
-- config.json - the fully resolved RunConfig (method options included), enough to repeat it;
-- env.json - package versions, git commit, device;
-- train_log.jsonl, checkpoint/ - see spt_bench.train (absent for methods that do not train);
-- predictions.jsonl - one row per test example (id, dialog_id, turn, persona, history,
-  reference, prediction, raw_prediction, stop, n_new_tokens + the method's row_info);
-- example_scores.jsonl, metrics.json - the scorer's output (+ method summary, timings);
-- report.md - a human-readable summary.
-
-Every file is written atomically or appended line by line, so a killed run can be resumed with
-`--resume` (training continues from its last checkpoint, decoding skips rows already written).
-User-given run names are single folder names: they never lead outside the output folder, and an
-existing run folder is never replaced without `--overwrite`.
+1. everything that can be checked is checked before the folder is made: the config, the
+   method and its options, the data, the backbone (device, dtype), the decode engine;
+2. the folder is created and locked (one process per folder; a second one fails at once);
+3. training and decoding append/replace files atomically, so a killed run resumes with
+   `--resume` (training from its last checkpoint, decoding skipping rows already written), and
+   `--resume` writes only into the folder named on the command line (config.json holds no
+   location);
+4. metrics.json's timings are sums over every process of the run (processes.jsonl keeps each).
 """
 
 from __future__ import annotations
 
-import json
+import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from spt_bench.config import RunConfig, check_run_name, coerce_dataclass, config_from_dict
+from spt_bench.config import (
+    RunConfig,
+    check_run_name,
+    config_from_dict,
+    flatten,
+    get_dotted,
+    merge_layer,
+    resolve_layers,
+)
 from spt_bench.errors import ConfigError
-from spt_bench.io import append_jsonl, atomic_write_json
+from spt_bench.run_folder import RunFolder, command_line
 
 DEFAULT_OUT = "runs"
-RUN_FILES = ("config.json", "env.json", "predictions.jsonl", "metrics.json", "report.md")
 
 
 @dataclass
@@ -54,94 +57,129 @@ def default_run_name(method: str, now: datetime | None = None) -> str:
     return f"{method}-{now.strftime('%Y%m%d-%H%M%S')}"
 
 
-def resolve_run_dir(config: RunConfig) -> Path:
+def resolve_run_dir(config: RunConfig) -> RunFolder:
     """out/name when both are given; out alone is the run folder; name alone goes under runs/."""
-    if config.name is not None:
-        check_run_name(config.name)
-    if config.out is not None and config.name is None:
-        return Path(config.out)
-    root = Path(config.out if config.out is not None else DEFAULT_OUT)
-    name = config.name or default_run_name(config.method)
+    out, name = config.output.out, config.output.name
+    if name is not None:
+        check_run_name(name)
+    if out is not None and name is None:
+        return RunFolder(out)
+    root = Path(out if out is not None else DEFAULT_OUT)
+    name = name or default_run_name(config.method.name)
     run_dir = root / name
     if run_dir.resolve().parent != root.resolve():  # belt and braces (symlinked names etc.)
         raise ConfigError(f"run name {name!r} leads outside {root}")
-    return run_dir
+    return RunFolder(run_dir)
 
 
-def _looks_like_run(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
-def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool) -> None:
+def check_run_dir_usable(folder: RunFolder, *, overwrite: bool, resume: bool) -> None:
+    """The cheap checks on the target folder, done first (a busy or existing folder fails at
+    once, before any model is loaded) and again under the lock."""
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume exclude each other")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        if resume:
-            if not _looks_like_run(run_dir):
-                raise ConfigError(f"cannot resume {run_dir}: it holds no config.json")
-            return
+    path = folder.path
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{path} exists and is not a folder")
+    if folder.is_locked():
+        raise folder.busy_error()
+    if resume:
+        if not folder.is_run():
+            what = "no such run" if folder.is_empty() else "it holds no config.json"
+            raise ConfigError(f"cannot resume {path}: {what}")
+        return
+    if not folder.is_empty():
         if not overwrite:
             raise ConfigError(
-                f"run folder {run_dir} already exists; use --overwrite to replace it, "
+                f"run folder {path} already exists; use --overwrite to replace it, "
                 "--resume to continue it, or another --name"
             )
-        if not _looks_like_run(run_dir):
+        if not folder.is_run():
             raise ConfigError(
-                f"refusing to overwrite {run_dir}: it is not an spt-bench run folder "
-                "(no config.json)"
+                f"refusing to overwrite {path}: it is not an spt-bench run folder (no config.json)"
             )
-        shutil.rmtree(run_dir)
-    elif resume:
-        raise ConfigError(f"cannot resume {run_dir}: no such run")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 # Settings that change how much memory or time a run needs, not what it trains or predicts (the
 # decode engines give the same outputs, tested): a run killed for memory can resume with them
 # changed (recorded in resume_log.jsonl and the rewritten config.json).
 RESUME_ADJUSTABLE = (
-    "activation_checkpointing",
-    "lean_activations",
-    "eval_batch_size",
-    "decode_engine",
+    "train.activation_checkpointing",
+    "train.lean_activations",
+    "decode.batch_size",
+    "decode.engine",
 )
 
 
-def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The saved config of a run; explicit flags must agree with it (out/name excepted, and the
-    memory settings of RESUME_ADJUSTABLE, which may change)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"cannot resume {run_dir}: it holds no config.json")
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    changed = []
-    adjusted = {}
-    for key, value in overrides.items():
-        if value is None or key in ("out", "name", "methods"):
+def resume_config(folder: RunFolder, layers: dict[str, Any]) -> RunConfig:
+    """The saved config of a run, checked against what the command line resolves to.
+
+    Every key the command line sets (preset, config file, flags, --set) must agree with the
+    saved config - so a script can re-run its own command with `--resume` appended - except
+    the output location and the memory/speed settings of RESUME_ADJUSTABLE, which may change
+    (recorded in resume_log.jsonl). Real changes are refused, listed.
+    """
+    stored = folder.read_config().to_dict(with_output=False)
+    given = flatten({k: v for k, v in layers.items() if k != "output"})
+    stored_flat = flatten(stored)
+    changed, adjusted = [], {}
+    for key, value in given.items():
+        if isinstance(value, dict) and not value:
+            continue  # an empty options block sets nothing
+        if key.startswith("method.by_method."):
+            method_key = "method.options." + key.split(".", 3)[3]
+            if key.split(".")[2] != stored["method"]["name"]:
+                continue  # another method's defaults do not apply
+            key = method_key
+        before = stored_flat.get(key, get_dotted(stored, key))
+        if key.startswith("method.options.") and before is None:
+            before = stored_flat.get(key)
+        if value is None and key == "train.lr":
+            continue  # unset lr resolves to the method default, as stored
+        if before == value:
             continue
         if key in RESUME_ADJUSTABLE:
-            if stored.get(key) != value:
-                adjusted[key] = {"from": stored.get(key), "to": value}
-                stored[key] = value
+            adjusted[key] = {"from": before, "to": value}
             continue
-        if key == "method_options":
-            for k, v in (value or {}).items():
-                if v is not None and stored.get("method_options", {}).get(k) != v:
-                    changed.append(f"{k} ({stored.get('method_options', {}).get(k)!r} -> {v!r})")
-            continue
-        if stored.get(key) != value:
-            changed.append(f"{key} ({stored.get(key)!r} -> {value!r})")
+        changed.append(f"{key} ({before!r} -> {value!r})")
     if changed:
         raise ConfigError(
-            f"cannot resume {run_dir} with changed settings: {', '.join(changed)}; "
+            f"cannot resume {folder.path} with changed settings: {', '.join(changed)}; "
             "start a new run instead"
         )
+    for key, change in adjusted.items():
+        section, name = key.split(".")
+        stored[section][name] = change["to"]
     config = config_from_dict(stored)
     if adjusted:
-        append_jsonl(run_dir / "resume_log.jsonl", [{"time": time.time(), "changed": adjusted}])
+        folder.append(folder.RESUME_LOG, [{"time": time.time(), "changed": adjusted}])
+        folder.write_config(config)
     return config
+
+
+def config_for_run(
+    layers: dict[str, Any],
+    *,
+    preset: str | None = None,
+    config_file: str | None = None,
+    resume: bool = False,
+) -> RunConfig:
+    """The RunConfig of `spt-bench run`: defaults < preset < config file < flags/--set; when
+    resuming, the run's saved config (checked against the same layers)."""
+    from spt_bench.cli_flags import preflight_method
+
+    merged = resolve_layers(preset=preset, config_file=config_file, overrides=layers)
+    config = config_from_dict(merged)
+    # the method and its options are checked now, before torch loads (seconds on a busy CPU)
+    preflight_method(config.method.name, config.method.resolved_options())
+    if not resume:
+        return config
+    if config.output.out is None and config.output.name is None:
+        raise ConfigError("--resume needs the run folder: give --out (and/or --name)")
+    folder = resolve_run_dir(config)
+    if folder.is_locked():  # a run still going is never resumed (nor read half-written)
+        raise folder.busy_error()
+    resumed = resume_config(folder, merged)
+    return config_from_dict({**resumed.to_dict(), "output": config.to_dict()["output"]})
 
 
 # ---------------------------------------------------------------------------- data
@@ -158,22 +196,23 @@ def limit_examples(examples: list, n: int | None, seed: int) -> list:
 def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
     from spt_bench.data import load_splits
 
+    data = config.data
     splits = load_splits(
-        config.data,
-        train_data=config.train_data,
-        test_data=config.test_data,
-        protocol=config.split_protocol,
-        seed=config.split_seed,
+        data.source,
+        train_data=data.train_data,
+        test_data=data.test_data,
+        protocol=data.split_protocol,
+        seed=data.split_seed,
     )
-    train = limit_examples(splits.train, config.train_limit, config.split_seed)
-    dev = limit_examples(splits.dev, config.dev_limit, config.split_seed)
-    test = limit_examples(splits.test, config.eval_limit, config.split_seed)
+    train = limit_examples(splits.train, data.train_limit, data.split_seed)
+    dev = limit_examples(splits.dev, data.dev_limit, data.split_seed)
+    test = limit_examples(splits.test, data.eval_limit, data.split_seed)
     desc = dict(splits.description)
     desc["used"] = {"train": len(train), "dev": len(dev), "test": len(test)}
     desc["limits"] = {
-        "train_limit": config.train_limit,
-        "dev_limit": config.dev_limit,
-        "eval_limit": config.eval_limit,
+        "train_limit": data.train_limit,
+        "dev_limit": data.dev_limit,
+        "eval_limit": data.eval_limit,
     }
     return train, dev, test, desc
 
@@ -187,13 +226,13 @@ def finalize_config(config: RunConfig) -> tuple[RunConfig, type, Any]:
 
     from spt_bench.methods import get_method, make_options
 
-    cls = get_method(config.method)
-    options = make_options(cls, config.options_for_method())
+    cls = get_method(config.method.name)
+    options = make_options(cls, config.method.resolved_options())
     values = config.to_dict()
-    values["method_options"] = dataclasses.asdict(options)
-    if values["lr"] is None:
-        values["lr"] = cls.default_lr
-    return coerce_dataclass(RunConfig, values), cls, options
+    values["method"]["options"] = dataclasses.asdict(options)
+    if values["train"]["lr"] is None:
+        values["train"]["lr"] = cls.default_lr
+    return config_from_dict(values), cls, options
 
 
 def build_method(
@@ -213,10 +252,10 @@ def build_method(
     from spt_bench.models import load_backbone
 
     backbone = load_backbone(
-        config.model,
-        device=resolve_process_device(config.device),
-        dtype=config.dtype,
-        trust_remote_code=config.trust_remote_code,
+        config.model.name,
+        device=resolve_process_device(config.model.device),
+        dtype=config.model.dtype,
+        trust_remote_code=config.model.trust_remote_code,
         seed=config.seed,
     )
     torch.manual_seed(config.seed)
@@ -228,59 +267,32 @@ def build_method(
 
 def check_decode_engine(config: RunConfig, backbone: Any) -> None:
     """Refuse --decode-engine static for a model it cannot run, before any work is done."""
-    if config.decode_engine == "static" and config.decoding != "beam":
+    if config.decode.engine == "static" and config.decode.mode != "beam":
         from spt_bench.static_decode import unsupported_reason
 
         reason = unsupported_reason(backbone)
         if reason is not None:
-            raise ConfigError(f"{config.model}: {reason}")
+            raise ConfigError(f"{config.model.name}: {reason}")
 
 
 def make_formatter(method: Any, config: RunConfig) -> Any:
     return method.build_formatter(
-        max_input_tokens=config.max_input_tokens,
-        max_history_turns=config.max_history_turns,
-        max_response_tokens=config.max_response_tokens,
+        max_input_tokens=config.data.max_input_tokens,
+        max_history_turns=config.data.max_history_turns,
+        max_response_tokens=config.data.max_response_tokens,
     )
 
 
 def train_settings(config: RunConfig) -> Any:
     from spt_bench.train import TrainSettings
 
-    assert config.lr is not None
-    return TrainSettings(
-        seed=config.seed,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        batch_size=config.batch_size,
-        grad_accum=config.grad_accum,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        max_grad_norm=config.max_grad_norm,
-        eval_every=config.eval_every,
-        save_every=config.save_every,
-        early_stopping_patience=config.early_stopping_patience,
-        log_every=config.log_every,
-        bucket_by_length=config.bucket_by_length,
-        activation_checkpointing=config.activation_checkpointing,
-        lean_activations=config.lean_activations,
-    )
+    return TrainSettings.from_config(config.train, config.seed)
 
 
 def decode_settings(config: RunConfig) -> Any:
     from spt_bench.decode import DecodeSettings
 
-    return DecodeSettings(
-        mode=config.decoding,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        num_beams=config.num_beams,
-        batch_size=config.eval_batch_size,
-        seed=config.seed,
-        engine=config.decode_engine,
-    )
+    return DecodeSettings.from_config(config.decode, config.seed)
 
 
 def dev_batches(formatter: Any, dev: list, batch_size: int, pad_id: int) -> list:
@@ -294,7 +306,7 @@ def dev_batches(formatter: Any, dev: list, batch_size: int, pad_id: int) -> list
 
 
 def score_and_write(
-    run_dir: Path,
+    folder: RunFolder,
     rows: list[dict],
     config: RunConfig,
     extra: dict,
@@ -302,15 +314,39 @@ def score_and_write(
     from metrics import BertScoreOptions, score_predictions, write_example_scores
 
     report = score_predictions(
-        rows, bertscore=BertScoreOptions() if config.bertscore else None, seed=config.seed
+        rows, bertscore=BertScoreOptions() if config.score.bertscore else None, seed=config.seed
     )
     payload = report.to_json()
     payload.update(extra)
-    payload["predictions_file"] = "predictions.jsonl"
-    payload["example_scores_file"] = "example_scores.jsonl"
-    write_example_scores(report, run_dir / "example_scores.jsonl")
-    atomic_write_json(run_dir / "metrics.json", payload)
+    payload["predictions_file"] = folder.PREDICTIONS
+    payload["example_scores_file"] = folder.EXAMPLE_SCORES
+    write_example_scores(report, folder.example_scores)
+    folder.write_json(folder.METRICS, payload)
     return payload, report
+
+
+def summed_timings(folder: RunFolder, current: dict[str, float]) -> dict[str, Any]:
+    """Per-phase seconds summed over the run's processes (processes.jsonl + this one)."""
+    total: dict[str, float] = {}
+    by_process = []
+    for row in folder.processes():
+        t = row.get("timings") or {}
+        by_process.append({"command": row.get("command"), "pid": row.get("pid"), **t})
+        for k, v in t.items():
+            if isinstance(v, int | float):
+                total[k] = total.get(k, 0.0) + float(v)
+    for k, v in current.items():
+        total[k] = total.get(k, 0.0) + v
+    by_process.append(
+        {
+            "command": command_line(),
+            "pid": os.getpid(),
+            **{k: round(v, 3) for k, v in current.items()},
+        }
+    )
+    out: dict[str, Any] = {k: round(v, 3) for k, v in total.items()}
+    out["processes"] = len(by_process)
+    return out | {"by_process": by_process}
 
 
 # ---------------------------------------------------------------------------- run / evaluate
@@ -325,45 +361,90 @@ def run(
     progress: bool = True,
     on_train_step: Any = None,
 ) -> RunResult:
-    """Train (if the method trains), decode the test split, score; everything into the run folder.
-    Under `accelerate launch` with several processes: DDP training, sharded decoding, and the
-    files and scores written once by the main process (spt_bench.distributed)."""
+    """Validate, then train (if the method trains), decode the test split, score; everything
+    into the run folder. Under `accelerate launch` with several processes: DDP training,
+    sharded decoding, and the files and scores written once by the main process."""
+    from spt_bench.distributed import get_dist
+
+    started = time.time()
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    dist = get_dist()
+    folder = resolve_run_dir(config)
+    if dist.enabled:  # every process uses the main process's folder (default names hold a time)
+        folder = RunFolder(dist.all_gather(str(folder.path))[0])
+    if dist.is_main:
+        check_run_dir_usable(folder, overwrite=overwrite, resume=resume)
+        if resume:  # the folder exists: hold it while reading its state
+            folder.acquire(command_line(), warn=_warner(console))
+    try:
+        return _run_locked(
+            config, folder, overwrite=overwrite, resume=resume, console=console,
+            progress=progress, on_train_step=on_train_step, timings=timings, t_all=t_all,
+            started=started,
+        )  # fmt: skip
+    finally:
+        folder.release()
+
+
+def _warner(console: Any) -> Any:
+    def warn(msg: str) -> None:
+        if console is not None:
+            console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
+
+    return warn
+
+
+def _run_locked(
+    config: RunConfig,
+    folder: RunFolder,
+    *,
+    overwrite: bool,
+    resume: bool,
+    console: Any,
+    progress: bool,
+    on_train_step: Any,
+    timings: dict[str, float],
+    t_all: float,
+    started: float,
+) -> RunResult:
     from spt_bench.distributed import get_dist
     from spt_bench.env import collect_env
     from spt_bench.train import load_trained_weights, read_checkpoint_state, train
 
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
     dist = get_dist()
-    run_dir = resolve_run_dir(config)
-    if dist.enabled:  # every process uses the main process's folder (default names hold a time)
-        run_dir = Path(dist.all_gather(str(run_dir))[0])
-    if dist.is_main:
-        prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    dist.wait()
     config, cls, options = finalize_config(config)
-    if config.name is None and config.out is None:
-        config = coerce_dataclass(RunConfig, {**config.to_dict(), "name": run_dir.name})
-    if dist.is_main:
-        atomic_write_json(run_dir / "config.json", config.to_dict())
 
+    # -- everything that can fail on bad input fails here, before the folder exists
     t = time.perf_counter()
     train_ex, dev_ex, test_ex, data_desc = load_run_data(config)
     timings["data_s"] = time.perf_counter() - t
     if not test_ex:
         raise ConfigError("the test split is empty: nothing to evaluate")
-
+    if cls.trains and not train_ex:
+        raise ConfigError(f"the train split is empty: method {cls.name!r} has nothing to train on")
     t = time.perf_counter()
-    checkpoint = read_checkpoint_state(run_dir) if resume else None
+    checkpoint = read_checkpoint_state(folder) if resume else None
     method = build_method(
         config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
     )
     timings["model_load_s"] = time.perf_counter() - t
-    check_decode_engine(config, method.backbone)  # before training, not after it
+    check_decode_engine(config, method.backbone)
+
+    # -- the run starts: create and lock the folder (a fresh run), write its config
+    if dist.is_main and not resume:
+        check_run_dir_usable(folder, overwrite=overwrite, resume=False)
+        folder.acquire(command_line(), warn=_warner(console))
+        if overwrite and not folder.is_empty():
+            folder.clear_for_overwrite()
+        elif not folder.is_empty():  # made by someone else since the first check
+            raise ConfigError(f"run folder {folder.path} already exists")
+        folder.write_config(config)
+    dist.wait()
     backbone = method.backbone
     if dist.is_main:
         env = collect_env(backbone.device, backbone.dtype)
-        atomic_write_json(run_dir / "env.json", {**env, "distributed": dist.info()})
+        folder.write_json(folder.ENV, {**env, "distributed": dist.info()})
     formatter = make_formatter(method, config)
 
     train_result = None
@@ -371,34 +452,27 @@ def run(
         t = time.perf_counter()
         if not (checkpoint and checkpoint.get("finished")):
             encoded = [formatter.encode_train(ex) for ex in train_ex]
-            dev = dev_batches(formatter, dev_ex, config.eval_batch_size, backbone.pad_token_id)
+            dev = dev_batches(formatter, dev_ex, config.decode.batch_size, backbone.pad_token_id)
             train_result = train(
-                method,
-                encoded,
-                dev,
-                train_settings(config),
-                run_dir,
-                pad_id=backbone.pad_token_id,
-                resume=resume,
-                progress=progress,
-                console=console,
-                on_step=on_train_step,
-            )
+                method, encoded, dev, train_settings(config), folder,
+                pad_id=backbone.pad_token_id, resume=resume, progress=progress,
+                console=console, on_step=on_train_step,
+            )  # fmt: skip
         timings["train_s"] = time.perf_counter() - t
-        load_trained_weights(method, run_dir, "final")
+        load_trained_weights(method, folder, "final")
 
     return _decode_score_report(
-        method, formatter, test_ex, config, run_dir, timings, t_all,
+        method, formatter, test_ex, config, folder, timings, t_all, started,
         train_result=train_result,
-        extra={"data": data_desc, "train": _train_json(train_result, run_dir)},
+        extra={"data": data_desc, "train": _train_json(train_result, folder)},
         progress=progress, console=console,
     )  # fmt: skip
 
 
-def _train_json(result: Any, run_dir: Path) -> dict | None:
+def _train_json(result: Any, folder: RunFolder) -> dict | None:
     from spt_bench.train import read_checkpoint_state
 
-    state = read_checkpoint_state(run_dir)
+    state = read_checkpoint_state(folder)
     if result is None and state is None:
         return None
     out: dict[str, Any] = {}
@@ -410,12 +484,15 @@ def _train_json(result: Any, run_dir: Path) -> dict | None:
                 "best_dev_loss": state.get("best_dev_loss"),
                 "stopped_early": state.get("stopped_early"),
                 "checkpoint_used": state.get("best") or state.get("last"),
+                # every process's training time, up to the checkpoint each one left
+                "seconds": state.get("train_seconds"),
             }
         )
     if result is not None:
         out.update(
             {
-                "seconds": round(result.seconds, 3),
+                "seconds": round(result.total_seconds, 3),
+                "seconds_this_process": round(result.seconds, 3),
                 "mean_step_seconds": result.mean_step_seconds,
                 "examples_per_s": result.examples_per_s,
             }
@@ -426,64 +503,65 @@ def _train_json(result: Any, run_dir: Path) -> dict | None:
 def evaluate_run(
     run_dir: str | Path,
     *,
-    bertscore: bool | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-    eval_batch_size: int | None = None,
-    model_metrics: bool | None = None,
-    hits_k: list[int] | None = None,
-    decode_engine: str | None = None,
+    changes: dict[str, Any] | None = None,
     console: Any = None,
     progress: bool = True,
 ) -> RunResult:
-    """Re-decode and re-score a saved run from its checkpoint (replacing its predictions)."""
-    from spt_bench.decode import PREDICTIONS_FILE
+    """Re-decode and re-score a saved run from its checkpoint. `changes`: dotted config keys
+    to change for this evaluation (e.g. {"decode.batch_size": 8}). The results it replaces
+    move to history/<time>/ first."""
     from spt_bench.distributed import get_dist
     from spt_bench.methods import get_method, make_options
     from spt_bench.train import load_trained_weights, read_checkpoint_state
 
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder (no config.json)")
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON ({e.msg})") from None
-    changes = {"bertscore": bertscore, "device": device, "dtype": dtype,
-               "eval_batch_size": eval_batch_size, "model_metrics": model_metrics,
-               "hits_k": hits_k, "decode_engine": decode_engine}  # fmt: skip
-    stored.update({k: v for k, v in changes.items() if v is not None})
-    config = config_from_dict(stored)
-    cls = get_method(config.method)
-    options = make_options(cls, config.method_options)
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    train_ex, _, test_ex, data_desc = load_run_data(config)
-    method = build_method(config, cls, options, train_ex, from_checkpoint=True)
-    check_decode_engine(config, method.backbone)
-    formatter = make_formatter(method, config)
-    loaded = None
-    if cls.trains:
-        state = read_checkpoint_state(run_dir)
-        if not state or not state.get("last"):
-            raise ConfigError(f"{run_dir} has no checkpoint to evaluate (was training finished?)")
-        loaded = load_trained_weights(method, run_dir, "final")
+    folder = RunFolder(run_dir)
+    started = time.time()
+    config = folder.read_config()
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    if changes:
+        config = config.replace(**changes)
+    cls = get_method(config.method.name)
+    options = make_options(cls, config.method.options)
     dist = get_dist()
     if dist.is_main:
-        for name in (PREDICTIONS_FILE, "example_scores.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-    dist.wait()
-    extra = {
-        "data": data_desc,
-        "train": _train_json(None, run_dir),
-        "evaluated_from": loaded,
-        "evaluation_overrides": {k: v for k, v in changes.items() if v is not None},
-    }
-    return _decode_score_report(
-        method, formatter, test_ex, config, run_dir, timings, t_all,
-        train_result=None, extra=extra, progress=progress, console=console,
-    )  # fmt: skip
+        if folder.is_locked():
+            raise folder.busy_error()
+        folder.acquire(command_line(), warn=_warner(console))
+    try:
+        timings: dict[str, float] = {}
+        t_all = time.perf_counter()
+        train_ex, _, test_ex, data_desc = load_run_data(config)
+        method = build_method(config, cls, options, train_ex, from_checkpoint=True)
+        check_decode_engine(config, method.backbone)
+        formatter = make_formatter(method, config)
+        loaded = None
+        if cls.trains:
+            state = read_checkpoint_state(folder)
+            if not state or not state.get("last"):
+                raise ConfigError(
+                    f"{run_dir} has no checkpoint to evaluate (was training finished?)"
+                )
+            loaded = load_trained_weights(method, folder, "final")
+        archived = None
+        if dist.is_main:
+            archived = folder.archive_results()
+        dist.wait()
+        extra = {
+            "data": data_desc,
+            "train": _train_json(None, folder),
+            "evaluated_from": loaded,
+            "evaluation_overrides": changes,
+            "previous_results": None
+            if archived is None
+            else str(archived.relative_to(folder.path)),
+        }
+        return _decode_score_report(
+            method, formatter, test_ex, config, folder, timings, t_all, started,
+            train_result=None, extra=extra, progress=progress, console=console,
+            sum_processes=False,
+        )  # fmt: skip
+    finally:
+        folder.release()
 
 
 def _decode_score_report(
@@ -491,18 +569,19 @@ def _decode_score_report(
     formatter: Any,
     test_ex: list,
     config: RunConfig,
-    run_dir: Path,
+    folder: RunFolder,
     timings: dict[str, float],
     t_all: float,
+    started: float,
     *,
     train_result: Any,
     extra: dict[str, Any],
     progress: bool,
     console: Any,
+    sum_processes: bool = True,
 ) -> RunResult:
     """The tail shared by `run` and `evaluate`: decode the test split (sharded over processes),
     then on the main process add ppl/hits@k, score, and write metrics.json and report.md."""
-    from spt_bench.decode import PREDICTIONS_FILE
     from spt_bench.distributed import decode_all, get_dist
     from spt_bench.model_metrics import model_metrics_for_run
     from spt_bench.report import write_report
@@ -514,16 +593,16 @@ def _decode_score_report(
         formatter,
         test_ex,
         decode_settings(config),
-        run_dir / PREDICTIONS_FILE,
+        folder.predictions,
         progress=progress,
         console=console,
     )
     timings["decode_s"] = time.perf_counter() - t
     if not dist.is_main:  # scores and reports are the main process's job
-        return RunResult(run_dir, config, {}, train_result, dstats, timings, None)
+        return RunResult(folder.path, config, {}, train_result, dstats, timings, None)
     t = time.perf_counter()
     model_metrics = model_metrics_for_run(
-        method, formatter, test_ex, rows, run_dir / PREDICTIONS_FILE, config,
+        method, formatter, test_ex, rows, folder.predictions, config,
         progress=progress, console=console,
     )  # fmt: skip
     if model_metrics is not None:
@@ -538,13 +617,21 @@ def _decode_score_report(
         "diagnostics": method.prediction_diagnostics(rows),
     }
     t = time.perf_counter()
-    metrics, report = score_and_write(run_dir, rows, config, extra)
+    metrics, report = score_and_write(folder, rows, config, extra)
     timings["score_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_all
-    metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir, config, metrics, rows)
-    return RunResult(run_dir, config, metrics, train_result, dstats, timings, report)
+    if sum_processes:
+        summed = summed_timings(folder, timings)
+        train_s = (extra.get("train") or {}).get("seconds")
+        if train_s is not None:  # includes processes killed after their last checkpoint
+            summed["train_s"] = round(float(train_s), 3)
+        metrics["timings"] = summed
+    else:
+        metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    folder.write_json(folder.METRICS, metrics)
+    write_report(folder, config, metrics, rows, type(method))
+    folder.record_process(command_line(), started, timings)
+    return RunResult(folder.path, config, metrics, train_result, dstats, timings, report)
 
 
 def rescore_run(
@@ -553,76 +640,68 @@ def rescore_run(
     """Re-score a run's saved predictions without the model (e.g. BERTScore added on a machine
     that has its encoder, for runs decoded where it was missing). Keeps the per-example model
     metrics already in predictions.jsonl and every non-score field of metrics.json."""
-    from spt_bench.decode import PREDICTIONS_FILE
     from spt_bench.io import read_jsonl
     from spt_bench.report import write_report
 
-    run_dir = Path(run_dir)
-    config_path, metrics_path = run_dir / "config.json", run_dir / "metrics.json"
-    pred_path = run_dir / PREDICTIONS_FILE
-    for path in (config_path, pred_path):
-        if not path.is_file():
-            raise ConfigError(f"{run_dir} is not a finished run folder (no {path.name})")
-    try:
-        stored = json.loads(config_path.read_text(encoding="utf-8"))
-        old = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{run_dir}: invalid JSON ({e.msg})") from None
+    folder = RunFolder(run_dir)
+    if not folder.predictions.is_file() or not folder.is_run():
+        raise ConfigError(f"{run_dir} is not a finished run folder (no predictions.jsonl)")
+    config = folder.read_config()
+    old = folder.read_metrics() if folder.is_finished() else {}
     if bertscore is not None:
-        stored["bertscore"] = bertscore
-    config = config_from_dict(stored)
-    atomic_write_json(config_path, config.to_dict())
-    rows = list(read_jsonl(pred_path))
-    score_keys = {"overall", "ci95", "by_turn", "by_turn_ci95", "bertscore_model",
-                  "bertscore_layer", "bertscore_idf", "n", "metrics_meta", "scorer"}  # fmt: skip
-    extra = {k: v for k, v in old.items() if k not in score_keys}
-    t = time.perf_counter()
-    metrics, report = score_and_write(run_dir, rows, config, extra)
-    timings = dict(old.get("timings") or {})
-    timings["rescore_s"] = round(time.perf_counter() - t, 3)
-    metrics["timings"] = timings
-    atomic_write_json(metrics_path, metrics)
-    write_report(run_dir, config, metrics, rows)
-    return RunResult(run_dir, config, metrics, None, None, timings, report)
+        config = config.replace(**{"score.bertscore": bertscore})
+    if folder.is_locked():
+        raise folder.busy_error()
+    with folder.locked(command_line(), warn=_warner(console)):
+        folder.write_config(config)
+        rows = list(read_jsonl(folder.predictions))
+        score_keys = {"overall", "ci95", "by_turn", "by_turn_ci95", "bertscore_model",
+                      "bertscore_layer", "bertscore_idf", "n", "metrics_meta", "scorer"}  # fmt: skip
+        extra = {k: v for k, v in old.items() if k not in score_keys}
+        t = time.perf_counter()
+        metrics, report = score_and_write(folder, rows, config, extra)
+        timings = dict(old.get("timings") or {})
+        timings["rescore_s"] = round(time.perf_counter() - t, 3)
+        metrics["timings"] = timings
+        folder.write_json(folder.METRICS, metrics)
+        from spt_bench.methods import get_method
+
+        write_report(folder, config, metrics, rows, get_method(config.method.name))
+    return RunResult(folder.path, config, metrics, None, None, timings, report)
 
 
 # ---------------------------------------------------------------------------- CLI glue
 
 
-def config_for_cli(
-    overrides: dict[str, Any],
-    *,
-    preset: str | None,
-    config_file: str | None,
-    resume: bool,
-) -> RunConfig:
-    """The RunConfig of `spt-bench run`: layered, or the saved one when resuming."""
-    from spt_bench.config import resolve_config
+def dry_run_text(config: RunConfig) -> str:
+    """The resolved config (method options and lr filled in) as YAML, for --print-config."""
+    import yaml
 
-    if not resume:
-        return resolve_config(preset=preset, config_file=config_file, overrides=overrides)
-    if preset or config_file:
-        raise ConfigError(
-            "--resume continues with the run's saved config.json; drop --preset/--config"
-        )
-    if overrides.get("out") is None and overrides.get("name") is None:
-        raise ConfigError("--resume needs the run folder: give --out (and/or --name)")
-    probe = RunConfig(out=overrides.get("out"), name=overrides.get("name"), method="spt")
-    return resume_config(resolve_run_dir(probe), overrides)
+    resolved, _, _ = finalize_config(config)
+    folder = resolve_run_dir(resolved)
+    text = yaml.safe_dump(resolved.to_dict(with_output=False), sort_keys=False)
+    return f"# run folder: {folder.path}\n{text}"
+
+
+def merged_layers(*layers: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out = merge_layer(out, layer)
+    return out
 
 
 def print_result(result: RunResult, console: Any) -> None:
     from metrics import render_score_report
     from spt_bench.distributed import get_dist
+    from spt_bench.model_metrics import model_metrics_note
 
     if not get_dist().is_main:  # one report per launch, not one per process
         return
 
     if result.report is not None:
-        title = f"{result.config.method} on {result.config.model}: {result.report.n} test examples"
+        c = result.config
+        title = f"{c.method.name} on {c.model.name}: {result.report.n} test examples"
         render_score_report(result.report, console, title=title)
-    from spt_bench.model_metrics import model_metrics_note
-
     note = model_metrics_note((result.metrics or {}).get("model_metrics"))
     if note:
         console.print(f"[dim]{note}[/dim]", highlight=False)

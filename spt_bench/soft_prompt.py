@@ -20,11 +20,10 @@ import torch
 from torch import nn
 
 from spt_bench.errors import ConfigError
+from spt_bench.spt_options import PROMPT_INITS
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.models import Backbone
-
-PROMPT_INITS = ("vocab", "normal")
 
 
 class PromptPool(nn.Module):

@@ -19,7 +19,6 @@ differs from the authors' code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,10 +29,14 @@ from spt_bench.errors import ConfigError
 from spt_bench.methods import Method, PrefixOutput, register_method
 from spt_bench.persona_sim import PersonaSimilarity
 from spt_bench.soft_prompt import (
-    PROMPT_INITS,
     PromptPool,
     prompted_response_nll,
     special_token_ids,
+)
+from spt_bench.spt_options import (  # noqa: F401  (re-exported: the options live torch-free)
+    FUSION_WEIGHTINGS,
+    RETRIEVER_QUERIES,
+    SptOptions,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,99 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.data.example import Example
     from spt_bench.models import Backbone
 
-RETRIEVER_QUERIES = ("embeddings", "hidden")
-FUSION_WEIGHTINGS = ("raw", "normalized")
 SOFTPLUS_BETA = 10.0
-
-
-@dataclass
-class SptOptions:
-    """SPT settings; field names match the CLI flags (--k, --prompt-len, --no-fusion, ...).
-
-    Defaults are the authors' OPT settings (K=4, L=8, lambda_sel = lambda_ctr = 0.4, tau = 1,
-    BLEU threshold 20, fusion and contrastive on), except the prompt initialisation (sampled
-    vocabulary embeddings instead of N(0, 1); `prompt_init="normal"` restores theirs).
-    With k = 1 there is nothing to select: no retriever is built and the selection, fusion and
-    contrastive terms are not computed, which makes SPT exactly single soft-prompt tuning.
-    """
-
-    k: int = 4
-    prompt_len: int = 8
-    prompt_init: str = "vocab"
-    retriever_query: str = "embeddings"
-    # centre queries (by the training queries' mean) and keys (by the pool's mean key) before
-    # the Linear, whose bias starts at zero: mean input embeddings share one dominant direction
-    # (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt
-    retriever_center: bool = False
-    selection_loss: bool = True
-    fusion: bool = True
-    contrastive: bool = True
-    selection_weight: float = 0.4
-    contrastive_weight: float = 0.4
-    fusion_weight: float = 1.0
-    # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
-    # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
-    fusion_weights: str = "raw"
-    tau_gold: float = 1.0
-    tau_sim: float = 1.0
-    contrastive_threshold: float = 20.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ConfigError(f"--k must be an integer >= 1, got {self.k!r}")
-        if not isinstance(self.prompt_len, int) or self.prompt_len < 1:
-            raise ConfigError(f"--prompt-len must be an integer >= 1, got {self.prompt_len!r}")
-        if self.prompt_init not in PROMPT_INITS:
-            raise ConfigError(
-                f"--prompt-init must be one of {', '.join(PROMPT_INITS)}, got {self.prompt_init!r}"
-            )
-        if self.retriever_query not in RETRIEVER_QUERIES:
-            raise ConfigError(
-                f"--retriever-query must be one of {', '.join(RETRIEVER_QUERIES)}, "
-                f"got {self.retriever_query!r}"
-            )
-        if self.fusion_weights not in FUSION_WEIGHTINGS:
-            raise ConfigError(
-                f"--fusion-weights must be one of {', '.join(FUSION_WEIGHTINGS)}, "
-                f"got {self.fusion_weights!r}"
-            )
-        for name in ("selection_weight", "contrastive_weight", "fusion_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
-                )
-        for name in ("tau_gold", "tau_sim"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0 or value == float("inf"):
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}"
-                )
-        if not isinstance(self.contrastive_threshold, int | float) or not (
-            0 <= self.contrastive_threshold <= 100
-        ):
-            raise ConfigError(
-                f"--contrastive-threshold is a BLEU score in [0, 100], got {self.contrastive_threshold!r}"
-            )
-
-    @property
-    def uses_retriever(self) -> bool:
-        return self.k > 1
-
-    def active_terms(self) -> list[str]:
-        """Loss terms this configuration computes, in log order."""
-        terms = ["nll"]
-        if self.uses_retriever:
-            terms += [
-                name
-                for name, on in (
-                    ("sel", self.selection_loss),
-                    ("fusion", self.fusion),
-                    ("ctr", self.contrastive),
-                )
-                if on
-            ]
-        return terms
 
 
 class PromptRetriever(nn.Module):
@@ -456,6 +367,9 @@ class SelectivePromptTuning(Method):
     def trained_state(self) -> dict[str, torch.Tensor]:
         return self.core.trained_state()
 
+    def soft_prompts(self) -> torch.Tensor | None:
+        return self.core.prompt_pool.prompts
+
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
         self.core.load_trained_state(state)
 
@@ -505,3 +419,62 @@ class SelectivePromptTuning(Method):
         out["active_losses"] = opts.active_terms()
         out["persona_pairs_cached"] = len(self.core.persona_similarity)
         return out
+
+    @classmethod
+    def report_sections(
+        cls, metrics: dict, rows: list[dict], example_scores: list[dict]
+    ) -> list[str]:
+        return prompt_usage_report(metrics, rows, example_scores)
+
+
+def prompt_usage_report(metrics: dict, rows: list[dict], scores: list[dict]) -> list[str]:
+    """SPT: how often each prompt was selected, overall and per turn bucket, and the mean F1
+    of the examples each prompt served (from example_scores.jsonl)."""
+    chosen = [r for r in rows if r.get("selected_prompt") is not None]
+    if not chosen:
+        return []
+    from spt_bench.plots import turn_bucket_of
+    from spt_bench.report import md_table
+
+    k = max(max(int(r["selected_prompt"]) + 1, len(r.get("prompt_scores") or [])) for r in chosen)
+    buckets = list((metrics.get("by_turn") or {}).keys())
+    f1 = {str(e["id"]): e["f1"] for e in scores if "f1" in e}
+    counts = prompt_usage(chosen, k)
+    per_bucket = [[0] * len(buckets) for _ in range(k)]
+    totals = [0] * len(buckets)
+    f1_sums, f1_counts = [0.0] * k, [0] * k
+    for r in chosen:
+        j = int(r["selected_prompt"])
+        b = turn_bucket_of(int(r.get("turn", -1)), buckets) if buckets else None
+        if b is not None:
+            per_bucket[j][buckets.index(b)] += 1
+            totals[buckets.index(b)] += 1
+        if str(r["id"]) in f1:
+            f1_sums[j] += f1[str(r["id"])]
+            f1_counts[j] += 1
+    n = len(chosen)
+    lines = ["", "## Prompt usage (SPT)", ""]
+    lines += [
+        f"Selected prompt per test example ({n} examples, K={k}); per-turn columns: share of "
+        "that turn's examples; mean f1 over the examples the prompt was selected for.",
+        "",
+    ]
+    table = []
+    for j in range(k):
+        mean_f1 = f1_sums[j] / f1_counts[j] if f1_counts[j] else None
+        shares = [
+            f"{100 * per_bucket[j][b] / totals[b]:.0f}%" if totals[b] else "-"
+            for b in range(len(buckets))
+        ]
+        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", mean_f1, *shares])
+    lines += md_table(
+        ["prompt", "selected", "share", "mean f1", *(f"turn {b}" for b in buckets)], table
+    )
+    top = max(range(k), key=counts.__getitem__)
+    if k > 1 and counts[top] >= 0.9 * n:
+        lines += [
+            "",
+            f"Prompt {top} serves {100 * counts[top] / n:.0f}% of the examples: the retriever "
+            "has (nearly) collapsed onto one prompt.",
+        ]
+    return lines

@@ -23,6 +23,7 @@ component the method returns, grad_norm, examples/s, tokens/s) and one per evalu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -32,22 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.config import TrainConfig
 from spt_bench.errors import SptBenchError
 from spt_bench.io import append_jsonl, atomic_write_json, read_jsonl
+from spt_bench.models import autocast
 from spt_bench.progress import ProgressBar
+from spt_bench.run_folder import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from spt_bench.batches import TrainBatch
     from spt_bench.data.formatting import EncodedExample
     from spt_bench.methods import Method
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trained.safetensors"
 TRAINER_FILE = "trainer_state.pt"
-LOG_FILE = "train_log.jsonl"
 
 
 class TrainingDiverged(SptBenchError):
@@ -55,27 +55,18 @@ class TrainingDiverged(SptBenchError):
 
 
 @dataclass
-class TrainSettings:
+class TrainSettings(TrainConfig):
+    """The run config's `train` section plus the run's seed: a knob added to TrainConfig
+    reaches the loop with no other edit. Library defaults: epochs (no step cap), batch 8."""
+
     seed: int = 0
-    epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    eval_every: int | None = None
-    save_every: int | None = None  # default: at every evaluation, and at the end
-    early_stopping_patience: int | None = None
-    log_every: int = 1
-    bucket_by_length: bool = True  # batch rows of similar length together (less padding)
-    # share of decoder layers whose activations are recomputed in backward (0 = off, 1 = all):
-    # less memory for more time; the loss is the same
-    activation_checkpointing: float = 0.0
-    # RMSNorm / SwiGLU MLP with a lean backward (spt_bench.lean_autograd): same losses and
-    # gradients, about a third less activation memory
-    lean_activations: bool = True
+    lr: float | None = 1e-4
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, seed: int) -> TrainSettings:
+        return cls(**dataclasses.asdict(train), seed=seed)
 
 
 @dataclass
@@ -85,7 +76,8 @@ class TrainResult:
     best_step: int | None = None
     best_dev_loss: float | None = None
     final_dev: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # this process
+    total_seconds: float = 0.0  # all processes of the run, up to the checkpoint resumed
     mean_step_seconds: float | None = None
     examples_per_s: float | None = None
 
@@ -192,8 +184,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys.numpy().astype("uint32"), pos))
 
 
-def read_checkpoint_state(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+def read_checkpoint_state(run_dir: str | Path | RunFolder) -> dict | None:
+    path = RunFolder.of(run_dir).checkpoint_dir / STATE_FILE
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
@@ -207,7 +199,9 @@ def save_trained_state(method: Method, folder: Path) -> None:
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"method": method.name})
 
 
-def load_trained_weights(method: Method, run_dir: Path, which: str = "final") -> str | None:
+def load_trained_weights(
+    method: Method, run_dir: str | Path | RunFolder, which: str = "final"
+) -> str | None:
     """Load the run's checkpoint into `method` ('final' = best if any, else last).
     Returns the folder name loaded, or None when the run has no checkpoint."""
     from safetensors.torch import load_file
@@ -221,15 +215,15 @@ def load_trained_weights(method: Method, run_dir: Path, which: str = "final") ->
     name = state.get(key)
     if not name:
         return None
-    path = Path(run_dir) / CHECKPOINT_DIR / name / WEIGHTS_FILE
+    path = RunFolder.of(run_dir).checkpoint_dir / name / WEIGHTS_FILE
     tensors = load_file(str(path), device=str(method.backbone.device))
     method.load_trained_state(tensors)
     return name
 
 
 class _Checkpointer:
-    def __init__(self, run_dir: Path) -> None:
-        self.root = Path(run_dir) / CHECKPOINT_DIR
+    def __init__(self, run_dir: RunFolder) -> None:
+        self.root = run_dir.checkpoint_dir
         self.root.mkdir(parents=True, exist_ok=True)
         self.state: dict[str, Any] = read_checkpoint_state(run_dir) or {}
 
@@ -250,6 +244,7 @@ class _Checkpointer:
             self.state["best"] = name
             self.state["best_step"] = step
         self.state["method"] = method.name
+        self.state["train_seconds"] = trainer.get("train_seconds")
         atomic_write_json(self.root / STATE_FILE, self.state)
         keep = {self.state.get("last"), self.state.get("best")}
         for d in self.root.glob("step-*"):
@@ -264,6 +259,7 @@ class _Checkpointer:
         self.state["finished"] = True
         self.state["steps"] = result.steps
         self.state["stopped_early"] = result.stopped_early
+        self.state["train_seconds"] = round(result.total_seconds, 3)
         atomic_write_json(self.root / STATE_FILE, self.state)
 
 
@@ -276,21 +272,9 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, a no-op elsewhere (used by training, dev loss and decoding)."""
-    import torch
-
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
-
-
-_autocast = autocast  # older name, kept for callers
-
-
 def evaluate_dev(method: Method, dev_batches: list[TrainBatch]) -> dict[str, Any]:
     method.set_train_mode(False)
-    with _autocast(method.backbone.device):
+    with autocast(method.backbone.device):
         return method.dev_metrics([b.to(method.backbone.device) for b in dev_batches])
 
 
@@ -299,7 +283,7 @@ def train(
     train_encoded: list[EncodedExample],
     dev_batches: list[TrainBatch],
     settings: TrainSettings,
-    run_dir: str | Path,
+    run_dir: str | Path | RunFolder,
     *,
     pad_id: int,
     resume: bool = False,
@@ -317,7 +301,9 @@ def train(
     from spt_bench.data.formatting import collate_train
     from spt_bench.distributed import ddp_wrap, get_dist, shard_rows
 
-    run_dir = Path(run_dir)
+    folder = RunFolder.of(run_dir)
+    if settings.lr is None:
+        raise SptBenchError("train.lr is unset: resolve the run config first")
     if not train_encoded:
         raise SptBenchError("the train split is empty: nothing to train on")
     params = [p for p in method.trainable_parameters() if p.requires_grad]
@@ -339,10 +325,11 @@ def train(
     )
     eval_every = settings.eval_every
     save_every = settings.save_every or eval_every
-    ckpt = _Checkpointer(run_dir)
-    log_path = run_dir / LOG_FILE
+    ckpt = _Checkpointer(folder)
+    log_path = folder.train_log
 
     start_step = 0
+    prior_seconds = 0.0  # training time of earlier processes, up to the checkpoint resumed
     best_loss = float("inf")
     bad_evals = 0
     if resume and ckpt.state.get("last"):
@@ -357,6 +344,7 @@ def train(
         start_step = int(trainer["step"])
         best_loss = float(trainer.get("best_loss", float("inf")))
         bad_evals = int(trainer.get("bad_evals", 0))
+        prior_seconds = float(trainer.get("train_seconds") or 0.0)
         if log_path.is_file() and dist.is_main:  # rows after the checkpoint are written again
             rows = [r for r in read_jsonl(log_path, tolerate_truncated_tail=True)]
             kept = [r for r in rows if int(r.get("step", 0)) <= start_step]
@@ -382,10 +370,13 @@ def train(
             "step": step,
             "best_loss": best_loss,
             "bad_evals": bad_evals,
+            "train_seconds": prior_seconds + (time.perf_counter() - t_start),
         }
 
     result = TrainResult(steps=start_step)
+    t_start = time.perf_counter()
     if start_step >= n_total and ckpt.state.get("finished"):
+        result.total_seconds = float(ckpt.state.get("train_seconds") or prior_seconds)
         result.best_step = ckpt.state.get("best_step")
         result.best_dev_loss = ckpt.state.get("best_dev_loss")
         return result
@@ -399,7 +390,6 @@ def train(
 
         set_lean_activations(method.backbone.model, True)
     bar = _progress(progress and dist.is_main, console, n_total, start_step)
-    t_start = time.perf_counter()
     step_times: list[float] = []
     n_seen = 0
     stopped_early = False
@@ -419,7 +409,7 @@ def train(
                 batch = collate_train([train_encoded[i] for i in idx], pad_id).to(device)
                 # DDP: average gradients once per optimiser step, at its last micro-batch
                 sync = ddp is None or m == n_micro - 1
-                with _autocast(device), contextlib.nullcontext() if sync else ddp.no_sync():
+                with autocast(device), contextlib.nullcontext() if sync else ddp.no_sync():
                     loss, comps = loss_fn(batch)
                 finite = bool(torch.isfinite(loss.detach()).all())
                 if not (all(dist.all_gather(finite)) if dist.enabled else finite):
@@ -520,6 +510,7 @@ def train(
     result.best_step = ckpt.state.get("best_step")
     result.best_dev_loss = best_loss if math.isfinite(best_loss) else None
     result.seconds = time.perf_counter() - t_start
+    result.total_seconds = prior_seconds + result.seconds
     if step_times:
         timed = step_times[1:] or step_times  # the first step pays one-off warm-up costs
         result.mean_step_seconds = sum(timed) / len(timed)
@@ -535,7 +526,7 @@ def _diverged_msg(step: int, what: str, state: dict) -> str:
     keep = f"the last good checkpoint ({last}) is kept" if last else "no checkpoint was saved"
     return (
         f"training stopped at step {step}: the {what} became NaN/inf; {keep}. "
-        "Try a lower --lr or a smaller --max-grad-norm."
+        "Try a lower train.lr or a smaller train.max_grad_norm."
     )
 
 

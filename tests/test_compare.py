@@ -146,22 +146,24 @@ def real_spt_run(tmp_path_factory) -> Path:
     """One tiny SPT run through the harness (tiny-random, 2 steps, dev eval each step), made
     once per test session and shared by the plot and chat tests (~20 s on 2 CPU cores)."""
     if not _REAL_SPT_RUN:
-        from spt_bench.config import RunConfig
+        from spt_bench.config import config_from_dict
         from spt_bench.runner import run
 
-        config = RunConfig(
-            method="spt",
-            model="tiny-random",
-            max_steps=2,
-            train_limit=4,
-            dev_limit=2,
-            eval_limit=6,
-            batch_size=2,
-            eval_every=1,
-            max_new_tokens=3,
-            bertscore=False,
-            out=str(tmp_path_factory.mktemp("realspt")),
-            name="spt",
+        config = config_from_dict(
+            dict(
+                method="spt",
+                model="tiny-random",
+                max_steps=2,
+                train_limit=4,
+                dev_limit=2,
+                eval_limit=6,
+                batch_size=2,
+                eval_every=1,
+                max_new_tokens=3,
+                bertscore=False,
+                out=str(tmp_path_factory.mktemp("realspt")),
+                name="spt",
+            )
         )
         _REAL_SPT_RUN.append(run(config, progress=False).run_dir)
     return _REAL_SPT_RUN[0]
@@ -423,19 +425,21 @@ def _cli_app():
 def test_real_harness_runs_compare_and_report(tmp_path):
     """Two tiny `spt-bench run`s through the harness: compare reads their files unchanged, a
     different eval set is refused, and each report.md carries the metric table."""
-    from spt_bench.config import RunConfig
+    from spt_bench.config import config_from_dict
     from spt_bench.runner import run
 
     def harness_run(name: str, eval_limit: int, seed: int) -> Path:
-        config = RunConfig(
-            method="text-prompt",
-            model="tiny-random",
-            seed=seed,
-            eval_limit=eval_limit,
-            max_new_tokens=4,
-            bertscore=False,
-            out=str(tmp_path),
-            name=name,
+        config = config_from_dict(
+            dict(
+                method="text-prompt",
+                model="tiny-random",
+                seed=seed,
+                eval_limit=eval_limit,
+                max_new_tokens=4,
+                bertscore=False,
+                out=str(tmp_path),
+                name=name,
+            )
         )
         return run(config, progress=False).run_dir
 
@@ -469,7 +473,9 @@ def test_report_md_has_metric_table_per_turn_cis_prompt_usage_and_samples(runs, 
     out = tmp_path / "r"
     out.mkdir()
     (out / "example_scores.jsonl").write_text((run / "example_scores.jsonl").read_text())
-    text = write_report(out, config, metrics, rows).read_text()
+    from spt_bench.methods import get_method
+
+    text = write_report(out, config, metrics, rows, get_method("spt")).read_text()
     assert "| metric | value | 95% CI |" in text
     lo, hi = metrics["ci95"]["f1"]
     assert f"| f1 ↑ | {metrics['overall']['f1']:.4g} | [{lo:.4g}, {hi:.4g}] |" in text

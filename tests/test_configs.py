@@ -1,7 +1,10 @@
-"""Run configs: shipped presets, layering precedence, validation messages, run names."""
+"""Run configs: the nested schema, shipped presets, layering, validation messages, the derived
+CLI flags, old flat configs, run names."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -9,19 +12,26 @@ import pytest
 from spt_bench.config import (
     CONFIGS_DIR,
     RunConfig,
+    TrainConfig,
     check_run_name,
+    config_from_dict,
+    leaf_fields,
     list_presets,
     load_yaml_config,
+    parse_set,
     resolve_config,
+    upgrade_flat,
 )
 from spt_bench.errors import ConfigError, InputError
 from spt_bench.methods import get_method, make_options
 
 SHIPPED = sorted(CONFIGS_DIR.glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_three_presets_are_shipped() -> None:
+def test_the_three_presets_are_shipped_inside_the_package() -> None:
     assert {"smoke", "paper", "offline"} <= set(list_presets())
+    assert CONFIGS_DIR.parent.name == "spt_bench"  # package data: found by an installed wheel
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -29,23 +39,23 @@ def test_every_shipped_config_is_valid_and_starts_with_its_command(path: Path) -
     first = path.read_text().splitlines()[0]
     assert first.startswith("# spt-bench run ") and f"--preset {path.stem}" in first
     config = resolve_config(preset=path.stem)
-    for name, options in config.methods.items():
+    for name, options in config.method.by_method.items():
         make_options(get_method(name), options)  # every per-method block validates
-    make_options(get_method(config.method), config.options_for_method())
+    make_options(get_method(config.method.name), config.method.resolved_options())
 
 
 def test_paper_preset_has_the_authors_settings() -> None:
     c = resolve_config(preset="paper")
-    assert (c.decoding, c.max_new_tokens, c.lr, c.epochs, c.max_steps) == (
+    assert (c.decode.mode, c.decode.max_new_tokens, c.train.lr, c.train.epochs) == (
         "greedy",
         32,
         1e-4,
         1.0,
-        None,
     )
-    assert c.max_input_tokens + c.max_response_tokens == 512
-    assert c.batch_size == 2 and c.seed == 3407
-    spt = c.methods["spt"]
+    assert c.train.max_steps is None
+    assert c.data.max_input_tokens + c.data.max_response_tokens == 512
+    assert c.train.batch_size == 2 and c.seed == 3407
+    spt = c.method.by_method["spt"]
     assert (spt["k"], spt["prompt_len"], spt["selection_weight"], spt["contrastive_weight"]) == (
         4,
         8,
@@ -55,34 +65,35 @@ def test_paper_preset_has_the_authors_settings() -> None:
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path: Path) -> None:
-    assert resolve_config().batch_size == RunConfig().batch_size
-    assert resolve_config(preset="paper").batch_size == 2
+    assert resolve_config().train.batch_size == RunConfig().train.batch_size
+    assert resolve_config(preset="paper").train.batch_size == 2
     f = tmp_path / "c.yaml"
-    f.write_text("batch_size: 3\nlr: 0.5\nmethod_options:\n  k: 2\n")
+    f.write_text("train:\n  batch_size: 3\n  lr: 0.5\nmethod:\n  options:\n    k: 2\n")
     c = resolve_config(preset="paper", config_file=f)
-    assert (c.batch_size, c.lr, c.seed) == (3, 0.5, 3407)
-    c = resolve_config(preset="paper", config_file=f,
-                       overrides={"batch_size": 5, "lr": None, "method_options": {"k": 6}})  # fmt: skip
-    assert (c.batch_size, c.lr) == (5, 0.5)
-    assert c.options_for_method()["k"] == 6  # flag > file method_options > preset methods.spt
-    assert c.options_for_method()["prompt_len"] == 8
+    assert (c.train.batch_size, c.train.lr, c.seed) == (3, 0.5, 3407)
+    flags = {"train": {"batch_size": 5}, "method": {"options": {"k": 6}}}
+    c = resolve_config(preset="paper", config_file=f, overrides=flags)
+    assert (c.train.batch_size, c.train.lr) == (5, 0.5)
+    opts = c.method.resolved_options()
+    assert opts["k"] == 6  # flag > file method.options > preset by_method.spt
+    assert opts["prompt_len"] == 8
 
 
 def test_epochs_without_max_steps_means_epochs() -> None:
-    assert RunConfig().max_steps is not None
-    c = resolve_config(overrides={"epochs": 2.0})
-    assert c.max_steps is None and c.epochs == 2.0
-    c = resolve_config(overrides={"epochs": 2.0, "max_steps": 7})
-    assert c.max_steps == 7
+    assert RunConfig().train.max_steps is not None
+    c = resolve_config(overrides={"train": {"epochs": 2.0}})
+    assert c.train.max_steps is None and c.train.epochs == 2.0
+    c = resolve_config(overrides={"train": {"epochs": 2.0, "max_steps": 7}})
+    assert c.train.max_steps == 7
 
 
 def test_yaml_errors_name_the_file_and_line(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
-    f.write_text("seed: 1\nbatch_sise: 4\n")
-    with pytest.raises(InputError, match=r"bad.yaml:2: unknown config key 'batch_sise'"):
+    f.write_text("seed: 1\ntrain:\n  batch_sise: 4\n")
+    with pytest.raises(InputError, match=r"bad.yaml:3: train.batch_sise is not a config key"):
         load_yaml_config(f)
-    f.write_text("seed: 1\nlr: fast\n")
-    with pytest.raises(InputError, match=r"bad.yaml:2: lr must be float or null, got 'fast'"):
+    f.write_text("seed: 1\ntrain:\n  lr: fast\n")
+    with pytest.raises(InputError, match=r"bad.yaml:3: train.lr must be float or null, got 'fast'"):
         load_yaml_config(f)
     f.write_text("seed: [1,\n")
     with pytest.raises(InputError, match=r"bad.yaml:\d+: invalid YAML"):
@@ -91,17 +102,28 @@ def test_yaml_errors_name_the_file_and_line(tmp_path: Path) -> None:
         load_yaml_config(tmp_path / "missing.yaml")
 
 
+def test_an_old_flat_yaml_still_loads_with_its_line_numbers(tmp_path: Path) -> None:
+    f = tmp_path / "flat.yaml"
+    f.write_text("batch_size: 3\nmethod_options:\n  k: 2\n")
+    assert load_yaml_config(f) == {"train": {"batch_size": 3}, "method": {"options": {"k": 2}}}
+    f.write_text("seed: 1\nlr: fast\n")
+    with pytest.raises(InputError, match=r"flat.yaml:2: train.lr must be"):
+        load_yaml_config(f)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be > 0"),
-        ({"decoding": "nucleus"}, "'decoding' must be one of 'greedy'"),
-        ({"top_p": 1.5}, "top_p must be in"),
-        ({"data": "x", "train_data": "y"}, "either data or train_data"),
-        ({"max_steps": "ten"}, "'max_steps' must be int or null"),
+        ({"train": {"batch_size": 0}}, "train.batch_size must be > 0"),
+        ({"decode": {"mode": "nucleus"}}, "decode.mode must be one of greedy"),
+        ({"decode": {"top_p": 1.5}}, "decode.top_p must be in"),
+        ({"data": {"source": "x", "train_data": "y"}}, "either data.source"),
+        ({"train": {"max_steps": "ten"}}, "train.max_steps must be int or null"),
+        ({"model": {"dtype": "fp8"}}, "model.dtype must be one of"),
+        ({"score": {"hits_k": [1, 50]}}, "score.hits_k"),
     ],
 )
-def test_invalid_values_are_config_errors(overrides: dict, message: str) -> None:
+def test_invalid_values_are_config_errors_naming_the_key(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_config(overrides=overrides)
 
@@ -120,7 +142,7 @@ def test_run_names_cannot_leave_the_output_folder(name: str) -> None:
     with pytest.raises(ConfigError, match="invalid run name"):
         check_run_name(name)
     with pytest.raises(ConfigError, match="invalid run name"):
-        resolve_config(overrides={"name": name}) if name else check_run_name(name)
+        resolve_config(overrides={"output": {"name": name}}) if name else check_run_name(name)
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:
@@ -130,7 +152,75 @@ def test_unknown_preset_lists_the_known_ones() -> None:
 
 def test_yaml_exponent_floats_without_a_dot_are_floats(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("lr: 5e-05\nmethod_options:\n  selection_weight: 1e-1\nseed: 7\n")
+    f.write_text("train:\n  lr: 5e-05\nmethod:\n  options:\n    selection_weight: 1e-1\nseed: 7\n")
     c = resolve_config(config_file=f)
-    assert c.lr == 5e-05 and c.seed == 7
-    assert c.method_options["selection_weight"] == 0.1
+    assert c.train.lr == 5e-05 and c.seed == 7
+    assert c.method.options["selection_weight"] == 0.1
+
+
+def test_dotted_set_reaches_any_key_and_refuses_unknown_ones() -> None:
+    layer = parse_set(["train.eval_every=50", "method.options.k=2", "score.hits_k=[1, 5]"])
+    c = resolve_config(overrides=layer)
+    assert c.train.eval_every == 50 and c.method.options["k"] == 2 and c.score.hits_k == [1, 5]
+    with pytest.raises(ConfigError, match="not a config key .did you mean train.eval_every"):
+        parse_set(["eval_every=3"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_set(["train.lr"])
+
+
+def test_every_old_flat_config_json_in_the_repository_still_loads() -> None:
+    found = sorted((REPO / "docs" / "results").rglob("config.json"))
+    assert found, "the committed study runs keep their config.json"
+    for path in found:
+        data = json.loads(path.read_text())
+        flat = "method_options" in data
+        config = config_from_dict({k: v for k, v in upgrade_flat(data).items() if k != "output"})
+        assert config.method.name == (data["method"] if flat else data["method"]["name"])
+
+
+def test_adding_a_train_knob_is_one_edit() -> None:
+    """TrainSettings (what the loop reads) is TrainConfig plus the seed: every TrainConfig
+    field reaches the loop, and the CLI has a flag for it - no second list to update."""
+    from spt_bench.cli_flags import run_flags
+    from spt_bench.train import TrainSettings
+
+    settings = {f.name for f in dataclasses.fields(TrainSettings)}
+    flags = {f.key for f in run_flags()}
+    for key in leaf_fields():
+        if key.startswith("train."):
+            assert key.split(".")[1] in settings
+            assert key in flags
+
+
+def test_every_config_key_has_a_flag_with_help() -> None:
+    from spt_bench.cli_flags import run_flags
+
+    by_key = {f.key: f for f in run_flags()}
+    for key in leaf_fields():
+        if key in ("method.options", "method.by_method"):
+            continue
+        assert key in by_key, key
+        assert by_key[key].help.strip(), key
+
+
+def test_method_option_flags_match_the_real_options_dataclasses() -> None:
+    """The CLI reads method options from source (no torch import); the view must agree with
+    the dataclasses the run validates against."""
+    from spt_bench.cli_flags import method_option_specs
+    from spt_bench.methods import list_methods
+
+    specs = method_option_specs()
+    for cls in list_methods():
+        real = {f.name: f.default for f in dataclasses.fields(cls.Options)}
+        parsed = {s.name: s.default for s in specs[cls.name]}
+        assert parsed == real, cls.name
+
+
+def test_library_errors_name_keys_and_the_cli_names_flags() -> None:
+    from spt_bench.cli_flags import flag_message
+
+    assert flag_message("train.max_grad_norm must be >= 0") == (
+        "--max-grad-norm (train.max_grad_norm) must be >= 0"
+    )
+    assert flag_message("decode.batch_size must be > 0").startswith("--eval-batch-size")
+    assert TrainConfig().max_grad_norm == 1.0

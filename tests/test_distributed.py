@@ -80,7 +80,7 @@ def _launch_two(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "0", "-m", "spt_bench.cli", *args,
+        "--main_process_port", "0", "-m", "cli", *args,
     ]  # fmt: skip
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
     res = subprocess.run(

@@ -102,14 +102,12 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
     assert [r["id"] for r in rows] == [ex.id for ex in _examples(3)]
     assert all(isinstance(r["prediction"], str) for r in rows)
     summary = method.summary()
-    assert summary["method"] == name and summary["trainable_params"] >= 0
+    assert summary["method"] == name
+    assert (summary["trainable_params"] > 0) == get_method(name).trains
 
 
 def test_prompt_methods_leave_every_lm_weight_untouched(tmp_path: Path) -> None:
-    prompt_methods = [n for n in METHODS if n in ("prompt-tuning", "spt")]
-    if not prompt_methods:
-        pytest.skip("no soft-prompt method registered")
-    for name in prompt_methods:
+    for name in ("prompt-tuning", "spt"):
         backbone = load_backbone("tiny-random")
         before = {n: p.detach().clone() for n, p in backbone.model.state_dict().items()}
         cls = get_method(name)

@@ -248,11 +248,11 @@ def test_activation_checkpointing_recomputes_chosen_layers_and_keeps_the_losses(
 
 
 def test_activation_checkpointing_fraction_outside_zero_one_is_refused() -> None:
-    from spt_bench.config import RunConfig
+    from spt_bench.config import TrainConfig
     from spt_bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="activation_checkpointing"):
-        RunConfig(activation_checkpointing=1.5)
+        TrainConfig(activation_checkpointing=1.5)
 
 
 @pytest.mark.parametrize("method", ["spt", "full-ft", "lora"])

@@ -31,8 +31,9 @@ def test_default_run_path_works_end_to_end_on_the_sample(tmp_path: Path) -> None
                  "example_scores.jsonl", "metrics.json", "report.md", "checkpoint/state.json"):  # fmt: skip
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["method"] == "spt" and config["model"] == "tiny-random"
-    assert config["lr"] is not None and config["method_options"]  # fully resolved
+    assert config["method"]["name"] == "spt" and config["model"]["name"] == "tiny-random"
+    assert config["train"]["lr"] is not None and config["method"]["options"]  # fully resolved
+    assert "output" not in config  # a folder does not depend on where it lives
     metrics = json.loads((run / "metrics.json").read_text())
     preds = _rows(run / "predictions.jsonl")
     assert metrics["n"] == len(preds) == 23  # the sample's test split
@@ -108,7 +109,7 @@ def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> 
     metrics = json.loads((tmp_path / "r/metrics.json").read_text())
     assert metrics["decode"]["n_resumed"] == 2 and metrics["decode"]["n_decoded"] == 2
     changed = _run("--resume", "--out", out, "--lr", "0.5")
-    assert changed.exit_code == 2 and "changed settings: lr" in changed.output
+    assert changed.exit_code == 2 and "changed settings: --lr (train.lr)" in changed.output
 
 
 def test_resume_may_change_memory_settings_and_records_them(tmp_path: Path) -> None:
@@ -122,10 +123,11 @@ def test_resume_may_change_memory_settings_and_records_them(tmp_path: Path) -> N
     )
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "r/config.json").read_text())
-    assert config["activation_checkpointing"] == 1.0 and config["eval_batch_size"] == 2
+    assert config["train"]["activation_checkpointing"] == 1.0
+    assert config["decode"]["batch_size"] == 2
     (record,) = _rows(tmp_path / "r/resume_log.jsonl")
-    assert record["changed"]["activation_checkpointing"] == {"from": 0.0, "to": 1.0}
-    assert record["changed"]["eval_batch_size"] == {"from": 16, "to": 2}
+    assert record["changed"]["train.activation_checkpointing"] == {"from": 0.0, "to": 1.0}
+    assert record["changed"]["decode.batch_size"] == {"from": 16, "to": 2}
 
 
 def test_methods_command_lists_every_method() -> None:
@@ -169,7 +171,7 @@ def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoin
     args = [*TINY, "--retriever-center", "--max-steps", "2", "--eval-limit", "3",
             "--no-model-metrics", "--out", str(tmp_path), "--name", "c"]  # fmt: skip
     config = tmp_path / "cfg.yaml"
-    config.write_text("max_input_tokens: 64\n")
+    config.write_text("data:\n  max_input_tokens: 64\n")
     assert _run(*args, "--config", str(config)).exit_code == 0
     assert calls == [64]
     res = runner.invoke(app, ["evaluate", str(tmp_path / "c"), "--no-bertscore"])

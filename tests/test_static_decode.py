@@ -133,7 +133,7 @@ def test_static_engine_names_the_feature_it_does_not_implement(backbone, change,
 
 
 def test_unknown_decode_engine_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="decode engine"):
+    with pytest.raises(ConfigError, match="decode.engine must be one of"):
         DecodeSettings(engine="turbo")
 
 

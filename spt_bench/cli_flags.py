@@ -1,0 +1,340 @@
+"""The `run` command's flags, derived from the config schema (spt_bench.config) and from the
+methods' own Options dataclasses - cli.py lists no setting by hand.
+
+- Every config key is a flag: `--<field-name>` (dashes), or the field's `metadata["flag"]`;
+  booleans get `--x/--no-x`; lists take comma-separated values. Help text comes from the
+  field's metadata, grouped in one help panel per config section.
+- Every option of a built-in method is a flag too (`--k`, `--prompt-len`, `--lora-r`), read
+  from the method module's Options dataclass *without importing it* (the modules import torch;
+  `spt-bench --help` must stay instant): the source is parsed with `ast`, and a test checks
+  that the parsed view equals the real dataclasses. Help comes from the comment or docstring
+  beside each field.
+- `--set KEY=VALUE` reaches anything, plugins' method options included.
+- Library errors name config keys (`train.max_grad_norm`); `flag_message` maps them to flags
+  in this one place.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import inspect
+import re
+import types
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from spt_bench.config import SECTIONS, leaf_fields, set_dotted
+from spt_bench.errors import ConfigError
+
+PANELS = {
+    "": "Run",
+    "data": "Data",
+    "model": "Model",
+    "method": "Method",
+    "train": "Training",
+    "decode": "Decoding",
+    "score": "Scoring",
+    "output": "Output",
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    key: str  # dotted config key ("train.lr", "method.options.k")
+    flag: str  # "--lr"
+    param: str  # python identifier of the parameter
+    kind: str  # "bool" | "int" | "float" | "str" | "int_list"
+    help: str
+    panel: str
+    methods: tuple[str, ...] = ()  # for method options: the methods that have it
+
+
+def _kind(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _kind(args[0]) if len(args) == 1 else "str"
+    if origin is list or tp is list:
+        return "int_list"
+    return {bool: "bool", int: "int", float: "float"}.get(tp, "str")
+
+
+def _config_flags() -> list[Flag]:
+    flags = []
+    for key, (f, tp) in leaf_fields().items():
+        if key in ("method.options", "method.by_method"):
+            continue
+        section = key.split(".")[0] if "." in key else ""
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_ = f.metadata.get("help", "")
+        if default is not None and not isinstance(default, bool):
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            help_ += f" [default: {shown}]"
+        flags.append(
+            Flag(key, flag, "cfg__" + key.replace(".", "__"), _kind(tp), help_, PANELS[section])
+        )
+    return flags
+
+
+# ---------------------------------------------------------------------------- method options
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    method: str
+    name: str
+    annotation: str
+    default: Any
+    help: str
+
+
+# method name -> (module defining its Options dataclass, class name), filled by the source scan
+_OPTIONS_WHERE: dict[str, tuple[str, str]] = {}
+
+
+def _module_path(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    return Path(spec.origin) if spec and spec.origin else None
+
+
+def _literal(node: ast.AST | None) -> Any:
+    if node is None:
+        return dataclasses.MISSING
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return dataclasses.MISSING
+
+
+def _dataclass_fields(tree: ast.Module, source: str, cls_name: str) -> list[tuple] | None:
+    lines = source.splitlines()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            out = []
+            body = node.body
+            for i, stmt in enumerate(body):
+                if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                    continue
+                ann = ast.unparse(stmt.annotation)
+                if ann.startswith("ClassVar"):
+                    continue
+                default = _literal(stmt.value)
+                if isinstance(stmt.value, ast.Call):  # field(default=..., metadata={"help"})
+                    for kw in stmt.value.keywords:
+                        if kw.arg == "default":
+                            default = _literal(kw.value)
+                help_ = ""
+                # help: a trailing comment, else the comment lines just above, else a docstring
+                line = lines[stmt.lineno - 1]
+                if "#" in line:
+                    help_ = line.split("#", 1)[1].strip()
+                else:
+                    above = []
+                    j = stmt.lineno - 2
+                    while j >= 0 and lines[j].strip().startswith("#"):
+                        above.insert(0, lines[j].strip().lstrip("#").strip())
+                        j -= 1
+                    help_ = " ".join(above)
+                    nxt = body[i + 1] if i + 1 < len(body) else None
+                    if (
+                        not help_
+                        and isinstance(nxt, ast.Expr)
+                        and isinstance(getattr(nxt, "value", None), ast.Constant)
+                        and isinstance(nxt.value.value, str)
+                    ):
+                        help_ = nxt.value.value.strip()
+                out.append((stmt.target.id, ann, default, help_))
+            return out
+    return None
+
+
+def _imported_from(tree: ast.Module, name: str) -> str | None:
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if any(a.name == name for a in node.names):
+                return node.module
+    return None
+
+
+@lru_cache(maxsize=1)
+def method_option_specs() -> dict[str, list[OptionSpec]]:
+    """{method name: its options} for the built-in methods, read from their source."""
+    from spt_bench.methods import BUILTIN_METHOD_MODULES
+
+    specs: dict[str, list[OptionSpec]] = {}
+    for module in BUILTIN_METHOD_MODULES:
+        path = _module_path(module)
+        if path is None or not path.is_file():
+            continue
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if not any(ast.unparse(d).endswith("register_method") for d in node.decorator_list):
+                continue
+            name = options_cls = None
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name):
+                    target = stmt.targets[0].id
+                    if target == "name":
+                        name = _literal(stmt.value)
+                    elif target == "Options" and isinstance(stmt.value, ast.Name):
+                        options_cls = stmt.value.id
+            if not isinstance(name, str):
+                continue
+            fields: list[tuple] | None = []
+            if options_cls:
+                fields = _dataclass_fields(tree, source, options_cls)
+                where = module
+                if fields is None:  # imported from another module
+                    origin = _imported_from(tree, options_cls)
+                    opath = _module_path(origin) if origin else None
+                    where = origin or module
+                    if opath is not None:
+                        osource = opath.read_text(encoding="utf-8")
+                        fields = _dataclass_fields(ast.parse(osource), osource, options_cls)
+                _OPTIONS_WHERE[name] = (where, options_cls)
+            specs[name] = [OptionSpec(name, *f) for f in (fields or [])]
+    return specs
+
+
+def preflight_method(name: str, options: dict[str, Any]) -> None:
+    """Check a built-in method's name and options without importing torch: the Options
+    dataclass is imported from the module that defines it (torch-free for every built-in;
+    tests/test_configs.py checks). Names the scan does not know are left to the registry."""
+    import importlib
+
+    specs = method_option_specs()
+    if name not in specs:
+        from spt_bench.methods import registered_names
+
+        if name not in registered_names():
+            known = ", ".join(sorted(set(specs) | set(registered_names())))
+            raise ConfigError(f"unknown method {name!r}; known methods: {known}")
+        return
+    module, cls_name = _OPTIONS_WHERE.get(name, ("", ""))
+    if not module:
+        return
+    from spt_bench.config import coerce_dataclass
+
+    cls = getattr(importlib.import_module(module), cls_name)
+    values = {k: v for k, v in options.items() if v is not None}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"method {name!r} has no option {unknown[0]!r} (its options: {allowed})")
+    coerce_dataclass(cls, values, where=f"method {name!r} option")
+
+
+def _option_kind(annotation: str) -> str:
+    ann = annotation.replace(" ", "")
+    for none in ("|None", "None|"):
+        ann = ann.replace(none, "")
+    return {"bool": "bool", "int": "int", "float": "float"}.get(ann, "str")
+
+
+def _method_flags() -> list[Flag]:
+    by_name: dict[str, list[OptionSpec]] = {}
+    for specs in method_option_specs().values():
+        for s in specs:
+            by_name.setdefault(s.name, []).append(s)
+    flags = []
+    for name, specs in sorted(by_name.items()):
+        methods = tuple(sorted(s.method for s in specs))
+        kind = _option_kind(specs[0].annotation)
+        help_ = next((s.help for s in specs if s.help), "")
+        default = specs[0].default
+        if default is not dataclasses.MISSING and default is not None and kind != "bool":
+            help_ += f" [default: {default}]"
+        flags.append(
+            Flag(
+                f"method.options.{name}",
+                "--" + name.replace("_", "-"),
+                "opt__" + name,
+                kind,
+                f"({', '.join(methods)}) {help_}".strip(),
+                "Method options",
+                methods,
+            )
+        )
+    return flags
+
+
+@lru_cache(maxsize=1)
+def run_flags() -> tuple[Flag, ...]:
+    flags = _config_flags() + _method_flags()
+    seen: dict[str, str] = {}
+    for f in flags:
+        if f.flag in seen:
+            raise RuntimeError(f"flag {f.flag} derived twice: {seen[f.flag]} and {f.key}")
+        seen[f.flag] = f.key
+    return tuple(flags)
+
+
+# ---------------------------------------------------------------------------- typer glue
+
+
+def typer_parameters() -> list[inspect.Parameter]:
+    """inspect.Parameters with typer.Option defaults, one per flag (for a dynamic signature)."""
+    import typer
+
+    params = []
+    for f in run_flags():
+        if f.kind == "bool":
+            name = f.flag[2:]
+            decl = f"--{name}/--no-{name}"
+            tp: Any = bool | None
+        else:
+            decl = f.flag
+            tp = {"int": int | None, "float": float | None}.get(f.kind, str | None)
+        opt = typer.Option(None, decl, help=f.help, rich_help_panel=f.panel, show_default=False)
+        params.append(
+            inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
+        )
+    return params
+
+
+def layer_from_flags(values: dict[str, Any]) -> dict[str, Any]:
+    """The nested config layer of the flags that were given (None = not given)."""
+    layer: dict[str, Any] = {}
+    for f in run_flags():
+        v = values.get(f.param)
+        if v is None:
+            continue
+        if f.kind == "int_list":
+            try:
+                v = [int(x) for x in str(v).split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"{f.flag} takes comma-separated integers, got {v!r}") from None
+        set_dotted(layer, f.key, v)
+    return layer
+
+
+def flag_for_key(key: str) -> str | None:
+    for f in run_flags():
+        if f.key == key:
+            return f.flag
+    return None
+
+
+_KEY = re.compile(r"\b(" + "|".join(list(SECTIONS) + ["seed"]) + r")\.([a-z_]+)\b")
+
+
+def flag_message(message: str) -> str:
+    """A library message naming config keys, with each key's flag added: "train.lr must be
+    > 0" -> "--lr (train.lr) must be > 0". The one place keys become flags."""
+
+    def repl(m: re.Match) -> str:
+        key = m.group(0)
+        flag = flag_for_key(key)
+        return f"{flag} ({key})" if flag else key
+
+    return _KEY.sub(repl, message)

@@ -1,0 +1,123 @@
+"""Options of `spt` and `prompt-tuning`, torch-free: the CLI and `run` validate them before
+any heavy import (spt_bench/spt.py holds the method itself)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spt_bench.errors import ConfigError
+
+PROMPT_INITS = ("vocab", "normal")
+RETRIEVER_QUERIES = ("embeddings", "hidden")
+FUSION_WEIGHTINGS = ("raw", "normalized")
+
+
+@dataclass
+class SptOptions:
+    """SPT settings; field names match the CLI flags (--k, --prompt-len, --no-fusion, ...).
+
+    Defaults are the authors' OPT settings (K=4, L=8, lambda_sel = lambda_ctr = 0.4, tau = 1,
+    BLEU threshold 20, fusion and contrastive on), except the prompt initialisation (sampled
+    vocabulary embeddings instead of N(0, 1); `prompt_init="normal"` restores theirs).
+    With k = 1 there is nothing to select: no retriever is built and the selection, fusion and
+    contrastive terms are not computed, which makes SPT exactly single soft-prompt tuning.
+    """
+
+    k: int = 4
+    prompt_len: int = 8
+    prompt_init: str = "vocab"
+    retriever_query: str = "embeddings"
+    # centre queries (by the training queries' mean) and keys (by the pool's mean key) before
+    # the Linear, whose bias starts at zero: mean input embeddings share one dominant direction
+    # (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt
+    retriever_center: bool = False
+    selection_loss: bool = True
+    fusion: bool = True
+    contrastive: bool = True
+    selection_weight: float = 0.4
+    contrastive_weight: float = 0.4
+    fusion_weight: float = 1.0
+    # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
+    # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
+    fusion_weights: str = "raw"
+    tau_gold: float = 1.0
+    tau_sim: float = 1.0
+    contrastive_threshold: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"--k must be an integer >= 1, got {self.k!r}")
+        if not isinstance(self.prompt_len, int) or self.prompt_len < 1:
+            raise ConfigError(f"--prompt-len must be an integer >= 1, got {self.prompt_len!r}")
+        if self.prompt_init not in PROMPT_INITS:
+            raise ConfigError(
+                f"--prompt-init must be one of {', '.join(PROMPT_INITS)}, got {self.prompt_init!r}"
+            )
+        if self.retriever_query not in RETRIEVER_QUERIES:
+            raise ConfigError(
+                f"--retriever-query must be one of {', '.join(RETRIEVER_QUERIES)}, "
+                f"got {self.retriever_query!r}"
+            )
+        if self.fusion_weights not in FUSION_WEIGHTINGS:
+            raise ConfigError(
+                f"--fusion-weights must be one of {', '.join(FUSION_WEIGHTINGS)}, "
+                f"got {self.fusion_weights!r}"
+            )
+        for name in ("selection_weight", "contrastive_weight", "fusion_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
+                )
+        for name in ("tau_gold", "tau_sim"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0 or value == float("inf"):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a finite number > 0, got {value!r}"
+                )
+        if not isinstance(self.contrastive_threshold, int | float) or not (
+            0 <= self.contrastive_threshold <= 100
+        ):
+            raise ConfigError(
+                f"--contrastive-threshold is a BLEU score in [0, 100], got {self.contrastive_threshold!r}"
+            )
+
+    @property
+    def uses_retriever(self) -> bool:
+        return self.k > 1
+
+    def active_terms(self) -> list[str]:
+        """Loss terms this configuration computes, in log order."""
+        terms = ["nll"]
+        if self.uses_retriever:
+            terms += [
+                name
+                for name, on in (
+                    ("sel", self.selection_loss),
+                    ("fusion", self.fusion),
+                    ("ctr", self.contrastive),
+                )
+                if on
+            ]
+        return terms
+
+
+@dataclass
+class PromptTuningOptions:
+    prompt_len: int = 8
+    prompt_init: str = "vocab"
+
+    def __post_init__(self) -> None:
+        # Same validation (and messages) as SPT's options.
+        self.as_spt()
+
+    def as_spt(self) -> SptOptions:
+        """The SPT configuration that is exactly this method: K = 1, no retriever terms."""
+        return SptOptions(
+            k=1,
+            prompt_len=self.prompt_len,
+            prompt_init=self.prompt_init,
+            selection_loss=False,
+            fusion=False,
+            contrastive=False,
+        )
