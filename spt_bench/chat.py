@@ -137,6 +137,25 @@ class MethodResponder:
         return Reply(clean_response(raw), dict(infos[0]) if infos else {}, raw, reasons[0])
 
 
+def read_run_config(run: Path) -> dict:
+    """The run folder's config.json as a dict; a missing folder or file is a one-line error."""
+    if not run.is_dir():
+        raise InputError(run, None, "no such run folder")
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise InputError(run, None, "not a run folder (no config.json)")
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(config_path, e.lineno, f"invalid JSON ({e.msg})") from None
+
+
+def check_chat_max_new_tokens(max_new_tokens: int | None) -> None:
+    """--max-new-tokens must be a positive count (None: the run's setting)."""
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+
+
 @dataclass
 class ChatSetup:
     responder: MethodResponder
@@ -166,15 +185,10 @@ def load_responder(
         make_formatter,
     )
 
+    check_chat_max_new_tokens(max_new_tokens)
     run = None if run_dir is None else Path(run_dir)
     if run is not None:
-        config_path = run / "config.json"
-        if not config_path.is_file():
-            raise InputError(run, None, "not a run folder (no config.json)")
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(config_path, e.lineno, f"invalid JSON ({e.msg})") from None
+        data = read_run_config(run)
         for flag, value in (("method", method), ("model", model)):
             if value is not None and value != data.get(flag):
                 raise ConfigError(
@@ -209,7 +223,7 @@ def load_responder(
     settings = dataclasses.replace(
         decode_settings(config),
         batch_size=1,
-        max_new_tokens=max_new_tokens or config.max_new_tokens,
+        max_new_tokens=config.max_new_tokens if max_new_tokens is None else max_new_tokens,
     )
     what = f"{config.method} on {config.model}"
     if loaded:
@@ -233,6 +247,10 @@ def chat_command(
     from rich.markup import escape
 
     console = console or Console()
+    # Cheap checks of what was given come before asking for what is missing.
+    check_chat_max_new_tokens(max_new_tokens)
+    if run_dir is not None:
+        read_run_config(Path(run_dir))
     if not persona:
         raise SptBenchError('give the bot a persona: --persona "i love cats." (repeatable)')
     with console.status("loading model..."):
