@@ -164,7 +164,9 @@ def score(
         show_default=False,
     ),
     out: str = typer.Option(
-        None, "--out", help="Where to write metrics.json (default: beside the input)."
+        None,
+        "--out",
+        help="metrics.json path, or a folder for it (default: beside the input).",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the metrics as one JSON object instead of tables."
@@ -207,6 +209,10 @@ def score(
             batch_size=bertscore_batch_size,
             device=device,
         )
+    if out is not None:
+        from spt_bench.io import output_file
+
+        out = str(output_file(out, "metrics.json"))
     status = Console(stderr=True)
     with status.status("scoring...", spinner="dots"):
         scored = score_file(
@@ -611,22 +617,24 @@ def bench_cmd(
         "--checkpointing",
         help="Also time spt with activation checkpointing of these layer fractions, e.g. 0.25,1.",
     ),
-    json_out: str | None = typer.Option(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print all figures as one JSON object on stdout (tables on stderr)."
+    ),
+    out: str | None = typer.Option(
         None,
-        "--json",
-        flag_value="-",
-        help="Write all figures as JSON to FILE (or stdout when no FILE is given).",
+        "--out",
+        "-o",
+        help="Write all figures as JSON to this file (kept up to date while decoding runs).",
     ),
 ) -> None:
     """Speed and memory: our training step, decoding and scorer vs plain PyTorch/transformers."""
     import json
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
     from spt_bench.bench import BenchSettings, render_bench, run_bench
-    from spt_bench.io import atomic_write_json
+    from spt_bench.io import atomic_write_json, output_file
 
     settings = BenchSettings(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
@@ -636,26 +644,26 @@ def bench_cmd(
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
         profile_dir=profile, checkpointing=checkpointing,
     )  # fmt: skip
-    to_stdout = json_out == "-"
-    console = Console(stderr=to_stdout)
+    json_out = output_file(out, "bench.json") if out else None
+    console = Console(stderr=as_json)
     partial = None
-    if json_out and not to_stdout:  # a run cut off while decoding keeps its training figures
+    if json_out is not None:  # a run cut off while decoding keeps its training figures
 
         def partial(figures: dict) -> None:
-            atomic_write_json(Path(json_out), figures)
+            atomic_write_json(json_out, figures)
 
     result = run_bench(
         settings,
-        predictions_out=Path(predictions) if predictions else None,
+        predictions_out=output_file(predictions, "predictions.jsonl") if predictions else None,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
         on_partial=partial,
     )
     render_bench(result, console)
-    if to_stdout:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-    elif json_out:
-        atomic_write_json(Path(json_out), result)
+    if json_out is not None:
+        atomic_write_json(json_out, result)
         console.print(f"wrote {json_out}")
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

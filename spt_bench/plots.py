@@ -20,7 +20,7 @@ from typing import Any
 
 from spt_bench.compare import SHORT_NAMES, RunRecord
 from spt_bench.errors import InputError, SptBenchError
-from spt_bench.io import read_jsonl
+from spt_bench.io import output_file, read_jsonl
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
 OKABE_ITO: tuple[str, ...] = (
@@ -759,6 +759,7 @@ def plot_turns_command(
     """`spt-bench plot turns`: runs from folders/globs (incomplete ones skipped with a warning)."""
     from spt_bench.compare import load_runs
 
+    out = output_file(out, "turns.png")
     _image_format(out)
     return plot_turns(load_runs(specs, warn=_warn), list(dict.fromkeys(metrics)), out)
 
@@ -766,12 +767,14 @@ def plot_turns_command(
 def plot_prompts_command(
     spec: str | os.PathLike, out: str | os.PathLike, *, metric: str = "f1"
 ) -> Path:
+    out = output_file(out, "prompts.png")
     _image_format(out)
     return plot_prompts(_single_run(spec), out, metric=metric)
 
 
 def plot_training_command(spec: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Works on an unfinished run too (only train_log.jsonl is needed)."""
+    out = output_file(out, "loss.png")
     _image_format(out)
     path = Path(spec)
     if not path.is_dir():
