@@ -525,11 +525,17 @@ def plot_prompts_cmd(
 def plot_training_cmd(
     run: str = typer.Argument(..., help="A run folder with train_log.jsonl."),
     out: str = typer.Option("loss.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    panels: list[str] | None = typer.Option(
+        None,
+        "--panels",
+        help="Panels to draw, comma-separated or repeated: loss, terms, lr, grad_norm, "
+        "retriever_entropy, selection_agreement, score_sum, usage (default: all the run has).",
+    ),
 ) -> None:
-    """Each loss term over optimizer steps, with the dev loss."""
+    """Each loss term over optimizer steps, with the dev loss, diagnostics and prompt usage."""
     from spt_bench.plots import plot_training_command
 
-    typer.echo(f"wrote {plot_training_command(run, out)}")
+    typer.echo(f"wrote {plot_training_command(run, out, panels=panels)}")
 
 
 @command(app, "chat")
