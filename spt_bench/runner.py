@@ -19,7 +19,6 @@ existing run folder is never replaced without `--overwrite`.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -147,12 +146,17 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
 # ---------------------------------------------------------------------------- data
 
 
-def limit_examples(examples: list, n: int | None, seed: int) -> list:
+# How each limit samples (spt_bench/data/sampling.py): the test subset is whole dialogues so
+# that turn analyses of small runs cover every turn; recorded in the run's data description.
+LIMIT_SAMPLERS = {"train": "examples", "dev": "examples", "test": "dialogues"}
+
+
+def limit_examples(examples: list, n: int | None, seed: int, sampler: str = "examples") -> list:
     """A seeded subset of n examples in their original order (same for every method)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in keep]
+    from spt_bench.data.sampling import sample_dialogues, sample_examples
+
+    pick = sample_dialogues if sampler == "dialogues" else sample_examples
+    return pick(examples, n, seed)
 
 
 def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
@@ -167,13 +171,14 @@ def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
     )
     train = limit_examples(splits.train, config.train_limit, config.split_seed)
     dev = limit_examples(splits.dev, config.dev_limit, config.split_seed)
-    test = limit_examples(splits.test, config.eval_limit, config.split_seed)
+    test = limit_examples(splits.test, config.eval_limit, config.split_seed, "dialogues")
     desc = dict(splits.description)
     desc["used"] = {"train": len(train), "dev": len(dev), "test": len(test)}
     desc["limits"] = {
         "train_limit": config.train_limit,
         "dev_limit": config.dev_limit,
         "eval_limit": config.eval_limit,
+        "samplers": dict(LIMIT_SAMPLERS),
     }
     return train, dev, test, desc
 
