@@ -239,6 +239,16 @@ def methods_cmd() -> None:
     methods_table(Console())
 
 
+@command(app, "presets")
+def presets_cmd() -> None:
+    """List the run presets (--preset NAME): method, model and what each is for."""
+    from rich.console import Console
+
+    from spt_bench.presets import presets_table
+
+    presets_table(Console())
+
+
 _RUN_HELP = (
     "Train (if the method trains), decode the test split, score and report into a run folder."
 )
