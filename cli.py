@@ -511,7 +511,9 @@ def plot_turns_cmd(
     metric: list[str] | None = typer.Option(
         None, "--metric", "-m", help="Metric per panel (repeatable; default f1)."
     ),
-    out: str = typer.Option("turns.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "turns.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
 ) -> None:
     """Metric vs dialogue turn, one line per run with a 95% CI band (the paper's turn analysis)."""
     from spt_bench.plots import plot_turns_command
@@ -522,7 +524,9 @@ def plot_turns_cmd(
 @command(plot_app, "prompts")
 def plot_prompts_cmd(
     run: str = typer.Argument(..., help="An SPT run folder."),
-    out: str = typer.Option("prompts.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "prompts.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
     metric: str = typer.Option("f1", "--metric", "-m", help="Per-prompt mean of this metric."),
 ) -> None:
     """SPT prompt selection: frequency overall and per turn, per-prompt mean F1."""
@@ -534,7 +538,9 @@ def plot_prompts_cmd(
 @command(plot_app, "training")
 def plot_training_cmd(
     run: str = typer.Argument(..., help="A run folder with train_log.jsonl."),
-    out: str = typer.Option("loss.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "loss.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
     panels: list[str] | None = typer.Option(
         None,
         "--panels",
