@@ -169,9 +169,10 @@ def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
         protocol=config.split_protocol,
         seed=config.split_seed,
     )
-    train = limit_examples(splits.train, config.train_limit, config.split_seed)
-    dev = limit_examples(splits.dev, config.dev_limit, config.split_seed)
-    test = limit_examples(splits.test, config.eval_limit, config.split_seed, "dialogues")
+    seed, how = config.split_seed, LIMIT_SAMPLERS
+    train = limit_examples(splits.train, config.train_limit, seed, how["train"])
+    dev = limit_examples(splits.dev, config.dev_limit, seed, how["dev"])
+    test = limit_examples(splits.test, config.eval_limit, seed, how["test"])
     desc = dict(splits.description)
     desc["used"] = {"train": len(train), "dev": len(dev), "test": len(test)}
     desc["limits"] = {
