@@ -191,7 +191,9 @@ def score(
         show_default=False,
     ),
     out: str = typer.Option(
-        None, "--out", help="Where to write metrics.json (default: beside the input)."
+        None,
+        "--out",
+        help="metrics.json path, or a folder for it (default: beside the input).",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the metrics as one JSON object instead of tables."
@@ -234,6 +236,10 @@ def score(
             batch_size=bertscore_batch_size,
             device=device,
         )
+    if out is not None:
+        from spt_bench.io import output_file
+
+        out = str(output_file(out, "metrics.json"))
     status = Console(stderr=True)
     with status.status("scoring...", spinner="dots"):
         scored = score_file(
@@ -265,6 +271,16 @@ _RUN_HELP = """Train (if the method trains), decode the test split, score and re
 Every config key is a flag (grouped below by config section) and every built-in method option
 too; `--set KEY=VALUE` reaches any key (e.g. --set train.eval_every=50). Precedence: defaults <
 --preset < --config < flags and --set. Presets: `spt-bench presets`."""
+
+
+@command(app, "presets")
+def presets_cmd() -> None:
+    """List the run presets (--preset NAME): method, model and what each is for."""
+    from rich.console import Console
+
+    from spt_bench.presets import presets_table
+
+    presets_table(Console())
 
 
 def run_cmd(
@@ -323,22 +339,6 @@ def _with_flags(fn: Callable) -> Callable:
 
 
 command(app, "run", help=_RUN_HELP)(_with_flags(run_cmd))
-
-
-@command(app, "presets")
-def presets_cmd() -> None:
-    """List the shipped presets (spt-bench run --preset NAME) with what each one is for."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from spt_bench.config import CONFIGS_DIR, list_presets, preset_description
-
-    table = Table(title=f"presets ({CONFIGS_DIR})")
-    table.add_column("name", no_wrap=True)
-    table.add_column("what it runs")
-    for name in list_presets():
-        table.add_row(name, preset_description(name))
-    Console().print(table)
 
 
 @command(app, "evaluate")
@@ -429,7 +429,9 @@ def plot_turns_cmd(
     metric: list[str] | None = typer.Option(
         None, "--metric", "-m", help="Metric per panel (repeatable; default f1)."
     ),
-    out: str = typer.Option("turns.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "turns.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
 ) -> None:
     """Metric vs dialogue turn, one line per run with a 95% CI band (the paper's turn analysis)."""
     from spt_bench.plots import plot_turns_command
@@ -440,7 +442,9 @@ def plot_turns_cmd(
 @command(plot_app, "prompts")
 def plot_prompts_cmd(
     run: str = typer.Argument(..., help="An SPT run folder."),
-    out: str = typer.Option("prompts.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "prompts.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
     metric: str = typer.Option("f1", "--metric", "-m", help="Per-prompt mean of this metric."),
 ) -> None:
     """SPT prompt selection: frequency overall and per turn, per-prompt mean F1."""
@@ -452,12 +456,20 @@ def plot_prompts_cmd(
 @command(plot_app, "training")
 def plot_training_cmd(
     run: str = typer.Argument(..., help="A run folder with train_log.jsonl."),
-    out: str = typer.Option("loss.png", "--out", "-o", help="Image file (.png, .svg, .pdf)."),
+    out: str = typer.Option(
+        "loss.png", "--out", "-o", help="Image file (.png, .svg, .pdf), or a folder for it."
+    ),
+    panels: list[str] | None = typer.Option(
+        None,
+        "--panels",
+        help="Panels to draw, comma-separated or repeated: loss, terms, lr, grad_norm, "
+        "retriever_entropy, selection_agreement, score_sum, usage (default: all the run has).",
+    ),
 ) -> None:
-    """Each loss term over optimizer steps, with the dev loss."""
+    """Each loss term over optimizer steps, with the dev loss, diagnostics and prompt usage."""
     from spt_bench.plots import plot_training_command
 
-    typer.echo(f"wrote {plot_training_command(run, out)}")
+    typer.echo(f"wrote {plot_training_command(run, out, panels=panels)}")
 
 
 @command(app, "chat")
@@ -545,22 +557,24 @@ def bench_cmd(
         "--checkpointing",
         help="Also time spt with activation checkpointing of these layer fractions, e.g. 0.25,1.",
     ),
-    json_out: str | None = typer.Option(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print all figures as one JSON object on stdout (tables on stderr)."
+    ),
+    out: str | None = typer.Option(
         None,
-        "--json",
-        flag_value="-",
-        help="Write all figures as JSON to FILE (or stdout when no FILE is given).",
+        "--out",
+        "-o",
+        help="Write all figures as JSON to this file (kept up to date while decoding runs).",
     ),
 ) -> None:
     """Speed and memory: our training step, decoding and scorer vs plain PyTorch/transformers."""
     import json
     import sys
-    from pathlib import Path
 
     from rich.console import Console
 
     from spt_bench.bench import BenchSettings, render_bench, run_bench
-    from spt_bench.io import atomic_write_json
+    from spt_bench.io import atomic_write_json, output_file
 
     settings = BenchSettings(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
@@ -570,26 +584,26 @@ def bench_cmd(
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
         profile_dir=profile, checkpointing=checkpointing,
     )  # fmt: skip
-    to_stdout = json_out == "-"
-    console = Console(stderr=to_stdout)
+    json_out = output_file(out, "bench.json") if out else None
+    console = Console(stderr=as_json)
     partial = None
-    if json_out and not to_stdout:  # a run cut off while decoding keeps its training figures
+    if json_out is not None:  # a run cut off while decoding keeps its training figures
 
         def partial(figures: dict) -> None:
-            atomic_write_json(Path(json_out), figures)
+            atomic_write_json(json_out, figures)
 
     result = run_bench(
         settings,
-        predictions_out=Path(predictions) if predictions else None,
+        predictions_out=output_file(predictions, "predictions.jsonl") if predictions else None,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
         on_partial=partial,
     )
     render_bench(result, console)
-    if to_stdout:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-    elif json_out:
-        atomic_write_json(Path(json_out), result)
+    if json_out is not None:
+        atomic_write_json(json_out, result)
         console.print(f"wrote {json_out}")
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ args=(bench --model "$MODEL" --device "$DEVICE" --data "$DATA" --batch-size "$BA
       --generate-batch-size "$GENERATE_BATCHES" --decode-engine "$DECODE_ENGINES"
       --max-new-tokens "$MAX_NEW"
       --decode-method "$DECODE_METHOD"
-      --predictions "$OUT/predictions.jsonl" --json "$OUT/bench.json" --profile "$OUT")
+      --predictions "$OUT/predictions.jsonl" --out "$OUT/bench.json" --profile "$OUT")
 if [ -n "$N_DECODE" ]; then
     args+=(--n-decode "$N_DECODE")
 fi

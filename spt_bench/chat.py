@@ -136,6 +136,21 @@ class MethodResponder:
         return Reply(clean_response(raw), dict(infos[0]) if infos else {}, raw, reasons[0])
 
 
+def read_run_config(run: Path) -> Any:
+    """The run folder's RunConfig; a missing folder or config is a one-line error."""
+    from spt_bench.run_folder import RunFolder
+
+    if not run.is_dir():
+        raise InputError(run, None, "no such run folder")
+    return RunFolder(run).read_config()
+
+
+def check_chat_max_new_tokens(max_new_tokens: int | None) -> None:
+    """--max-new-tokens must be a positive count (None: the run's setting)."""
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+
+
 @dataclass
 class ChatSetup:
     responder: MethodResponder
@@ -165,11 +180,10 @@ def load_responder(
         make_formatter,
     )
 
+    check_chat_max_new_tokens(max_new_tokens)
     run = None if run_dir is None else Path(run_dir)
     if run is not None:
-        from spt_bench.run_folder import RunFolder
-
-        config = RunFolder(run).read_config()
+        config = read_run_config(run)
         for flag, value, stored in (
             ("method", method, config.method.name),
             ("model", model, config.model.name),
@@ -207,7 +221,7 @@ def load_responder(
     settings = dataclasses.replace(
         decode_settings(config),
         batch_size=1,
-        max_new_tokens=max_new_tokens or config.decode.max_new_tokens,
+        max_new_tokens=config.decode.max_new_tokens if max_new_tokens is None else max_new_tokens,
     )
     what = f"{config.method.name} on {config.model.name}"
     if loaded:
@@ -231,6 +245,10 @@ def chat_command(
     from rich.markup import escape
 
     console = console or Console()
+    # Cheap checks of what was given come before asking for what is missing.
+    check_chat_max_new_tokens(max_new_tokens)
+    if run_dir is not None:
+        read_run_config(Path(run_dir))
     if not persona:
         raise SptBenchError('give the bot a persona: --persona "i love cats." (repeatable)')
     with console.status("loading model..."):

@@ -585,16 +585,6 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml")) if CONFIGS_DIR.is_dir() else []
 
 
-def preset_description(name: str) -> str:
-    """The first comment line after the command line of a preset (for `spt-bench presets`)."""
-    lines = preset_path(name).read_text(encoding="utf-8").splitlines()
-    for line in lines[1:]:
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        break
-    return ""
-
-
 def _yaml_loader() -> type:
     """SafeLoader that also reads `5e-05` / `1e3` as floats (YAML 1.2; PyYAML's 1.1 rules need
     a dot, so `lr: 5e-05` would otherwise be the string '5e-05')."""

@@ -64,6 +64,70 @@ def turn_ended(text: str) -> bool:
     return _NEXT_TURN.search(_LEADING_MARKER.sub("", head)) is not None
 
 
+# Above this many new tokens a run gets a warning with its worst-case decoding volume: ConvAI2
+# responses are ~12 words (under 32 tokens, the paper's cap), so a larger cap only matters
+# when a model does not stop, and then every row runs to the cap.
+LONG_DECODE_TOKENS = 256
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def model_context_length(model: Any) -> int | None:
+    """The longest sequence a model takes: from an int, an HF config, an HF model or a
+    Backbone (`.model.config`); None when the config does not say."""
+    if isinstance(model, int):
+        return model
+    config = getattr(getattr(model, "model", model), "config", model)
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_max_new_tokens(
+    model: Any,
+    max_input_tokens: int,
+    max_new_tokens: int,
+    *,
+    prefix_tokens: int = 0,
+    n_examples: int | None = None,
+) -> str | None:
+    """Validate `max_new_tokens` against the model's context before any decoding.
+
+    `model`: a Backbone, an HF model or config, or the context length itself; `prefix_tokens`:
+    soft-prompt tokens put before the input (SPT/prompt tuning: prompt_len). Raises ConfigError
+    when the cap is below 1 or prompt + input + new tokens exceed the context; returns a warning
+    line with the worst-case number of decoding steps when the cap is above LONG_DECODE_TOKENS,
+    else None.
+    """
+    if max_new_tokens < 1:
+        raise ConfigError(f"decode.max_new_tokens must be >= 1, got {max_new_tokens}")
+    context = model_context_length(model)
+    longest = max_input_tokens + prefix_tokens + max_new_tokens
+    if context is not None and longest > context:
+        room = context - max_input_tokens - prefix_tokens
+        prefix = f" + {prefix_tokens} soft-prompt tokens" if prefix_tokens else ""
+        raise ConfigError(
+            f"decode.max_new_tokens {max_new_tokens}: with data.max_input_tokens "
+            f"{max_input_tokens}{prefix} "
+            f"a sequence could reach {longest} tokens, over the model's context of {context}; "
+            f"use at most {max(room, 0)}"
+        )
+    if max_new_tokens <= LONG_DECODE_TOKENS:
+        return None
+    volume = (
+        f"{n_examples * max_new_tokens:,} generated tokens ({n_examples} examples x "
+        f"{max_new_tokens})"
+        if n_examples
+        else f"{max_new_tokens} generated tokens per example"
+    )
+    return (
+        f"--max-new-tokens {max_new_tokens} is far above ConvAI2 response lengths (the paper "
+        f"uses 32): a model that does not stop at a newline or EOS runs every row to the cap, "
+        f"up to {volume}, each step slower as the KV cache grows"
+    )
+
+
 def clean_response(text: str) -> str:
     """Post-process one generated response (see module doc); idempotent."""
     text = _LEADING_ROLE_LINE.sub("", text)

@@ -28,3 +28,10 @@ class ConfigError(SptBenchError):
 
 class MissingAssetError(SptBenchError):
     """A model/encoder/data asset is not installed; the message says how to install it."""
+
+
+def warn(message: str) -> None:
+    """A user-facing warning: one line on stderr (`warning: ...`), the run goes on."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)

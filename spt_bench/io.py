@@ -12,6 +12,17 @@ from typing import Any
 from spt_bench.errors import InputError
 
 
+def output_file(out: str | Path, default_name: str) -> Path:
+    """The one rule for a command's output file: a path that ends in a separator or names an
+    existing folder means `default_name` inside that folder; any other path is the file itself.
+    Missing parent folders are created when the file is written (every writer here does so)."""
+    text = str(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        return path / default_name
+    return path
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temp file + rename (readers see the old or the new file)."""
     path = Path(path)

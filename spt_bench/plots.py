@@ -20,7 +20,7 @@ from typing import Any
 
 from spt_bench.compare import SHORT_NAMES, RunRecord
 from spt_bench.errors import InputError, SptBenchError
-from spt_bench.io import read_jsonl
+from spt_bench.io import output_file, read_jsonl
 from spt_bench.run_folder import RunFolder
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
@@ -306,7 +306,13 @@ def plot_turns(
             if k == 0:
                 handles.append(line)
             have = [(x, c) for x, c in zip(xs, s.ci, strict=True) if c is not None]
-            if have:
+            if len(have) == 1:  # a band needs two buckets: show the one interval as a bar
+                (x, (lo, hi)), v = have[0], s.values[xs.index(have[0][0])]
+                ax.errorbar(
+                    [x], [v], yerr=[[v - lo], [hi - v]], color=style["color"], capsize=5,
+                    linewidth=1.4,
+                )  # fmt: skip
+            elif have:
                 ax.fill_between(
                     [x for x, _ in have],
                     [c[0] for _, c in have],
@@ -332,6 +338,21 @@ def plot_turns(
         title="run",
     )
     return save_figure(fig, out)
+
+
+def degenerate_turns_note(series: TurnSeries, n_examples: int) -> str | None:
+    """Why a run's turn plot has no trend: all its examples fell in one turn bucket."""
+    if len(series.buckets) > 1:
+        return None
+    from metrics.turns import min_bucket_size
+
+    m = min_bucket_size(n_examples)
+    return (
+        f"{series.label}: its {n_examples} examples make one turn bucket "
+        f"({series.buckets[0]!r}), so the plot shows no trend over turns and no CI band; a turn "
+        f"gets its own bucket with at least {m} examples (max(30, 2% of n)): score at least "
+        f"{m} examples per turn (whole dialogues: about {m} dialogues)"
+    )
 
 
 def _tick_with_counts(bucket: str, series: list[TurnSeries]) -> str:
@@ -535,10 +556,28 @@ DIAGNOSTICS: dict[str, tuple[str, str]] = {
         "share of batch examples",
     ),
     "grad_norm": ("Gradient norm (before clipping)", "L2 norm"),
+    "score_sum": ("SPT retriever: sum of the prompt scores (scales the fused logits)", "sum_k s_k"),
 }
 
 # Palette index per diagnostic (each panel its own colour; never the weak yellow).
-DIAGNOSTIC_STYLE = {"lr": 4, "retriever_entropy": 0, "selection_agreement": 2, "grad_norm": 6}
+DIAGNOSTIC_STYLE = {
+    "lr": 4,
+    "retriever_entropy": 0,
+    "selection_agreement": 2,
+    "grad_norm": 6,
+    "score_sum": 5,
+}
+
+# Train-log keys that are loss terms (the total and its components); any other numeric key a
+# method logs is a diagnostic and gets its own panel, never the loss-term panel.
+LOSS_TERMS = ("loss", "nll", "sel", "fusion", "ctr")
+
+# `plot training --panels` names besides the diagnostics' own keys.
+FIXED_PANELS = ("loss", "terms", "usage")
+
+
+def is_loss_term(key: str) -> bool:
+    return key in LOSS_TERMS or key.endswith("_loss")
 
 
 @dataclass
@@ -582,7 +621,7 @@ def training_curves(run_path: str | os.PathLike) -> TrainingCurves:
         for key, value in row.items():
             if not _finite(value):
                 continue
-            if key in DIAGNOSTICS:
+            if key in DIAGNOSTICS or (key not in NON_LOSS_KEYS and not is_loss_term(key)):
                 add(curves.diagnostics, key, step, float(value))
             elif key not in NON_LOSS_KEYS:
                 add(curves.losses, key, step, float(value))
@@ -628,27 +667,57 @@ def _curve(ax: Any, steps: list[int], values: list[float], label: str, i: int) -
         )
 
 
-def plot_training(run: RunRecord, out: str | os.PathLike) -> Path:
-    """Panels sharing the step axis: the total train loss with the dev loss, the logged loss
-    components, then each logged diagnostic (learning rate, SPT retriever entropy, ...)."""
-    _image_format(out)
-    c = training_curves(run.path)
-    # a component identical to the total (plain NLL methods) would only repeat the first panel
-    # Panel 1 compares like with like: the train response NLL ("nll", else the total loss)
-    # against the dev loss (also a response NLL). The total of a multi-term loss goes with its
-    # components; a component identical to the plotted train curve is not repeated.
+def training_panels(c: TrainingCurves) -> tuple[list[str], str | None, list[str]]:
+    """(panel names available for these curves, the first panel's train series, the loss
+    terms of the "terms" panel). Names: loss, terms, each logged diagnostic, usage."""
     first = "nll" if "nll" in c.losses else ("loss" if "loss" in c.losses else None)
     if first is None and len(c.losses) == 1:
         (first,) = c.losses
     components = [k for k in c.losses if k != first and c.losses[k] != c.losses.get(first)]
     panels: list[str] = ["loss"]
     if components:
-        panels.append("components")
+        panels.append("terms")
     panels += [k for k in DIAGNOSTICS if k in c.diagnostics]
-    k_usage = max((len(u) for _, u in c.dev_usage), default=0)
-    if k_usage > 1:
+    panels += [k for k in c.diagnostics if k not in DIAGNOSTICS]
+    if max((len(u) for _, u in c.dev_usage), default=0) > 1:
         panels.append("usage")
-    heights = [1.0 if p in ("loss", "components") else 0.6 for p in panels]
+    return panels, first, components
+
+
+def choose_panels(available: list[str], wanted: Sequence[str] | None, where: str) -> list[str]:
+    """The panels to draw, in the order asked; a name this run cannot draw is an error."""
+    if not wanted:
+        return available
+    names = [w.strip() for item in wanted for w in str(item).split(",") if w.strip()]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise SptBenchError(
+            f"plot training: no panel {', '.join(map(repr, missing))} for {where} "
+            f"(available: {', '.join(available)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def plot_training(
+    run: RunRecord, out: str | os.PathLike, *, panels: Sequence[str] | None = None
+) -> Path:
+    """Panels sharing the step axis: the total train loss with the dev loss, the logged loss
+    terms, each logged diagnostic (learning rate, SPT retriever entropy, ...) and SPT's dev
+    prompt usage; `panels` picks some of them (see `training_panels`)."""
+    _image_format(out)
+    return save_figure(training_figure(run, panels=panels), out)
+
+
+def training_figure(run: RunRecord, *, panels: Sequence[str] | None = None) -> Any:
+    """The `plot_training` figure (matplotlib Figure, one axis per panel, in order)."""
+    c = training_curves(run.path)
+    available, first, components = training_panels(c)
+    panels = choose_panels(available, panels, str(run.path))
+    k_usage = max((len(u) for _, u in c.dev_usage), default=0)
+    # Panel 1 compares like with like: the train response NLL ("nll", else the total loss)
+    # against the dev loss (also a response NLL). The total of a multi-term loss goes with its
+    # terms; a term identical to the plotted train curve is not repeated.
+    heights = [1.0 if p in ("loss", "terms") else 0.6 for p in panels]
     fig = _figure(10.5, 2.9 * sum(heights) + 1.0)
     axes = fig.subplots(
         len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
@@ -682,7 +751,7 @@ def plot_training(run: RunRecord, out: str | os.PathLike) -> Path:
                 )
             ax.set_title("Training and dev loss (response tokens)")
             ax.set_ylabel("loss (nats per token)")
-        elif panel == "components":
+        elif panel == "terms":
             for i, key in enumerate(components):
                 label = "total (weighted sum)" if key == "loss" else key
                 _curve(ax, *c.losses[key], label, i + 2)
@@ -694,19 +763,26 @@ def plot_training(run: RunRecord, out: str | os.PathLike) -> Path:
                 [100.0 * (u[j] if j < len(u) else 0) / max(1, sum(u)) for _, u in c.dev_usage]
                 for j in range(k_usage)
             ]
-            ax.stackplot(
-                steps,
-                shares,
-                labels=[f"prompt {j}" for j in range(k_usage)],
-                colors=[OKABE_ITO[j % len(OKABE_ITO)] for j in range(k_usage)],
-                alpha=0.85,
-            )
+            labels = [f"prompt {j}" for j in range(k_usage)]
+            colors = [OKABE_ITO[j % len(OKABE_ITO)] for j in range(k_usage)]
+            if len(steps) > 1:
+                ax.stackplot(steps, shares, labels=labels, colors=colors, alpha=0.85)
+            else:  # one evaluation (the default): an area needs two points, so a stacked bar
+                span = max([*_all_steps(c), steps[0], 1])
+                bottom = 0.0
+                for j in range(k_usage):
+                    ax.bar(
+                        steps, [shares[j][0]], bottom=bottom, width=max(0.8, 0.04 * span),
+                        color=colors[j], alpha=0.85, label=labels[j],
+                    )  # fmt: skip
+                    bottom += shares[j][0]
             ax.set_ylim(0, 100)
-            ax.set_title("SPT prompt usage on the dev set (stacked shares)")
+            counts = "" if len(steps) > 1 else f": {c.dev_usage[0][1]} at step {steps[0]}"
+            ax.set_title(f"SPT prompt usage on the dev set (stacked shares){counts}")
             ax.set_ylabel("% of dev examples")
         else:
-            title, ylabel = DIAGNOSTICS[panel]
-            _curve(ax, *c.diagnostics[panel], panel, DIAGNOSTIC_STYLE[panel])
+            title, ylabel = DIAGNOSTICS.get(panel, (f"{panel} (as logged)", panel))
+            _curve(ax, *c.diagnostics[panel], panel, DIAGNOSTIC_STYLE.get(panel, 3))
             ax.set_title(title)
             ax.set_ylabel(ylabel)
             if panel == "lr":
@@ -733,7 +809,11 @@ def plot_training(run: RunRecord, out: str | os.PathLike) -> Path:
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set_xlabel("optimizer step")
     fig.suptitle(f"Training curves: {run.label}")
-    return save_figure(fig, out)
+    return fig
+
+
+def _all_steps(c: TrainingCurves) -> list[int]:
+    return [st for series in (*c.losses.values(), *c.diagnostics.values()) for st in series[0]]
 
 
 def _finite(x: Any) -> bool:
@@ -760,19 +840,31 @@ def plot_turns_command(
     """`spt-bench plot turns`: runs from folders/globs (incomplete ones skipped with a warning)."""
     from spt_bench.compare import load_runs
 
+    out = output_file(out, "turns.png")
     _image_format(out)
-    return plot_turns(load_runs(specs, warn=_warn), list(dict.fromkeys(metrics)), out)
+    runs = load_runs(specs, warn=_warn)
+    metrics = list(dict.fromkeys(metrics))
+    path = plot_turns(runs, metrics, out)
+    for run in runs:
+        note = degenerate_turns_note(turn_series(run, metrics[0]), int(run.metrics.get("n", 0)))
+        if note:
+            _warn(note)
+    return path
 
 
 def plot_prompts_command(
     spec: str | os.PathLike, out: str | os.PathLike, *, metric: str = "f1"
 ) -> Path:
+    out = output_file(out, "prompts.png")
     _image_format(out)
     return plot_prompts(_single_run(spec), out, metric=metric)
 
 
-def plot_training_command(spec: str | os.PathLike, out: str | os.PathLike) -> Path:
+def plot_training_command(
+    spec: str | os.PathLike, out: str | os.PathLike, *, panels: Sequence[str] | None = None
+) -> Path:
     """Works on an unfinished run too (only train_log.jsonl is needed)."""
+    out = output_file(out, "loss.png")
     _image_format(out)
     path = Path(spec)
     if not path.is_dir():
@@ -783,7 +875,7 @@ def plot_training_command(spec: str | os.PathLike, out: str | os.PathLike) -> Pa
     config = folder.read_config_dict() if folder.is_run() else {}
     run = RunRecord(path=path, config=config, metrics={})
     assign_labels([run])
-    return plot_training(run, out)
+    return plot_training(run, out, panels=panels)
 
 
 def _single_run(spec: str | os.PathLike) -> RunRecord:

@@ -5,9 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def format_rate(n: float, seconds: float, unit: str = "ex") -> str:
+    """Throughput for a progress bar: `12.3 ex/s`, or seconds per item when under one per
+    second (`40.2 s/ex`), so a slow run never reads `0.0 ex/s`."""
+    if seconds <= 0 or n <= 0:
+        return "-"
+    rate = n / seconds
+    if rate >= 1:
+        return f"{rate:.1f} {unit}/s"
+    return f"{seconds / n:.1f} s/{unit}"
+
+
 class ProgressBar:
     """`label` bar with counts, elapsed and remaining time; `fields` adds live text columns
-    (e.g. {"loss": "loss {}", "speed": "{} ex/s"}) updated through `update`."""
+    (e.g. {"loss": "loss {}", "speed": "{}"}) updated through `update`."""
 
     def __init__(
         self,

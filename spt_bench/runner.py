@@ -16,7 +16,6 @@ writes). The order of `run` keeps results safe:
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,12 +184,17 @@ def config_for_run(
 # ---------------------------------------------------------------------------- data
 
 
-def limit_examples(examples: list, n: int | None, seed: int) -> list:
+# How each limit samples (spt_bench/data/sampling.py): the test subset is whole dialogues so
+# that turn analyses of small runs cover every turn; recorded in the run's data description.
+LIMIT_SAMPLERS = {"train": "examples", "dev": "examples", "test": "dialogues"}
+
+
+def limit_examples(examples: list, n: int | None, seed: int, sampler: str = "examples") -> list:
     """A seeded subset of n examples in their original order (same for every method)."""
-    if n is None or n >= len(examples):
-        return list(examples)
-    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in keep]
+    from spt_bench.data.sampling import sample_dialogues, sample_examples
+
+    pick = sample_dialogues if sampler == "dialogues" else sample_examples
+    return pick(examples, n, seed)
 
 
 def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
@@ -204,15 +208,17 @@ def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
         protocol=data.split_protocol,
         seed=data.split_seed,
     )
-    train = limit_examples(splits.train, data.train_limit, data.split_seed)
-    dev = limit_examples(splits.dev, data.dev_limit, data.split_seed)
-    test = limit_examples(splits.test, data.eval_limit, data.split_seed)
+    seed, how = data.split_seed, LIMIT_SAMPLERS
+    train = limit_examples(splits.train, data.train_limit, seed, how["train"])
+    dev = limit_examples(splits.dev, data.dev_limit, seed, how["dev"])
+    test = limit_examples(splits.test, data.eval_limit, seed, how["test"])
     desc = dict(splits.description)
     desc["used"] = {"train": len(train), "dev": len(dev), "test": len(test)}
     desc["limits"] = {
         "train_limit": data.train_limit,
         "dev_limit": data.dev_limit,
         "eval_limit": data.eval_limit,
+        "samplers": dict(LIMIT_SAMPLERS),
     }
     return train, dev, test, desc
 
@@ -273,6 +279,22 @@ def check_decode_engine(config: RunConfig, backbone: Any) -> None:
         reason = unsupported_reason(backbone)
         if reason is not None:
             raise ConfigError(f"{config.model.name}: {reason}")
+
+
+def check_decode_length(config: RunConfig, method: Any, n_examples: int, console: Any) -> None:
+    """decode.max_new_tokens within the model's context (else ConfigError, before the folder
+    exists); a warning with the worst-case volume when it is large."""
+    from spt_bench.decode import check_max_new_tokens
+
+    note = check_max_new_tokens(
+        method.backbone,
+        config.data.max_input_tokens,
+        config.decode.max_new_tokens,
+        prefix_tokens=method.prefix_length(),
+        n_examples=n_examples,
+    )
+    if note:
+        _warner(console)(note)
 
 
 def make_formatter(method: Any, config: RunConfig) -> Any:
@@ -430,6 +452,7 @@ def _run_locked(
     )
     timings["model_load_s"] = time.perf_counter() - t
     check_decode_engine(config, method.backbone)
+    check_decode_length(config, method, len(test_ex), console)
 
     # -- the run starts: create and lock the folder (a fresh run), write its config
     if dist.is_main and not resume:

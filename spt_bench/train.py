@@ -37,7 +37,7 @@ from spt_bench.config import TrainConfig
 from spt_bench.errors import SptBenchError
 from spt_bench.io import append_jsonl, atomic_write_json, read_jsonl
 from spt_bench.models import autocast
-from spt_bench.progress import ProgressBar
+from spt_bench.progress import ProgressBar, format_rate
 from spt_bench.run_folder import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -462,7 +462,7 @@ def train(
                 }
                 append_jsonl(log_path, [row])
             if bar is not None:
-                bar.update(step, loss=f"{row_loss:.3f}", speed=f"{n_ex / dt:.1f}")
+                bar.update(step, loss=f"{row_loss:.3f}", speed=format_rate(n_ex, dt))
 
             is_last = step == n_total
             do_eval = bool(dev_batches) and (
@@ -531,5 +531,5 @@ def _diverged_msg(step: int, what: str, state: dict) -> str:
 
 
 def _progress(enabled: bool, console: Any, total: int, done: int) -> ProgressBar | None:
-    fields = {"loss": "loss {}", "speed": "{} ex/s"}
+    fields = {"loss": "loss {}", "speed": "{}"}
     return ProgressBar(console, "train", total, done, fields) if enabled else None

@@ -135,18 +135,21 @@ def test_auto_decode_batch_on_cpu_is_the_cpu_default():
     assert largest_decode_batch(bb, 300, 7) == 7
 
 
-def test_bench_cli_writes_json(tmp_path, short_data):
-    out = tmp_path / "bench.json"
+def test_bench_cli_writes_json_to_out_and_to_stdout_with_a_bare_json_flag(tmp_path, short_data):
+    out_dir = tmp_path / "new" / "figures"
     args = [
-        "bench", "--model", "tiny-random", "--data", short_data, "--batch-size", "2", "--reps", "1", "--warmup", "0",
+        "bench", "--model", "tiny-random", "--data", short_data, "--batch-size", "2",
         "--n-decode", "2", "--decode-batch-size", "2", "--max-new-tokens", "3",
-        "--no-plain-generate", "--json", str(out),
+        "--no-plain-generate", "--out", f"{out_dir}/", "--json", "--reps", "1", "--warmup", "0",
     ]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    data = json.loads(out.read_text())
+    data = json.loads((out_dir / "bench.json").read_text())  # a folder --out: bench.json in it
     assert data["decode"]["plain_generate"] == [] and data["decode"]["ours"][0]["seconds"] > 0
-    assert "training step" in res.output and "decoding 2 prompts" in res.output
+    assert data["settings"]["reps"] == 1  # --json took no value: --reps is still an option
+    printed = json.loads(res.stdout[res.stdout.index("{") :])
+    assert printed["model"] == "tiny-random" and printed["decode"]["n"] == data["decode"]["n"] == 2
+    assert "training step" in res.stderr and "decoding 2 prompts" in res.stderr
 
 
 def test_bench_rejects_an_unknown_decode_engine():

@@ -92,3 +92,24 @@ def test_chat_with_a_trained_spt_run_shows_the_selected_prompt(tmp_path_factory)
         info = turn.reply.info
         assert 0 <= info["selected_prompt"] < 4 and len(info["prompt_scores"]) == 4
         assert describe_reply_info(info) in out
+
+
+def test_chat_reports_a_missing_run_folder_before_asking_for_a_persona(tmp_path):
+    from cli import app
+
+    res = CliRunner().invoke(app, ["chat", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    assert "no such run folder" in res.output and "persona" not in res.output
+
+
+@pytest.mark.parametrize("bad", ["0", "-5"])
+def test_chat_refuses_a_non_positive_max_new_tokens(bad):
+    from cli import app
+
+    res = CliRunner().invoke(
+        app, ["chat", "--model", "tiny-random", "--method", "text-prompt", "-p", "x.",
+              "--max-new-tokens", bad],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert f"--max-new-tokens must be >= 1, got {bad}" in res.output
+    assert "batch size" not in res.output

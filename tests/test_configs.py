@@ -224,3 +224,21 @@ def test_library_errors_name_keys_and_the_cli_names_flags() -> None:
     )
     assert flag_message("decode.batch_size must be > 0").startswith("--eval-batch-size")
     assert TrainConfig().max_grad_norm == 1.0
+
+
+def test_presets_command_lists_every_preset_with_its_method_and_purpose():
+    from typer.testing import CliRunner
+
+    from cli import app
+    from spt_bench.config import list_presets
+    from spt_bench.presets import preset_summaries
+
+    summaries = {p.name: p for p in preset_summaries()}
+    assert sorted(summaries) == list_presets() and len(summaries) >= 13
+    assert summaries["study-lora"].method == "lora"
+    assert summaries["smoke"].method == ""  # works with every --method
+    assert summaries["paper"].summary.startswith("The SPT authors' settings (Huang et al. 2024")
+    assert all(p.summary and not p.summary.startswith("spt-bench") for p in summaries.values())
+    res = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert all(name in res.output for name in summaries)

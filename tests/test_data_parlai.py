@@ -210,3 +210,19 @@ def test_sample_is_bundled_original_persona_dialogues():
     assert all(4 <= len(ex.persona) <= 5 for ex in exs)
     assert exs[0].dialog_id == "sample_dialogues:0"
     assert sum(1 for ex in exs if not ex.history) == 2  # two silence openings
+
+
+def test_a_file_cut_inside_the_last_persona_block_keeps_the_complete_dialogues(
+    convai2_valid, tmp_path, capsys
+):
+    lines = convai2_valid.read_text(encoding="utf-8").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("1 ")]
+    cut = tmp_path / "head.txt"  # like `head -N`: two dialogues and 2 persona lines of the third
+    cut.write_text("".join(lines[: starts[2] + 2]), encoding="utf-8")
+    examples = parse_parlai(cut)
+    assert len({ex.dialog_id for ex in examples}) == 2
+    full = [ex for ex in parse_parlai(convai2_valid) if ex.dialog_id.endswith((":0", ":1"))]
+    assert [(ex.turn, ex.response) for ex in examples] == [(ex.turn, ex.response) for ex in full]
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {cut}: the last dialogue (from line {starts[2] + 1})")
+    assert "read 2 complete dialogue(s)" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -162,3 +163,82 @@ def test_written_split_folder_reloads_as_predefined_splits(tmp_path, fmt):
         assert [ex.response for ex in reloaded] == [ex.response for ex in part]
         if fmt == "jsonl":  # JSONL keeps the original ids; ParlAI text renumbers dialogues
             assert [ex.id for ex in reloaded] == [ex.id for ex in part]
+
+
+def test_same_dialogues_under_other_ids_are_refused_with_the_overlap_count(tmp_path):
+    from spt_bench.data import write_examples_jsonl
+
+    test = tmp_path / "mine_test.txt"
+    test.write_text(_dialogue_file(30, "a"))
+    renamed = [
+        dataclasses.replace(ex, dialog_id=f"other:{ex.dialog_id}") for ex in load_examples(test)
+    ]
+    train = tmp_path / "train_copy.jsonl"
+    write_examples_jsonl(renamed, train)
+    with pytest.raises(SptBenchError, match=r"train/test 27 of 30 test.*dev/test 3 of 30 test"):
+        load_splits(train_data=train, test_data=test)
+    other = tmp_path / "mine_train.txt"
+    other.write_text(_dialogue_file(30, "b"))  # same shape, other words: accepted
+    assert len(load_splits(train_data=other, test_data=test).test) == 60
+
+
+def test_a_split_rewritten_in_another_format_replaces_the_old_files(tmp_path):
+    splits = load_splits("sample")
+    write_splits(splits, tmp_path, fmt="jsonl")
+    write_splits(splits, tmp_path, fmt="parlai")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dev.txt", "split.json", "test.txt", "train.txt",
+    ]  # fmt: skip
+    assert load_splits(tmp_path).description["sources"]["test"].endswith("test.txt")
+
+
+def test_a_split_folder_holding_two_formats_follows_split_json_or_says_which(tmp_path):
+    from spt_bench.data.resolve import load_source, resolve_source
+
+    splits = load_splits("sample")
+    write_splits(splits, tmp_path / "x", fmt="parlai")
+    write_splits(splits, tmp_path, fmt="jsonl")
+    for name in ("train", "dev", "test"):  # a stale copy in the other format
+        (tmp_path / "x" / f"{name}.txt").rename(tmp_path / f"{name}.txt")
+    got = load_splits(tmp_path)  # split.json lists the .jsonl files: those are current
+    assert got.description["sources"]["train"].endswith("train.jsonl")
+    assert len(load_source(resolve_source(tmp_path), split="train")) == len(splits.train)
+    (tmp_path / "split.json").unlink()
+    with pytest.raises(SptBenchError, match=r"train split is here in several formats"):
+        load_splits(tmp_path)
+    with pytest.raises(SptBenchError, match=r"pass the file, e.g. .*train.jsonl"):
+        load_source(resolve_source(tmp_path), split="train")
+
+
+def test_whole_dialogue_sampling_covers_every_turn_with_exactly_n_examples(convai2_valid):
+    from spt_bench.data.sampling import sample_dialogues, sample_examples
+
+    test = load_splits(convai2_valid).test
+    picked = sample_dialogues(test, 24, seed=0)
+    assert len(picked) == 24 and picked == sample_dialogues(test, 24, seed=0)
+    by_dialogue: dict[str, list[int]] = {}
+    for ex in picked:
+        by_dialogue.setdefault(ex.dialog_id, []).append(ex.turn)
+    # every dialogue starts at turn 0 and has no gaps; only the last one taken is cut short
+    assert all(turns == list(range(len(turns))) for turns in by_dialogue.values())
+    assert sum(1 for ex in picked if ex.turn == 0) == len(by_dialogue) >= 2
+    assert [test.index(ex) for ex in picked] == sorted(test.index(ex) for ex in picked)
+    spread = sample_examples(test, 24, seed=0)  # the old draw: scattered over dialogues
+    assert len({ex.dialog_id for ex in spread}) > len(by_dialogue)
+    assert sample_dialogues(test, None, seed=0) == list(test)
+
+
+def test_eval_limit_takes_whole_test_dialogues_and_the_run_records_its_samplers():
+    from spt_bench.config import RunConfig
+    from spt_bench.runner import load_run_data
+
+    train, dev, test, desc = load_run_data(RunConfig(train_limit=20, eval_limit=12))
+    assert len(train) == 20 and len(test) == 12
+    assert min(ex.turn for ex in test) == 0
+    firsts = sum(1 for ex in test if ex.turn == 0)
+    assert firsts == len({ex.dialog_id for ex in test})  # every test dialogue from turn 0
+    assert desc["limits"]["samplers"] == {
+        "train": "examples",
+        "dev": "examples",
+        "test": "dialogues",
+    }

@@ -199,3 +199,22 @@ def test_sampling_is_seeded_and_beam_search_runs(backbone, tmp_path: Path) -> No
     beam, _ = decode(method, f, exs, DecodeSettings(mode="beam", num_beams=2, max_new_tokens=5),
                      tmp_path / "c.jsonl")  # fmt: skip
     assert len(beam) == 3 and all(r["n_new_tokens"] <= 5 for r in beam)
+
+
+def test_max_new_tokens_is_bounded_by_the_model_context_and_large_caps_warn():
+    from transformers import LlamaConfig
+
+    from spt_bench.decode import check_max_new_tokens, model_context_length
+    from spt_bench.errors import ConfigError
+
+    backbone = load_backbone("tiny-random")
+    assert model_context_length(backbone) == 2048 == model_context_length(backbone.model.config)
+    assert check_max_new_tokens(backbone, 448, 32) is None
+    with pytest.raises(ConfigError, match=r"reach 100456 tokens, over the model's context of "
+                       r"2048; use at most 1592"):  # fmt: skip
+        check_max_new_tokens(backbone, 448, 100000, prefix_tokens=8)
+    with pytest.raises(ConfigError, match="must be >= 1, got 0"):
+        check_max_new_tokens(8192, 448, 0)
+    note = check_max_new_tokens(LlamaConfig(max_position_embeddings=8192), 448, 1000, n_examples=24)
+    assert note is not None and "24,000 generated tokens (24 examples x 1000)" in note
+    assert check_max_new_tokens(object(), 448, 100) is None  # context unknown: not bounded

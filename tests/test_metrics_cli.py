@@ -78,6 +78,21 @@ def test_out_option_and_table_output(tmp_path):
         assert text in result.stdout
 
 
+@pytest.mark.parametrize("as_folder", ["new/", "existing"])
+def test_out_naming_a_folder_writes_metrics_json_inside_it(tmp_path, as_folder):
+    preds = tmp_path / "preds.jsonl"
+    write_predictions(preds, n=12)
+    (tmp_path / "existing").mkdir()
+    result = runner.invoke(
+        app,
+        ["score", str(preds), "--no-bertscore", "--resamples", "0", "--out", f"{tmp_path}/{as_folder}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / as_folder.rstrip("/")
+    assert folder.is_dir() and (folder / "metrics.json").is_file()
+    assert (folder / "example_scores.jsonl").is_file()
+
+
 @pytest.mark.parametrize(
     ("content", "where"),
     [

@@ -156,3 +156,80 @@ def test_plots_from_a_real_spt_run_of_the_harness(tmp_path_factory, tmp_path):
     assert usage.k == 4 and sum(usage.overall) == run.metrics["n"]
     _assert_sensible_png(plot_prompts(run, tmp_path / "prompts.png"))
     _assert_sensible_png(plot_turns([run], ["f1"], tmp_path / "turns.png"))
+
+
+def _log_run(root: Path, rows: list[dict]) -> Path:
+    run = root / "logged"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"method": "spt", "method_options": {"k": 4}}))
+    (run / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+SPT_LOG = [
+    {"step": s, "loss": 3.0 - 0.1 * s, "nll": 2.5 - 0.1 * s, "sel": 0.2, "fusion": 2.4,
+     "ctr": 0.1, "retriever_entropy": 1.2, "score_sum": 40.0 + s, "lr": 1e-3}
+    for s in range(1, 6)
+] + [{"step": 5, "dev_loss": 2.1, "prompt_usage": [7, 1, 0, 0]}]  # fmt: skip
+
+
+def test_single_dev_evaluation_draws_its_prompt_usage_as_a_stacked_bar(tmp_path):
+    from spt_bench.compare import RunRecord
+    from spt_bench.plots import training_figure
+
+    run = RunRecord(path=_log_run(tmp_path, SPT_LOG), config={}, metrics={}, label="spt")
+    (ax,) = training_figure(run, panels=["usage"]).axes
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [87.5, 12.5, 0.0, 0.0]  # 7 and 1 of 8 dev examples
+    assert "[7, 1, 0, 0] at step 5" in ax.get_title()
+
+
+def test_diagnostics_such_as_score_sum_stay_out_of_the_loss_terms(tmp_path):
+    rows = [{**r, "my_gauge": 0.5} for r in SPT_LOG[:-1]] + SPT_LOG[-1:]
+    curves = training_curves(_log_run(tmp_path, rows))
+    assert set(curves.losses) == {"loss", "nll", "sel", "fusion", "ctr"}
+    assert set(curves.diagnostics) == {"lr", "retriever_entropy", "score_sum", "my_gauge"}
+
+
+def test_panels_option_picks_panels_in_order_and_names_the_available_ones(tmp_path):
+    from cli import app
+    from spt_bench.compare import RunRecord
+    from spt_bench.plots import training_figure
+
+    run_dir = _log_run(tmp_path, SPT_LOG)
+    run = RunRecord(path=run_dir, config={}, metrics={}, label="spt")
+    fig = training_figure(run, panels=["score_sum,loss"])
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == [
+        "SPT retriever",
+        "Training and dev loss (response tokens)",
+    ]
+    runner = CliRunner()
+    out = tmp_path / "figs" / ""
+    res = runner.invoke(
+        app, ["plot", "training", str(run_dir), "--panels", "loss", "-o", f"{out}/"]
+    )
+    assert res.exit_code == 0, res.output
+    _assert_sensible_png(tmp_path / "figs" / "loss.png")  # a folder: the default name
+    res = runner.invoke(app, ["plot", "training", str(run_dir), "--panels", "grad_norm"])
+    assert res.exit_code == 2
+    assert "no panel 'grad_norm'" in res.output and "available: loss, terms, lr," in res.output
+
+
+def test_turn_plot_of_a_run_too_small_for_two_buckets_warns_and_says_what_size_is_needed(
+    tmp_path,
+):
+    from cli import app
+
+    small = make_run(tmp_path, "small", method="prompt-tuning", keep=24)
+    (run,) = load_runs([small])
+    series = turn_series(run, "f1")
+    assert len(series.buckets) == 1 and series.counts == [24]
+    res = CliRunner().invoke(app, ["plot", "turns", str(small), "-o", str(tmp_path / "t.png")])
+    assert res.exit_code == 0, res.output
+    assert "warning: " in res.stderr and "its 24 examples make one turn bucket" in res.stderr
+    assert "at least 30 examples per turn" in res.stderr
+    _assert_sensible_png(tmp_path / "t.png")
+    big = load_runs([make_run(tmp_path, "big", method="prompt-tuning")])[0]
+    from spt_bench.plots import degenerate_turns_note
+
+    assert degenerate_turns_note(turn_series(big, "f1"), big.metrics["n"]) is None

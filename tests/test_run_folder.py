@@ -155,6 +155,7 @@ def test_evaluate_keeps_the_results_it_replaces_in_history(finished, tmp_path) -
         (["--device", "cuda"], "cuda"),
         (["--model", "no-such-model-folder"], "no-such-model-folder"),
         (["--decoding", "nucleus"], "--decoding (decode.mode) must be one of"),
+        (["--max-new-tokens", "100000"], "over the model's context of 2048"),
     ],
 )
 def test_a_run_that_fails_validation_leaves_no_folder(tmp_path, args, message) -> None:

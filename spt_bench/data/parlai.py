@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from spt_bench.data.example import Example
-from spt_bench.errors import InputError, SptBenchError
+from spt_bench.errors import InputError, SptBenchError, warn
 from spt_bench.io import atomic_write_text
 
 SILENCE = "__SILENCE__"
@@ -174,6 +174,13 @@ def parse_parlai_lines(lines: list[str], *, path: str | Path, dialog_prefix: str
         utterances.append(response)
         turn += 1
 
+    if dialog_index >= 0 and turn == 0 and examples:
+        # A file cut with `head -N` inside a persona block: keep the complete dialogues.
+        warn(
+            f"{path}: the last dialogue (from line {dialog_start}) has no dialogue lines, "
+            f"left out (file cut short?); read {dialog_index} complete dialogue(s)"
+        )
+        return examples
     close_dialogue(None)
     return examples
 

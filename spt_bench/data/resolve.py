@@ -14,6 +14,7 @@ Files: `*.jsonl` is canonical JSONL, anything else ParlAI/ConvAI2 text. Folders:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -93,6 +94,28 @@ def folder_files(directory: Path) -> dict[str, list[Path]]:
     return groups
 
 
+def predefined_file(folder: Path, split: str, files: list[Path]) -> Path:
+    """The file of `split` in a `data split` folder. Several formats of one split (train.jsonl
+    and train.txt) are resolved by the folder's split.json (the last split written there);
+    without one it is an error instead of a silent pick."""
+    if len(files) == 1:
+        return files[0]
+    manifest = folder / "split.json"
+    if manifest.is_file():
+        try:
+            listed = json.loads(manifest.read_text(encoding="utf-8")).get("files") or []
+        except (json.JSONDecodeError, AttributeError):
+            listed = []
+        chosen = [p for p in files if p.name in listed]
+        if len(chosen) == 1:
+            return chosen[0]
+    names = ", ".join(p.name for p in files)
+    raise SptBenchError(
+        f"{folder}: the {split} split is here in several formats ({names}) and split.json does "
+        f"not say which is current; delete the stale ones or pass the file, e.g. {files[0]}"
+    )
+
+
 def pick_folder_file(directory: Path, split: str | None, variant: str | None = None) -> Path:
     """The one data file of `split` (and `variant`) in a folder; ambiguity is an error."""
     groups = folder_files(directory)
@@ -119,6 +142,9 @@ def pick_folder_file(directory: Path, split: str | None, variant: str | None = N
         return wanted[0]
     if len(files) == 1:
         return files[0]
+    plain = [p for p in files if p.stem == split]  # `data split` output, in several formats
+    if len(plain) > 1:
+        return predefined_file(directory, split, plain)
     if not files:
         present = ", ".join(sorted(groups))
         raise InputError(

@@ -33,6 +33,7 @@ from spt_bench.data.resolve import (
     folder_files,
     load_source,
     pick_folder_file,
+    predefined_file,
     read_file,
     resolve_source,
 )
@@ -152,14 +153,55 @@ def _counts(examples: Sequence[Example]) -> dict:
     }
 
 
-def _finish(train: list, dev: list, test: list, description: dict) -> DataSplits:
-    for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
-        parts = {"train": train, "dev": dev, "test": test}
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def dialogue_fingerprints(examples: Sequence[Example]) -> dict[str, str]:
+    """{content digest: first dialogue id}: a dialogue's digest covers its persona and every
+    utterance (each turn's partner utterance and response, case and spacing folded), so the
+    same dialogue read from two sources under different ids gets the same digest."""
+    dialogues: dict[str, list[Example]] = {}
+    for ex in examples:
+        dialogues.setdefault(ex.dialog_id, []).append(ex)
+    out: dict[str, str] = {}
+    for dialog_id, exs in dialogues.items():
+        parts = [_norm(p) for p in exs[0].persona]
+        for ex in sorted(exs, key=lambda e: e.turn):
+            parts += ["\x1e", _norm(ex.history[-1]) if ex.history else "", _norm(ex.response)]
+        digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+        out.setdefault(digest, dialog_id)
+    return out
+
+
+def check_disjoint(parts: dict[str, Sequence[Example]]) -> None:
+    """Refuse splits that share a dialogue, by id or by content (persona + utterances); the
+    content error counts the shared dialogues of every pair."""
+    names = list(parts)
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    for a, b in pairs:
         shared = {ex.dialog_id for ex in parts[a]} & {ex.dialog_id for ex in parts[b]}
         if shared:
             raise SptBenchError(
                 f"{a} and {b} share {len(shared)} dialogue id(s), e.g. {sorted(shared)[0]!r}"
             )
+    prints = {name: dialogue_fingerprints(exs) for name, exs in parts.items()}
+    found, example = [], ""
+    for a, b in pairs:
+        same = [d for d in prints[a] if d in prints[b]]
+        if same:
+            found.append(f"{a}/{b} {len(same)} of {len(prints[b])} {b}")
+            example = example or f"{a} {prints[a][same[0]]!r} = {b} {prints[b][same[0]]!r}"
+    if found:
+        raise SptBenchError(
+            f"the same dialogues (persona and utterances) are in two splits under different "
+            f"ids: {'; '.join(found)} dialogue(s), e.g. {example}; results would be measured "
+            "on training data"
+        )
+
+
+def _finish(train: list, dev: list, test: list, description: dict) -> DataSplits:
+    check_disjoint({"train": train, "dev": dev, "test": test})
     description["counts"] = {"train": _counts(train), "dev": _counts(dev), "test": _counts(test)}
     return DataSplits(train, dev, test, description)
 
@@ -213,6 +255,7 @@ def load_splits(
         predefined = {s: groups.get(s, []) for s in SPLITS}
         exact = {s: [p for p in files if p.stem == s] for s, files in predefined.items()}
         if all(exact.values()):
+            exact = {s: [predefined_file(src.path, s, files)] for s, files in exact.items()}
             parts = {s: read_file(files[0]) for s, files in exact.items()}
             desc = {
                 "mode": "predefined",
@@ -273,6 +316,10 @@ def write_splits(splits: DataSplits, out_dir: str | Path, *, fmt: str = "jsonl")
         path = out / f"{name}{suffix}"
         atomic_write_text(path, text)
         written.append(path)
+    # A split written earlier in the other format would be read alongside this one: remove it.
+    stale = ".txt" if fmt == "jsonl" else ".jsonl"
+    for name in SPLITS:
+        (out / f"{name}{stale}").unlink(missing_ok=True)
     manifest = out / "split.json"
     atomic_write_json(
         manifest, {**splits.description, "format": fmt, "files": [p.name for p in written]}
@@ -284,6 +331,8 @@ __all__ = [
     "DEFAULT_VARIANT",
     "DataSplits",
     "PROTOCOLS",
+    "check_disjoint",
+    "dialogue_fingerprints",
     "SplitProtocol",
     "dialogue_ids_digest",
     "get_protocol",
