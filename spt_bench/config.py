@@ -94,6 +94,9 @@ class DataConfig(_Section):
     split_protocol: str = setting(
         "convai2-valid-split", "How one source is split into train/dev/test (docs/data.md)."
     )
+    variant: str | None = setting(
+        None, "ConvAI2 variant in a folder, e.g. self_original_no_cands (default if present)."
+    )
     split_seed: int = setting(0, "Seed of the split's dialogue shuffle and of the subsets.")
     train_limit: int | None = setting(None, "Use N train examples (seeded subset).")
     dev_limit: int | None = setting(8, "Use N dev examples.")

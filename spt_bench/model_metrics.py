@@ -697,15 +697,9 @@ def model_metrics_for_run(
     pool = None
     data = config.data
     if config.score.hits_k and not all(ex.candidates for ex in examples):
-        from spt_bench.data import load_splits
+        from spt_bench.data.splits import splits_for_config
 
-        splits = load_splits(
-            data.source,
-            train_data=data.train_data,
-            test_data=data.test_data,
-            protocol=data.split_protocol,
-            seed=data.split_seed,
-        )
+        splits = splits_for_config(data)
         pool = [*splits.train, *splits.dev, *splits.test]
     return add_model_metrics_to_predictions(
         method,

@@ -198,16 +198,10 @@ def limit_examples(examples: list, n: int | None, seed: int, sampler: str = "exa
 
 
 def load_run_data(config: RunConfig) -> tuple[list, list, list, dict]:
-    from spt_bench.data import load_splits
+    from spt_bench.data.splits import splits_for_config
 
     data = config.data
-    splits = load_splits(
-        data.source,
-        train_data=data.train_data,
-        test_data=data.test_data,
-        protocol=data.split_protocol,
-        seed=data.split_seed,
-    )
+    splits = splits_for_config(data)
     seed, how = data.split_seed, LIMIT_SAMPLERS
     train = limit_examples(splits.train, data.train_limit, seed, how["train"])
     dev = limit_examples(splits.dev, data.dev_limit, seed, how["dev"])

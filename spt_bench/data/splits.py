@@ -21,6 +21,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spt_bench.data.example import Example
 from spt_bench.data.hf import _choose_split, dataset_splits, rows_to_examples
@@ -343,3 +344,15 @@ __all__ = [
     "splits_by_protocol",
     "write_splits",
 ]
+
+
+def splits_for_config(data: Any) -> DataSplits:
+    """load_splits with a run config's `data` section (the one place that maps it)."""
+    return load_splits(
+        data.source,
+        train_data=data.train_data,
+        test_data=data.test_data,
+        protocol=data.split_protocol,
+        seed=data.split_seed,
+        variant=data.variant,
+    )
