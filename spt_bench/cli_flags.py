@@ -73,6 +73,8 @@ def _config_flags() -> list[Flag]:
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f.metadata.get("help", "")
+        if typing.get_origin(tp) is typing.Literal:
+            help_ += " (" + " | ".join(map(str, typing.get_args(tp))) + ")"
         if default is not None and not isinstance(default, bool):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_ += f" [default: {shown}]"

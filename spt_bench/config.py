@@ -176,6 +176,9 @@ class TrainConfig(_Section):
     lr: float | None = setting(None, "Peak learning rate (default: the method's).")
     weight_decay: float = setting(0.0, "AdamW weight decay.")
     warmup_ratio: float = setting(0.1, "Share of steps with linear warm-up, in [0, 1).")
+    lr_schedule: Literal["linear", "cosine", "constant"] = setting(
+        "linear", "After warm-up: linear or cosine decay to 0, or constant."
+    )
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: no clipping).")
     eval_every: int | None = setting(
         None, "Dev loss every N optimiser steps, best checkpoint kept (unset: at the end)."

@@ -266,10 +266,13 @@ class _Checkpointer:
 # ---------------------------------------------------------------------------- the loop
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def _lr_factor(step: int, total: int, warmup: int, schedule: str = "linear") -> float:
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
+    if schedule == "constant":
+        return 1.0
+    left = max(0.0, (total - step) / max(1, total - warmup))  # 1 -> 0 after warm-up
+    return 0.5 * (1.0 - math.cos(math.pi * left)) if schedule == "cosine" else left
 
 
 def evaluate_dev(method: Method, dev_batches: list[TrainBatch]) -> dict[str, Any]:
@@ -321,7 +324,7 @@ def train(
     stream = MicroBatchStream(len(train_encoded), settings, lengths)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, n_total, warmup)
+        optimizer, lambda s: _lr_factor(s, n_total, warmup, settings.lr_schedule)
     )
     eval_every = settings.eval_every
     save_every = settings.save_every or eval_every

@@ -242,3 +242,25 @@ def test_presets_command_lists_every_preset_with_its_method_and_purpose():
     res = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     assert all(name in res.output for name in summaries)
+
+
+def test_the_lr_schedule_knob_reaches_the_loop_from_one_declaration() -> None:
+    """train.lr_schedule was added as one TrainConfig field: it has a flag, is validated and
+    the loop's schedule follows it."""
+    import math
+
+    from spt_bench.cli_flags import flag_for_key
+    from spt_bench.train import TrainSettings, _lr_factor
+
+    assert flag_for_key("train.lr_schedule") == "--lr-schedule"
+    with pytest.raises(ConfigError, match="train.lr_schedule must be one of 'linear'"):
+        resolve_config(overrides={"train": {"lr_schedule": "step"}})
+    c = resolve_config(overrides={"train": {"lr_schedule": "cosine"}})
+    assert TrainSettings.from_config(c.train, 0).lr_schedule == "cosine"
+    total, warmup = 10, 2
+    assert [_lr_factor(s, total, warmup, "constant") for s in (0, 5, 9)] == [0.5, 1.0, 1.0]
+    assert _lr_factor(6, total, warmup, "linear") == pytest.approx(0.5)
+    assert _lr_factor(6, total, warmup, "cosine") == pytest.approx(0.5)
+    assert _lr_factor(3, total, warmup, "cosine") == pytest.approx(
+        0.5 * (1 - math.cos(math.pi * 7 / 8))
+    )
