@@ -299,7 +299,12 @@ def score_and_write(
     config: RunConfig,
     extra: dict,
 ) -> tuple[dict, Any]:
-    from metrics import BertScoreOptions, score_predictions, write_example_scores
+    from metrics import (
+        BertScoreOptions,
+        score_predictions,
+        write_example_scores,
+        write_example_stats,
+    )
 
     report = score_predictions(
         rows, bertscore=BertScoreOptions() if config.bertscore else None, seed=config.seed
@@ -309,6 +314,7 @@ def score_and_write(
     payload["predictions_file"] = "predictions.jsonl"
     payload["example_scores_file"] = "example_scores.jsonl"
     write_example_scores(report, run_dir / "example_scores.jsonl")
+    write_example_stats(report.per_example, run_dir / "example_stats.jsonl")  # text-free
     atomic_write_json(run_dir / "metrics.json", payload)
     return payload, report
 
