@@ -23,8 +23,15 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:g}"  # settings (lr, epochs): as given; scores go through _num
     return str(v).replace("|", "\\|")
+
+
+def _num(v: Any) -> str:
+    """A score: compare's precision rule (2 decimals), so report.md and compare agree."""
+    from spt_bench.compare import fmt_value
+
+    return "-" if v is None else fmt_value(float(v))
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -36,7 +43,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def _with_ci(value: Any, ci: Any) -> str:
     if value is None:
         return "-"
-    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else _fmt(value)
+    return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]" if ci else _num(value)
 
 
 def _prompt_usage_section(metrics: dict, rows: list[dict], scores: list[dict]) -> list[str]:
@@ -78,7 +85,7 @@ def _prompt_usage_section(metrics: dict, rows: list[dict], scores: list[dict]) -
             f"{100 * per_bucket[j][b] / totals[b]:.0f}%" if totals[b] else "-"
             for b in range(len(buckets))
         ]
-        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", mean_f1, *shares])
+        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", _num(mean_f1), *shares])
     lines += _table(
         ["prompt", "selected", "share", "mean f1", *(f"turn {b}" for b in buckets)], table
     )
@@ -111,7 +118,7 @@ def render_report(
     train = metrics.get("train")
     if train:
         lines += ["", f"Training: {train.get('steps')} steps, best dev loss "
-                  f"{_fmt(train.get('best_dev_loss'))} at step {_fmt(train.get('best_step'))}; "
+                  f"{_num(train.get('best_dev_loss'))} at step {_fmt(train.get('best_step'))}; "
                   f"decoding used checkpoint `{train.get('checkpoint_used')}`."]  # fmt: skip
 
     overall = metrics.get("overall") or {}
@@ -121,10 +128,10 @@ def render_report(
     table_rows = []
     for name, value in overall.items():
         lo_hi = ci.get(name)
-        ci_txt = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else "-"
+        ci_txt = f"[{_num(lo_hi[0])}, {_num(lo_hi[1])}]" if lo_hi else "-"
         hib = (meta.get(name) or {}).get("higher_is_better")
         arrow = "↑" if hib else ("↓" if hib is False else "")
-        table_rows.append([f"{name} {arrow}".strip(), value, ci_txt])
+        table_rows.append([f"{name} {arrow}".strip(), _num(value), ci_txt])
     lines += _table(["metric", "value", "95% CI"], table_rows)
     if metrics.get("bertscore_model"):
         lines += ["", f"BERTScore encoder: {metrics['bertscore_model']} "
