@@ -611,7 +611,7 @@ def check_comparable(
                 "data settings (no per-example scores to compare ids)"
             )
         else:
-            unchecked.append(run if ids is None else reference)
+            unchecked += [r for r in (run, reference) if r.example_ids is None]
     if unchecked:
         names = sorted({r.path.name for r in unchecked})
         notes.append(
@@ -892,7 +892,7 @@ def build_comparison(
                 + " (missing metrics, e.g. scored with --no-bertscore)"
             )
     if any(r.n_seeds > 1 for r in rows):
-        few = [r.label for r in rows if 1 < r.n_seeds < 3]
+        few = [r.label for r in rows if 1 < r.n_seeds < 3 and (r.p_value or r.is_baseline)]
         notes.append(
             "rows over several seeds: mean ± sample std over the seeds (per-seed values in the "
             "json/csv output); their p-values account for the seed-to-seed variation"
@@ -1062,12 +1062,16 @@ def _legend_lines(c: Comparison) -> list[str]:
             if c.p_adjust == "holm"
             else "not adjusted for multiple comparisons"
         )
-        lines.append(
+        line = (
             "Gain = relative change vs the baseline in % (positive = better); AVG = mean gain over "
-            "the paper's ten metrics (F1 raw, BLEU, R-1/2/L, BS-F1/P/R, Dist-1/2); p = bootstrap "
-            "p-value vs the baseline over test examples and seeds (paired bootstrap for single "
-            f"runs), {adjust}; * p<0.05, ** p<0.01."
+            "the paper's ten metrics (F1 raw, BLEU, R-1/2/L, BS-F1/P/R, Dist-1/2)"
         )
+        if n_tested:
+            line += (
+                "; p = bootstrap p-value vs the baseline over test examples and seeds (paired "
+                f"bootstrap for single runs), {adjust}; * p<0.05, ** p<0.01"
+            )
+        lines.append(line + ".")
     return lines + c.notes
 
 
