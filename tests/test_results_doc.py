@@ -51,3 +51,27 @@ def test_every_compare_table_in_results_md_is_reproduced_by_its_command(monkeypa
         covered.update(range(start, start + len(produced)))
     tables = [i for i, ln in enumerate(lines) if ln.startswith("| Run |")]
     assert tables and all(i in covered for i in tables), "a compare table has no command above"
+
+
+def test_publish_script_copies_only_text_free_files_and_refuses_unscored_runs(tmp_path):
+    import subprocess
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    for name in ("config.json", "metrics.json", "predictions.jsonl", "example_scores.jsonl"):
+        (run / name).write_text("{}\n")
+    script = ROOT / "scripts" / "publish_runs.sh"
+    dest = tmp_path / "results"
+    refused = subprocess.run(["bash", script, dest, run], capture_output=True, text=True)
+    assert refused.returncode == 2 and "no example_stats.jsonl" in refused.stderr
+    assert not dest.exists()
+    (run / "example_stats.jsonl").write_text("{}\n")
+    (run / "train_log.jsonl").write_text("{}\n")
+    done = subprocess.run(["bash", script, dest, f"{run}/"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (dest / "r1").iterdir()) == [
+        "config.json",
+        "example_stats.jsonl",
+        "metrics.json",
+        "train_log.jsonl",
+    ]
