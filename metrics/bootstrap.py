@@ -8,6 +8,7 @@ distinct-n is the exception in how a resample is read: see `_delete_d_scaled`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -160,6 +161,7 @@ def seed_bootstrap(
     seeds_b: Sequence[Sequence[dict]],
     n_resamples: int = 1000,
     seed: int = 0,
+    inflate: bool = True,
 ) -> dict[str, dict[str, float | list[float]]]:
     """Two-level bootstrap test of system A against B, each trained with one or more seeds.
 
@@ -171,9 +173,11 @@ def seed_bootstrap(
     the mean over the drawn seeds of each run's metric on the drawn examples. So the p-value
     accounts for both the test-set sample and the variation between training seeds. With one
     seed per system it is exactly `paired_bootstrap` (same draws, same p). With few seeds the
-    seed variance is under-estimated (a bootstrap over S values has (S-1)/S of their variance);
-    3 or more seeds per system are needed for it to mean much. p-value: the "shift" test with
-    the +1 correction, as in `paired_bootstrap`. Refuses different example sets.
+    seed variance is under-estimated (a bootstrap over S values has (S-1)/S of their variance):
+    `inflate` scales each drawn seed's deviation from the seed mean by sqrt(S/(S-1)), which
+    restores that variance (no effect with one seed); 3 or more seeds per system are needed for
+    the seed term to mean much. p-value: the "shift" test with the +1 correction, as in
+    `paired_bootstrap`. Refuses different example sets.
     """
     if n_resamples < 1:
         raise SptBenchError("seed bootstrap needs at least 1 resample")
@@ -203,9 +207,16 @@ def seed_bootstrap(
     pick_b = rng.integers(0, n_b, size=(n_resamples, n_b)) if n_b > 1 else None
     cols = np.arange(n_resamples)[:, None]
 
-    def seed_mean(stack: np.ndarray, pick: np.ndarray | None) -> np.ndarray:
+    def seed_mean(stack: np.ndarray, point: list[float], pick: np.ndarray | None) -> np.ndarray:
         # stack [S, R]: each run's value on each resample; pick [R, S]: the seeds drawn
-        return stack[0] if pick is None else stack[pick, cols].mean(axis=1)
+        if pick is None:
+            return stack[0]
+        drawn = stack[pick, cols].mean(axis=1)
+        if not inflate:
+            return drawn
+        n_seeds = len(point)
+        deviation = np.asarray(point) - np.mean(point)
+        return drawn + (math.sqrt(n_seeds / (n_seeds - 1)) - 1) * deviation[pick].mean(axis=1)
 
     result: dict[str, dict[str, float | list[float]]] = {}
     for m in names:
@@ -214,7 +225,7 @@ def seed_bootstrap(
         observed = float(np.mean(point_a) - np.mean(point_b))
         stack_a = np.stack([s[m] for s in samples[:n_a]])
         stack_b = np.stack([s[m] for s in samples[n_a:]])
-        d = seed_mean(stack_a, pick_a) - seed_mean(stack_b, pick_b)
+        d = seed_mean(stack_a, point_a, pick_a) - seed_mean(stack_b, point_b, pick_b)
         hits = int(np.count_nonzero(np.abs(d - observed) >= abs(observed) - 1e-12))
         lo, hi = percentile_ci(d)
         result[m] = {

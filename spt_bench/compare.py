@@ -821,13 +821,15 @@ def build_comparison(
     notes = check_comparable(runs, force=force, reference=base.lead if base else None)
 
     # forced past different example sets: score everything on the examples all runs share
-    shared: frozenset[str] | None = None
+    shared: frozenset[str] | None = None  # p-values on these ids
+    value_ids: frozenset[str] | None = None  # values and CIs rescored on these ids
     id_sets = [r.example_ids for r in runs]
     if len({s for s in id_sets if s is not None}) > 1:
         shared = frozenset.intersection(*[s for s in id_sets if s is not None])
         if not shared:
             raise ComparisonRefused("the runs share no example: nothing to compare")
-        if all(s is not None for s in id_sets) and all(r.per_example for r in runs):
+        if all(r.per_example is not None for r in runs):
+            value_ids = shared
             notes.append(
                 f"forced: every value, CI and p-value is computed on the {len(shared)} examples "
                 "all runs share"
@@ -855,11 +857,15 @@ def build_comparison(
     hib_all = {m: _higher_is_better(runs, m) for m in gain_metrics}
 
     rows: list[ComparisonRow] = []
-    base_all = _group_row(base, gain_metrics, shared, bootstrap_seed) if base else None
+    base_all = _group_row(base, gain_metrics, value_ids, bootstrap_seed) if base else None
     base_values = dict(base_all.values) if base_all else {}
     no_p: list[str] = []
     for group in groups:
-        row = base_all if group is base else _group_row(group, gain_metrics, shared, bootstrap_seed)
+        row = (
+            base_all
+            if group is base
+            else _group_row(group, gain_metrics, value_ids, bootstrap_seed)
+        )
         mine = dict(row.values)
         for attr in ("values", "ci95", "std", "per_seed"):  # shown columns only
             setattr(row, attr, {m: v for m, v in getattr(row, attr).items() if m in columns})
