@@ -238,3 +238,22 @@ def test_text_prompt_rows_get_the_f1_raw_footnote(seeded, tmp_path):
     assert not any(
         "text-prompt answers" in n for n in build_comparison(load_runs([seeded["spt"][0]])).notes
     )
+
+
+def test_cli_flags_reach_compare_and_errors_are_one_line(with_ci, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["compare", *map(str, with_ci), "--baseline", "prompt-tuning"]
+    res = CliRunner().invoke(
+        app, [*args, "-f", "latex", "--compact", "-m", "f1", "-m", "dist2", "--p-adjust", "none"]
+    )
+    assert res.exit_code == 0, res.output
+    assert r"\begin{tabular}{lrr}" in res.stdout and "$_{" not in res.stdout
+    assert "not adjusted for multiple comparisons" in res.stdout
+    bad = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "t.docx")])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --out")
+    assert len(bad.output.strip().splitlines()) == 1
+    per_seed = CliRunner().invoke(app, [*args, "-f", "json", "--per-seed"])
+    assert per_seed.exit_code == 0 and json.loads(per_seed.stdout)["p_adjust"] == "holm"
