@@ -62,3 +62,19 @@ def test_read_example_scores_prefers_the_full_file_then_the_text_free_one(report
     rows, path = read_example_scores(tmp_path)
     assert path.name == "example_stats.jsonl" and "prediction" not in rows[0]
     assert len(rows) == len(reports[0].per_example)
+
+
+def test_score_file_writes_the_text_free_file_beside_metrics_json(tmp_path):
+    from metrics import score_file
+    from spt_bench.io import append_jsonl
+
+    preds = tmp_path / "predictions.jsonl"
+    append_jsonl(preds, _scoring_rows(0.5, 1)[:20])
+    scored = score_file(preds, bertscore=None, n_resamples=0)
+    rows, path = read_example_scores(tmp_path)
+    assert path.name == "example_scores.jsonl"  # the full file wins when both exist
+    stats = [json.loads(x) for x in (tmp_path / "example_stats.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in stats] == [r["id"] for r in scored.report.per_example]
+    assert ScoreTable.from_per_example(stats).point() == pytest.approx(
+        ScoreTable.from_per_example(rows).point(), abs=1e-12
+    )
