@@ -155,7 +155,9 @@ class RunRecord:
     def seed(self) -> Any:
         if "seed" in self.config:
             return self.config["seed"]
-        flat = _flatten(self.config)
+        flat = _flatten(self.config)  # the nested schema (#14): train.seed
+        if "train.seed" in flat:
+            return flat["train.seed"]
         return next((v for k, v in flat.items() if k.rsplit(".", 1)[-1] == "seed"), None)
 
     @property
@@ -178,7 +180,9 @@ class RunRecord:
         if isinstance(summary, dict) and isinstance(summary.get("options"), dict):
             opts.update(summary["options"])
         per_method = (self.config.get("methods") or {}).get(self.method)
-        for layer in (per_method, self.config.get("method_options")):
+        nested = self.config.get("method")  # the nested schema (#14): method.options
+        nested = nested.get("options") if isinstance(nested, dict) else None
+        for layer in (per_method, nested, self.config.get("method_options")):
             if isinstance(layer, dict):
                 opts.update({k: v for k, v in layer.items() if v is not None})
         return opts

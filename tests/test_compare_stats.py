@@ -257,3 +257,22 @@ def test_cli_flags_reach_compare_and_errors_are_one_line(with_ci, tmp_path):
     assert len(bad.output.strip().splitlines()) == 1
     per_seed = CliRunner().invoke(app, [*args, "-f", "json", "--per-seed"])
     assert per_seed.exit_code == 0 and json.loads(per_seed.stdout)["p_adjust"] == "holm"
+
+
+def test_nested_config_schema_gives_method_seed_and_options(tmp_path):
+    from spt_bench.compare import RunRecord
+
+    config = {
+        "method": {"name": "spt", "options": {"k": 2, "prompt_len": 4}},
+        "model": {"name": "tiny-random"},
+        "train": {"seed": 3, "lr": 0.1},
+        "data": {"split_seed": 0},
+    }
+    run = RunRecord(tmp_path, config, {"overall": {}})
+    assert (run.method, run.model, run.seed) == ("spt", "tiny-random", 3)
+    assert run.method_options == {"k": 2, "prompt_len": 4}
+    other = RunRecord(tmp_path, {**config, "train": {"seed": 4, "lr": 0.1}}, {"overall": {}})
+    assert other.settings_key() == run.settings_key()  # only the seed differs
+    assert RunRecord(tmp_path, {**config, "train": {"seed": 4, "lr": 0.2}}, {}).settings_key() != (
+        run.settings_key()
+    )
