@@ -409,17 +409,39 @@ def compare_cmd(
     out: str | None = typer.Option(None, "--out", "-o", help="Write the table to this file."),
     paper: bool = typer.Option(False, "--paper", help="Add the SPT paper's published rows."),
     force: bool = typer.Option(
-        False, "--force", help="Compare runs with different example sets or BERTScore encoders."
+        False,
+        "--force",
+        help="Compare runs with different example sets, BERTScore encoders or clean rules.",
     ),
     metric: list[str] | None = typer.Option(
         None, "--metric", "-m", help="Columns to show (repeatable; default: F1s, BLEU, ROUGE, ...)."
     ),
+    p_adjust: str = typer.Option(
+        "holm", "--p-adjust", help="holm|none: adjust p-values across the metrics of a row."
+    ),
+    per_seed: bool = typer.Option(
+        False,
+        "--per-seed",
+        help="One row per run (default: runs differing only in seed share one).",
+    ),
+    compact: bool = typer.Option(
+        False, "--compact", help="No CIs/stds/p-values in md, latex, rich (narrow tables)."
+    ),
 ) -> None:
-    """Compare finished runs: metrics with 95% CIs, gains and paired-bootstrap p-values."""
+    """Compare finished runs: metrics with 95% CIs, gains and seed-aware bootstrap p-values."""
     from spt_bench.compare import compare_command
 
     compare_command(
-        runs, baseline=baseline, fmt=fmt, out=out, paper=paper, force=force, metrics=metric
+        runs,
+        baseline=baseline,
+        fmt=fmt,
+        out=out,
+        paper=paper,
+        force=force,
+        metrics=metric,
+        p_adjust=p_adjust,
+        per_seed=per_seed,
+        compact=compact,
     )
 
 

@@ -9,7 +9,12 @@ inside the functions that use them. Definitions of every metric: docs/metrics.md
 
 from metrics.bertscore import BertScoreOptions
 from metrics.bootstrap import bootstrap_ci, paired_bootstrap
-from metrics.files import score_file, write_example_scores
+from metrics.files import (
+    read_example_scores,
+    score_file,
+    write_example_scores,
+    write_example_stats,
+)
 from metrics.predictions import read_prediction_rows, validate_rows
 from metrics.registry import METRICS, Metric, MetricRegistry
 from metrics.render import render_score_report
@@ -30,5 +35,7 @@ __all__ = [
     "score_file",
     "score_predictions",
     "validate_rows",
+    "read_example_scores",
     "write_example_scores",
+    "write_example_stats",
 ]

@@ -8,6 +8,7 @@ distinct-n is the exception in how a resample is read: see `_delete_d_scaled`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -153,3 +154,100 @@ def paired_bootstrap(
             "ci95": [lo, hi],
         }
     return result
+
+
+def seed_bootstrap(
+    seeds_a: Sequence[Sequence[dict]],
+    seeds_b: Sequence[Sequence[dict]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    inflate: bool = True,
+) -> dict[str, dict[str, float | list[float]]]:
+    """Two-level bootstrap test of system A against B, each trained with one or more seeds.
+
+    seeds_a / seeds_b: the per-example rows of each seed's run, all on the same examples. The
+    statistic is the difference of the seed means: mean_s metric(A_s) - mean_s metric(B_s).
+    Each resample draws (1) one set of examples with replacement, used for every run of both
+    systems (they share the test set, so its sampling error is common to all of them), and
+    (2) for each system independently, its seeds with replacement; the resampled statistic is
+    the mean over the drawn seeds of each run's metric on the drawn examples. So the p-value
+    accounts for both the test-set sample and the variation between training seeds. With one
+    seed per system it is exactly `paired_bootstrap` (same draws, same p). With few seeds the
+    seed variance is under-estimated (a bootstrap over S values has (S-1)/S of their variance):
+    `inflate` scales each drawn seed's deviation from the seed mean by sqrt(S/(S-1)), which
+    restores that variance (no effect with one seed); 3 or more seeds per system are needed for
+    the seed term to mean much. p-value: the "shift" test with the +1 correction, as in
+    `paired_bootstrap`. Refuses different example sets.
+    """
+    if n_resamples < 1:
+        raise SptBenchError("seed bootstrap needs at least 1 resample")
+    if not seeds_a or not seeds_b:
+        raise SptBenchError("seed bootstrap: each system needs at least one run")
+    runs = [*seeds_a, *seeds_b]
+    ids = [str(r["id"]) for r in runs[0]]
+    if not ids:
+        raise SptBenchError("seed bootstrap: no examples")
+    if len(set(ids)) != len(ids):
+        raise SptBenchError("seed bootstrap: duplicate example ids")
+    tables = []
+    for k, rows in enumerate(runs):
+        by_id = {str(r["id"]): r for r in rows}
+        if set(by_id) != set(ids) or len(by_id) != len(rows):
+            raise SptBenchError(
+                f"seed bootstrap needs the same examples in every run: run {k + 1} has "
+                f"{len(by_id)} ids, {len(set(by_id) & set(ids))} shared with run 1's {len(ids)}"
+            )
+        tables.append(ScoreTable.from_per_example([by_id[i] for i in ids]))
+    names = [m for m in tables[0].metric_names() if all(m in t.metric_names() for t in tables)]
+    points = [t.point() for t in tables]
+    rng = np.random.default_rng(seed)
+    samples = _joint_samples(tables, n_resamples, rng)
+    n_a, n_b = len(seeds_a), len(seeds_b)
+    pick_a = rng.integers(0, n_a, size=(n_resamples, n_a)) if n_a > 1 else None
+    pick_b = rng.integers(0, n_b, size=(n_resamples, n_b)) if n_b > 1 else None
+    cols = np.arange(n_resamples)[:, None]
+
+    def seed_mean(stack: np.ndarray, point: list[float], pick: np.ndarray | None) -> np.ndarray:
+        # stack [S, R]: each run's value on each resample; pick [R, S]: the seeds drawn
+        if pick is None:
+            return stack[0]
+        drawn = stack[pick, cols].mean(axis=1)
+        if not inflate:
+            return drawn
+        n_seeds = len(point)
+        deviation = np.asarray(point) - np.mean(point)
+        return drawn + (math.sqrt(n_seeds / (n_seeds - 1)) - 1) * deviation[pick].mean(axis=1)
+
+    result: dict[str, dict[str, float | list[float]]] = {}
+    for m in names:
+        point_a = [p[m] for p in points[:n_a]]
+        point_b = [p[m] for p in points[n_a:]]
+        observed = float(np.mean(point_a) - np.mean(point_b))
+        stack_a = np.stack([s[m] for s in samples[:n_a]])
+        stack_b = np.stack([s[m] for s in samples[n_a:]])
+        d = seed_mean(stack_a, point_a, pick_a) - seed_mean(stack_b, point_b, pick_b)
+        hits = int(np.count_nonzero(np.abs(d - observed) >= abs(observed) - 1e-12))
+        lo, hi = percentile_ci(d)
+        result[m] = {
+            "a": float(np.mean(point_a)),
+            "b": float(np.mean(point_b)),
+            "a_per_seed": point_a,
+            "b_per_seed": point_b,
+            "delta": observed,
+            "p_value": (1 + hits) / (1 + len(d)),
+            "ci95": [lo, hi],
+        }
+    return result
+
+
+def holm_adjust(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (controls the family-wise error
+    rate): the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    order = sorted(p_values, key=lambda k: p_values[k])
+    m = len(order)
+    out: dict[str, float] = {}
+    running = 0.0
+    for j, key in enumerate(order):
+        running = max(running, min(1.0, (m - j) * p_values[key]))
+        out[key] = running
+    return out

@@ -12,6 +12,11 @@ from metrics.scorer import ScoreReport, score_predictions
 from spt_bench.io import atomic_write_json, atomic_write_text
 
 EXAMPLE_SCORES_NAME = "example_scores.jsonl"
+# Text-free per-example scores: what compare needs for paired tests and re-derived CIs, with no
+# dialogue text at all (safe to commit next to metrics.json; docs/metrics.md).
+EXAMPLE_STATS_NAME = "example_stats.jsonl"
+# Fields of a per-example score row that are (or may quote) text.
+TEXT_FIELDS = ("prediction", "reference", "persona", "history", "context", "input")
 
 
 @dataclass
@@ -57,6 +62,41 @@ def output_path(predictions: Path, out: str | Path | None) -> Path:
     return predictions.with_name("metrics.json")
 
 
+def example_stats_rows(per_example: list[dict]) -> list[dict]:
+    """Per-example rows without text: ids, dialog ids, turns, selected prompt, every
+    per-example metric and the corpus metrics' sufficient statistics (BLEU counts, NLL sums,
+    distinct-n as n-gram counts and run-local n-gram ids instead of the prediction)."""
+    from metrics.table import ScoreTable
+
+    grams = ScoreTable.from_per_example(per_example).textfree_ngrams()
+    out = []
+    for row, g in zip(per_example, grams, strict=True):
+        clean = {
+            k: v for k, v in row.items() if k not in TEXT_FIELDS and not k.startswith("ngrams")
+        }
+        clean.update(g)
+        out.append(clean)
+    return out
+
+
+def write_example_stats(per_example: list[dict], path: str | Path) -> None:
+    """Write the text-free per-example score file (atomic), e.g. example_stats.jsonl."""
+    lines = [json.dumps(ex, ensure_ascii=False) for ex in example_stats_rows(per_example)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_example_scores(run_dir: str | Path) -> tuple[list[dict], Path] | None:
+    """A run folder's per-example scores: example_scores.jsonl (with text) when present, else
+    the text-free example_stats.jsonl; None when it has neither."""
+    from spt_bench.io import read_jsonl
+
+    for name in (EXAMPLE_SCORES_NAME, EXAMPLE_STATS_NAME):
+        path = Path(run_dir) / name
+        if path.is_file():
+            return list(read_jsonl(path)), path
+    return None
+
+
 def score_file(
     predictions: str | Path,
     *,
@@ -76,5 +116,7 @@ def score_file(
     payload["predictions_file"] = str(predictions)
     payload["example_scores_file"] = examples_path.name
     write_example_scores(report, examples_path)
+    if metrics_path.name == "metrics.json":
+        write_example_stats(report.per_example, metrics_path.with_name(EXAMPLE_STATS_NAME))
     atomic_write_json(metrics_path, payload)
     return ScoredFile(report, metrics_path, examples_path)

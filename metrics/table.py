@@ -106,20 +106,31 @@ class DistinctIndex:
     @classmethod
     def build(cls, token_lists: Sequence[Sequence[str]], n: int) -> DistinctIndex:
         vocab: dict[tuple[str, ...], int] = {}
-        ids: list[int] = []
-        owners: list[int] = []
+        id_sets: list[list[int]] = []
         totals = np.zeros(len(token_lists), dtype=np.float64)
         for e, tokens in enumerate(token_lists):
             grams = ngrams(tokens, n)
             totals[e] = len(grams)
-            for g in set(grams):
-                ids.append(vocab.setdefault(g, len(vocab)))
-                owners.append(e)
+            id_sets.append([vocab.setdefault(g, len(vocab)) for g in set(grams)])
+        return cls.from_id_sets(id_sets, totals, n)
+
+    @classmethod
+    def from_id_sets(
+        cls, id_sets: Sequence[Sequence[int]], totals: Sequence[float], n: int
+    ) -> DistinctIndex:
+        """From each example's distinct n-gram ids (any run-local numbering) and n-gram count
+        with repeats: all distinct-n needs, so a text-free score file can carry it."""
+        ids: list[int] = []
+        owners: list[int] = []
+        for e, example_ids in enumerate(id_sets):
+            ids.extend(int(i) for i in set(example_ids))
+            owners.extend([e] * len(set(example_ids)))
         id_arr = np.asarray(ids, dtype=np.int64)
         owner_arr = np.asarray(owners, dtype=np.int64)
-        doc_freq = np.bincount(id_arr, minlength=len(vocab))
+        n_vocab = int(id_arr.max()) + 1 if len(id_arr) else 0
+        doc_freq = np.bincount(id_arr, minlength=n_vocab)
         single = doc_freq[id_arr] == 1
-        singles = np.bincount(owner_arr[single], minlength=len(token_lists)).astype(np.float64)
+        singles = np.bincount(owner_arr[single], minlength=len(id_sets)).astype(np.float64)
         shared_ids = id_arr[~single]
         order = np.argsort(shared_ids, kind="stable")
         shared_ids = shared_ids[order]
@@ -128,7 +139,9 @@ class DistinctIndex:
             starts = np.flatnonzero(np.r_[True, shared_ids[1:] != shared_ids[:-1]])
         else:
             starts = np.zeros(0, dtype=np.int64)
-        return cls(n, totals, singles, shared_owner, starts, len(vocab))
+        n_distinct = int(np.count_nonzero(doc_freq))
+        totals_arr = np.asarray(totals, dtype=np.float64)
+        return cls(n, totals_arr, singles, shared_owner, starts, n_distinct)
 
     def unique_counts(self, selected: np.ndarray) -> np.ndarray:
         """[R] number of distinct n-grams among the selected examples of each row."""
@@ -151,8 +164,10 @@ class ScoreTable:
     values: dict[str, np.ndarray]  # per-example metric values, already in reported scale
     bleu_stats: np.ndarray  # [N, 2 + 2*4] sacrebleu: hyp_len, ref_len, correct_1..4, total_1..4
     nltk_stats: np.ndarray  # [N, 6] see nltk_bleu_stats
-    pred_tokens: list[list[str]]
+    pred_tokens: list[list[str]] | None  # None when read from a text-free score file
     ppl_stats: np.ndarray | None = None  # [N, 2] ref_nll_sum, ref_n_tokens
+    # text-free distinct-n statistics: {n: ([N] n-gram counts, per-example distinct ids)}
+    ngram_sets: dict[int, tuple[np.ndarray, list[list[int]]]] | None = None
     _distinct: dict[int, DistinctIndex] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -160,9 +175,11 @@ class ScoreTable:
 
     @classmethod
     def from_per_example(cls, rows: Sequence[dict]) -> ScoreTable:
-        """Rebuild from ScoreReport.per_example rows (or example_scores.jsonl)."""
+        """Rebuild from ScoreReport.per_example rows (example_scores.jsonl) or from the rows of
+        a text-free score file (example_stats.jsonl: n-gram ids instead of the prediction)."""
         if not rows:
             raise ValueError("no examples")
+        textfree = "prediction" not in rows[0]
         present = [m for m in _EXAMPLE_METRIC_ORDER if m in rows[0]]
         values = {m: np.asarray([r[m] for r in rows], dtype=np.float64) for m in present}
         has_ppl = "ref_nll_sum" in rows[0]
@@ -172,13 +189,41 @@ class ScoreTable:
             values=values,
             bleu_stats=np.asarray([r["bleu_stats"] for r in rows], dtype=np.float64),
             nltk_stats=np.asarray([r["nltk_bleu_stats"] for r in rows], dtype=np.float64),
-            pred_tokens=[r["prediction"].split() for r in rows],
+            pred_tokens=None if textfree else [r["prediction"].split() for r in rows],
             ppl_stats=(
                 np.asarray([[r["ref_nll_sum"], r["ref_n_tokens"]] for r in rows], dtype=float)
                 if has_ppl
                 else None
             ),
+            ngram_sets=(
+                {
+                    n: (
+                        np.asarray([r[f"ngrams{n}"][0] for r in rows], dtype=np.float64),
+                        [list(r[f"ngrams{n}"][1]) for r in rows],
+                    )
+                    for n in DISTINCT_ORDERS
+                }
+                if textfree
+                else None
+            ),
         )
+
+    def textfree_ngrams(self) -> list[dict[str, list]]:
+        """Per example {"ngrams<n>": [count with repeats, sorted distinct ids]}: distinct-n's
+        sufficient statistics without the text (ids numbered by first occurrence in this run)."""
+        out: list[dict[str, list]] = [{} for _ in self.ids]
+        for n in DISTINCT_ORDERS:
+            if self.ngram_sets is not None:
+                totals, id_sets = self.ngram_sets[n]
+                for e, (t, ids) in enumerate(zip(totals, id_sets, strict=True)):
+                    out[e][f"ngrams{n}"] = [int(t), sorted(int(i) for i in set(ids))]
+                continue
+            vocab: dict[tuple[str, ...], int] = {}
+            for e, tokens in enumerate(self.pred_tokens or []):
+                grams = ngrams(tokens, n)
+                ids = {vocab.setdefault(g, len(vocab)) for g in grams}
+                out[e][f"ngrams{n}"] = [len(grams), sorted(ids)]
+        return out
 
     def metric_names(self) -> list[str]:
         """The metrics this table can report, in registry order."""
@@ -195,13 +240,29 @@ class ScoreTable:
             values={m: v[index] for m, v in self.values.items()},
             bleu_stats=self.bleu_stats[index],
             nltk_stats=self.nltk_stats[index],
-            pred_tokens=[self.pred_tokens[i] for i in index],
+            pred_tokens=(
+                [self.pred_tokens[i] for i in index] if self.pred_tokens is not None else None
+            ),
             ppl_stats=self.ppl_stats[index] if self.ppl_stats is not None else None,
+            ngram_sets=(
+                {
+                    n: (totals[index], [ids[i] for i in index])
+                    for n, (totals, ids) in self.ngram_sets.items()
+                }
+                if self.ngram_sets is not None
+                else None
+            ),
         )
 
     def distinct_index(self, n: int) -> DistinctIndex:
         if n not in self._distinct:
-            self._distinct[n] = DistinctIndex.build(self.pred_tokens, n)
+            if self.pred_tokens is not None:
+                self._distinct[n] = DistinctIndex.build(self.pred_tokens, n)
+            elif self.ngram_sets is not None:
+                totals, id_sets = self.ngram_sets[n]
+                self._distinct[n] = DistinctIndex.from_id_sets(id_sets, totals, n)
+            else:
+                raise ValueError("score table has neither predictions nor n-gram statistics")
         return self._distinct[n]
 
     def evaluate(self, weights: np.ndarray) -> dict[str, np.ndarray]:

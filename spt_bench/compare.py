@@ -1,18 +1,22 @@
 """`spt-bench compare`: runs as rows, metrics as columns, with CIs, gains and significance.
 
 Reads only finished run folders (those with `metrics.json`); every number shown comes from a
-run's `metrics.json` (values, CIs) or is computed here from its `example_scores.jsonl` (paired
-bootstrap p-values), so each cell traces back to files in the run folder.
+run's `metrics.json` (values, CIs), is computed here from its per-example scores
+(`example_scores.jsonl`, or the text-free `example_stats.jsonl`), or is a mean/std over the
+seeds of one setting, so each cell traces back to files in the run folders.
 
 Definitions (also in docs/reports.md):
-- relative gain of a run over the baseline, per metric, in percent:
-  100 * (run - baseline) / |baseline|, sign-flipped for lower-is-better metrics so that a
+- rows: runs that differ only in their training seed form one row (mean over seeds, sample
+  std, per-seed values in json/csv); `group_seeds=False` gives one row per run.
+- relative gain of a row over the baseline, per metric, in percent:
+  100 * (row - baseline) / |baseline|, sign-flipped for lower-is-better metrics so that a
   positive gain always means "better"; undefined when the baseline value is 0.
 - AVG: the SPT paper's summary figure, the mean relative gain over its ten metrics
   (F1, BLEU, ROUGE-1/2/L, BERTScore F1/P/R, Dist-1/2). The paper's F1 is unnormalised, so AVG
   uses our `f1_raw` (not the ParlAI-normalised `f1`).
-- p-values: paired bootstrap over the examples both runs scored (metrics.paired_bootstrap);
-  `*` marks p < 0.05 and `**` p < 0.01.
+- p-values: two-level bootstrap over the test examples and each row's seeds
+  (metrics.seed_bootstrap; the paired bootstrap when both rows have one seed), Holm-adjusted
+  across the metrics of a row by default; `*` marks p < 0.05 and `**` p < 0.01.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import io
 import json
 import math
 import os
+import statistics
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,16 +41,20 @@ from spt_bench.paper import (
     PAPER_AVG_METRICS,
     PAPER_BERTSCORE_MODEL,
     PAPER_CITATION,
+    PAPER_N_EXAMPLES,
     load_paper_results,
 )
 from spt_bench.run_folder import RunFolder
 
 FORMATS = ("rich", "md", "csv", "json", "latex")
+P_ADJUST = ("holm", "none")
+SUFFIX_FORMATS = {".md": "md", ".csv": "csv", ".json": "json", ".tex": "latex", ".txt": "rich"}
 
 # Default columns, in display order: ours (`f1`) then the paper's ten. Extra model metrics
 # (issue 7) are appended when a run has them.
 DEFAULT_METRICS: tuple[str, ...] = ("f1", *PAPER_AVG_METRICS)
 EXTRA_METRICS: tuple[str, ...] = ("ppl", "hits@1")
+DIST_METRICS = ("dist1", "dist2")
 
 SHORT_NAMES: dict[str, str] = {
     "f1": "F1",
@@ -69,6 +78,9 @@ SHORT_NAMES: dict[str, str] = {
 
 # Significance marks, strictest first.
 SIGNIFICANCE: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
+# Marks a paper row's Dist-n when its corpus size differs from ours by more than this factor.
+CORPUS_SIZE_FACTOR = 2.0
+DIST_FLAG = "†"
 
 # method option -> short name, always shown in a run's label when present (key settings)
 KEY_OPTIONS: dict[str, str] = {"k": "K", "prompt_len": "L", "lora_r": "r", "shots": "shots"}
@@ -82,13 +94,40 @@ VARYING_FIELDS: tuple[str, ...] = (
     "data.train_limit",
     "decode.mode",
 )
+# config fields that do not change a run's numbers (where and how it was written); left out
+# when deciding whether two runs differ only in their seed
+NON_SETTINGS: frozenset[str] = frozenset(
+    {"output.name", "output.out", "model.device", "decode.batch_size", "decode.engine",
+     "train.log_every", "train.save_every", "train.activation_checkpointing",
+     "train.lean_activations"}
+)  # fmt: skip
+# config fields that say which examples a run was scored on (checked when a run has no
+# per-example score file to compare ids with)
+DATA_FIELDS: tuple[str, ...] = (
+    "data.source", "data.test_data", "data.split_protocol", "data.split_seed", "data.eval_limit",
+)  # fmt: skip
 
 
 class ComparisonRefused(SptBenchError):
-    """Runs that cannot be compared fairly (different examples or BERTScore encoders)."""
+    """Runs that cannot be compared fairly (different examples, BERTScore encoders or
+    post-processing rules)."""
 
 
 # ------------------------------------------------------------------------------------ run folders
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: reads the flat and the nested config.json alike."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value
+    return out
 
 
 @dataclass
@@ -100,13 +139,15 @@ class RunRecord:
     metrics: dict
     label: str = ""
     _example_scores: list[dict] | None = field(default=None, repr=False)
+    _scores_checked: bool = field(default=False, repr=False)
     _ids: frozenset[str] | None = field(default=None, repr=False)
+    _ids_checked: bool = field(default=False, repr=False)
 
     @property
     def method(self) -> str:
         method = get_dotted(self.config, "method.name") or self.metrics.get("method")
         if isinstance(method, dict):  # metrics.json keeps the method's summary under "method"
-            method = method.get("method")
+            method = method.get("name") or method.get("method")
         return str(method or self.path.name)
 
     @property
@@ -116,7 +157,18 @@ class RunRecord:
 
     @property
     def seed(self) -> Any:
-        return self.config.get("seed")
+        return self.config.get("seed")  # top level in the flat and the nested schema
+
+    @property
+    def clean_rule(self) -> str:
+        """The post-processing rule of the generations (metrics.json `clean_rule`; runs
+        without the key used the default rule)."""
+        return str(self.metrics.get("clean_rule") or "default")
+
+    @property
+    def n(self) -> int | None:
+        n = self.metrics.get("n")
+        return int(n) if _is_number(n) else None
 
     @property
     def method_options(self) -> dict:
@@ -148,28 +200,58 @@ class RunRecord:
         return (str(model), self.metrics.get("bertscore_layer"))
 
     @property
-    def example_scores(self) -> list[dict]:
-        if self._example_scores is None:
-            path = self.path / RunFolder.EXAMPLE_SCORES
-            if not path.is_file():
-                raise InputError(path, None, "missing: needed for paired bootstrap p-values")
-            self._example_scores = list(read_jsonl(path))
+    def per_example(self) -> list[dict] | None:
+        """Per-example scores: example_scores.jsonl, else the text-free example_stats.jsonl;
+        None when the run folder has neither (e.g. only metrics.json was kept)."""
+        if not self._scores_checked:
+            from metrics.files import read_example_scores
+
+            found = read_example_scores(self.path)
+            self._example_scores = found[0] if found else None
+            self._scores_checked = True
         return self._example_scores
 
     @property
-    def example_ids(self) -> frozenset[str]:
-        """Ids of the scored examples (example_scores.jsonl, else predictions.jsonl)."""
-        if self._ids is None:
-            for name in (RunFolder.EXAMPLE_SCORES, RunFolder.PREDICTIONS):
-                path = self.path / name
-                if path.is_file():
-                    self._ids = frozenset(str(r["id"]) for r in _rows_with_id(path))
-                    break
-            else:
-                raise InputError(
-                    self.path, None, "has neither example_scores.jsonl nor predictions.jsonl"
-                )
+    def example_scores(self) -> list[dict]:
+        rows = self.per_example
+        if rows is None:
+            raise InputError(self.path, None, "has no example_scores.jsonl or example_stats.jsonl")
+        return rows
+
+    @property
+    def example_ids(self) -> frozenset[str] | None:
+        """Ids of the scored examples (per-example scores, else predictions.jsonl); None when
+        the folder has none of these files."""
+        if not self._ids_checked:
+            self._ids_checked = True
+            if self.per_example is not None:
+                self._ids = frozenset(str(r["id"]) for r in self.per_example)
+            elif (self.path / RunFolder.PREDICTIONS).is_file():
+                path = self.path / RunFolder.PREDICTIONS
+                self._ids = frozenset(str(r["id"]) for r in _rows_with_id(path))
         return self._ids
+
+    def settings_key(self) -> str:
+        """Everything that defines the run except its seed and where it was written: two runs
+        with the same key are seeds of one setting."""
+        flat = {
+            k: (Path(v).name if isinstance(v, str) and os.sep in v else v)
+            for k, v in _flatten(self.config).items()
+            if k not in NON_SETTINGS | {"seed"}
+        }
+        flat["method"] = self.method
+        flat["__options"] = self.method_options
+        flat["__clean_rule"] = self.clean_rule
+        return json.dumps(flat, sort_keys=True, default=str)
+
+    def data_key(self) -> str:
+        flat = _flatten(self.config)
+        data = {
+            k: (Path(v).name if isinstance(v, str) else v)
+            for k, v in flat.items()
+            if k in DATA_FIELDS
+        }
+        return json.dumps([self.n, data], sort_keys=True, default=str)
 
 
 def _rows_with_id(path: Path):
@@ -269,10 +351,10 @@ def _fmt_setting(value: Any) -> str:
     return str(value)
 
 
-def assign_labels(runs: Sequence[RunRecord]) -> None:
+def assign_labels(runs: Sequence[RunRecord], *, exclude: Sequence[str] = ()) -> None:
     """Name each run by method + key settings, adding settings that differ between runs of the
-    same method (model, seed, steps, method options) and finally the folder name if two runs
-    would still share a label."""
+    same method (model, seed, steps, method options; not those in `exclude`) and finally the
+    folder name if two runs would still share a label."""
     by_method: dict[str, list[RunRecord]] = {}
     for run in runs:
         by_method.setdefault(run.method, []).append(run)
@@ -284,7 +366,9 @@ def assign_labels(runs: Sequence[RunRecord]) -> None:
             if k not in KEY_OPTIONS and len({_freeze(r.method_options.get(k)) for r in group}) > 1
         ]
         varying_fields = [
-            f for f in VARYING_FIELDS if len({_freeze(get_dotted(r.config, f)) for r in group}) > 1
+            f
+            for f in VARYING_FIELDS
+            if f not in exclude and len({_freeze(_field(r, f)) for r in group}) > 1
         ]
         for run in group:
             parts = [
@@ -306,8 +390,61 @@ def assign_labels(runs: Sequence[RunRecord]) -> None:
             run.label = f"{run.label} [{run.path.name}]"
 
 
+def _seed_order(run: RunRecord) -> tuple:
+    seed = run.seed
+    return (0, seed, "") if _is_number(seed) else (1, 0, str(seed))
+
+
+def _field(run: RunRecord, name: str) -> Any:
+    return run.seed if name == "seed" else get_dotted(run.config, name)
+
+
 def _freeze(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class RunGroup:
+    """The runs of one setting that differ only in their seed (one row of the table)."""
+
+    runs: list[RunRecord]
+    label: str = ""
+
+    @property
+    def lead(self) -> RunRecord:
+        return self.runs[0]
+
+    @property
+    def method(self) -> str:
+        return self.lead.method
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [r.seed for r in self.runs]
+
+
+def group_runs(runs: Sequence[RunRecord], *, by_seed: bool = True) -> list[RunGroup]:
+    """Runs that differ only in their seed become one group (in first-seen order, members by
+    seed); labels name the setting, with `[n seeds]` when a group has several."""
+    groups: dict[str, RunGroup] = {}
+    for run in runs:
+        key = run.settings_key() if by_seed else str(run.path.resolve())
+        groups.setdefault(key, RunGroup([])).runs.append(run)
+    out = list(groups.values())
+    for g in out:
+        seeds = [_freeze(s) for s in g.seeds]
+        if len(set(seeds)) != len(seeds):  # same setting and seed twice: keep them apart
+            out = [RunGroup([r]) for grp in out for r in grp.runs]
+            by_seed = False
+            break
+        g.runs.sort(key=_seed_order)
+    leads = [
+        RunRecord(g.lead.path, g.lead.config, g.lead.metrics) for g in out
+    ]  # copies: labelling the leads must not rename the runs
+    assign_labels(leads, exclude=("seed",) if by_seed else ())
+    for g, lead in zip(out, leads, strict=True):
+        g.label = lead.label + (f" [{len(g.runs)} seeds]" if len(g.runs) > 1 else "")
+    return out
 
 
 # ------------------------------------------------------------------------------------ comparison
@@ -320,38 +457,55 @@ class ComparisonRow:
     values: dict[str, float]
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
     gain: dict[str, float] = field(default_factory=dict)  # relative gain (%) vs `baseline`
-    p_value: dict[str, float] = field(default_factory=dict)
+    p_value: dict[str, float] = field(default_factory=dict)  # raw
+    p_adjusted: dict[str, float] = field(default_factory=dict)  # what marks and tables show
     avg_gain: float | None = None
     avg_gain_metrics: list[str] = field(default_factory=list)
     baseline: str | None = None  # label of what `gain` is relative to
     is_baseline: bool = False
     best: list[str] = field(default_factory=list)  # columns where this row is best
+    flags: dict[str, str] = field(default_factory=dict)  # metric -> mark explained in a note
     path: str | None = None
+    paths: list[str] = field(default_factory=list)
     method: str | None = None
     model: str | None = None
     seed: Any = None
+    seeds: list[Any] = field(default_factory=list)
+    std: dict[str, float] = field(default_factory=dict)  # sample std over seeds (>= 2 seeds)
+    per_seed: dict[str, list[float]] = field(default_factory=dict)
     n: int | None = None
     bertscore_model: str | None = None
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds) if self.source == "run" else 0
 
     def to_json(self) -> dict:
         return {
             "label": self.label,
             "source": self.source,
             "path": self.path,
+            "paths": self.paths,
             "method": self.method,
             "model": self.model,
             "seed": self.seed,
+            "seeds": self.seeds,
+            "n_seeds": self.n_seeds,
             "n": self.n,
             "bertscore_model": self.bertscore_model,
             "is_baseline": self.is_baseline,
             "values": self.values,
             "ci95": {k: list(v) for k, v in self.ci95.items()},
+            "std": self.std,
+            "per_seed": self.per_seed,
             "baseline": self.baseline,
             "gain_pct": self.gain,
             "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
             "avg_gain_pct": self.avg_gain,
             "avg_gain_metrics": self.avg_gain_metrics,
             "best": self.best,
+            "flags": self.flags,
         }
 
 
@@ -362,6 +516,8 @@ class Comparison:
     rows: list[ComparisonRow]
     baseline: str | None
     notes: list[str] = field(default_factory=list)
+    p_adjust: str = "holm"
+    compact: bool = False  # no CIs / stds in md, latex and rich (narrow tables)
 
     def to_json(self) -> dict:
         return {
@@ -370,62 +526,90 @@ class Comparison:
             "baseline": self.baseline,
             "avg_metrics": list(PAPER_AVG_METRICS),
             "significance": {mark: level for level, mark in SIGNIFICANCE},
+            "significance_test": SIGNIFICANCE_TEST,
+            "p_adjust": self.p_adjust,
             "rows": [r.to_json() for r in self.rows],
             "notes": self.notes,
         }
 
 
-def resolve_baseline(runs: list[RunRecord], baseline: str) -> RunRecord:
-    """A baseline given as a run folder (added to the rows if not listed), a run label or a
-    method name that names exactly one of the runs."""
+SIGNIFICANCE_TEST = (
+    "two-level bootstrap (metrics.seed_bootstrap): 1000 resamples, seed 0; each resample draws "
+    "the test examples with replacement (the same draws for every run) and each row's seeds "
+    "with replacement; statistic = difference of seed means; two-sided shift test with +1 "
+    "correction; with one seed per row it is the paired bootstrap"
+)
+
+
+def resolve_baseline(groups: list[RunGroup], baseline: str, runs: list[RunRecord]) -> RunGroup:
+    """A baseline given as a run folder (added to the rows if not listed), a row label or a
+    method name that names exactly one row."""
     path = Path(baseline)
     if path.is_dir():
         target = path.resolve()
-        for run in runs:
-            if run.path.resolve() == target:
-                return run
+        for g in groups:
+            if any(r.path.resolve() == target for r in g.runs):
+                return g
         if not (path / RunFolder.METRICS).is_file():
             raise InputError(path, None, "baseline run is incomplete (no metrics.json)")
-        run = load_run(path)
-        runs.insert(0, run)
-        assign_labels(runs)
-        return run
-    for key in (lambda r: r.label, lambda r: r.method):
-        matches = [r for r in runs if key(r) == baseline]
+        runs.insert(0, load_run(path))
+        raise _Regroup()
+    for key in (lambda g: g.label, lambda g: g.method):
+        matches = [g for g in groups if key(g) == baseline]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
-            names = "; ".join(str(r.path) for r in matches)
+            names = "; ".join(str(g.lead.path) for g in matches)
             raise SptBenchError(
                 f"--baseline {baseline!r} matches {len(matches)} runs ({names}); "
                 "give the baseline's run folder instead"
             )
     raise SptBenchError(
         f"--baseline {baseline!r} is neither a run folder nor the method/label of a listed run "
-        f"(labels: {', '.join(r.label for r in runs)})"
+        f"(labels: {', '.join(g.label for g in groups)})"
     )
+
+
+class _Regroup(Exception):
+    """A baseline folder was added to the runs: group again."""
 
 
 def check_comparable(
     runs: Sequence[RunRecord], *, force: bool = False, reference: RunRecord | None = None
 ) -> list[str]:
-    """Refuse (ComparisonRefused) runs scored on different example sets or BERTScore encoders,
-    unless `force`; returns the notes to print (including the forced mismatches)."""
+    """Refuse (ComparisonRefused) runs scored on different example sets, with different
+    BERTScore encoders or different post-processing rules, unless `force`; returns the notes
+    to print (including the forced mismatches)."""
     notes: list[str] = []
     problems: list[str] = []
     reference = reference or runs[0]
     ref_ids = reference.example_ids
+    unchecked = []
     for run in runs:
         if run is reference:
             continue
         ids = run.example_ids
-        if ids != ref_ids:
-            shared = len(ids & ref_ids)
+        if ids is not None and ref_ids is not None:
+            if ids != ref_ids:
+                problems.append(
+                    f"runs were scored on different example sets: {run.label} ({run.path}) has "
+                    f"{len(ids)} examples, {reference.label} ({reference.path}) has "
+                    f"{len(ref_ids)}, {len(ids & ref_ids)} shared"
+                )
+        elif run.data_key() != reference.data_key():
             problems.append(
                 f"runs were scored on different example sets: {run.label} ({run.path}) has "
-                f"{len(ids)} examples, {reference.label} ({reference.path}) has {len(ref_ids)}, "
-                f"{shared} shared"
+                f"n={run.n}, {reference.label} ({reference.path}) has n={reference.n} or other "
+                "data settings (no per-example scores to compare ids)"
             )
+        else:
+            unchecked += [r for r in (run, reference) if r.example_ids is None]
+    if unchecked:
+        names = sorted({r.path.name for r in unchecked})
+        notes.append(
+            "example sets checked by count and data settings only (no per-example scores, so "
+            f"no ids and no p-values) for: {', '.join(names)}"
+        )
     encoders = {r.bertscore_encoder for r in runs if r.bertscore_encoder is not None}
     if len(encoders) > 1:
         listing = "; ".join(
@@ -434,13 +618,19 @@ def check_comparable(
             if r.bertscore_encoder is not None
         )
         problems.append(f"runs used different BERTScore encoders ({listing})")
+    rules = {r.clean_rule for r in runs}
+    if len(rules) > 1:
+        listing = "; ".join(f"{r.label}: {r.clean_rule}" for r in runs)
+        problems.append(
+            f"runs used different post-processing rules (clean_rule {listing}); see docs/metrics.md"
+        )
     if problems and not force:
         raise ComparisonRefused(
             problems[0]
             + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else "")
             + "; such numbers are not comparable - pass --force to compare anyway"
         )
-    notes += [f"forced: {p}" for p in problems]
+    notes = [f"forced: {p}" for p in problems] + notes
     if any(m in r.overall for r in runs for m in ("ppl",)):
         models = sorted({str(r.model) for r in runs if "ppl" in r.overall})
         if len(models) > 1:
@@ -496,40 +686,100 @@ def significance_mark(p: float | None) -> str:
     return ""
 
 
+def _restricted(rows: list[dict], ids: frozenset[str] | None) -> list[dict]:
+    return rows if ids is None else [r for r in rows if str(r["id"]) in ids]
+
+
+def seed_p_values(
+    group: RunGroup,
+    baseline: RunGroup,
+    metric_names: Sequence[str],
+    *,
+    ids: frozenset[str] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """p-values of `group` vs `baseline` (metrics.seed_bootstrap) over `ids` (default: all;
+    the runs must then share their examples); {} when a run has no per-example scores."""
+    from metrics.bootstrap import seed_bootstrap
+
+    if any(r.per_example is None for r in (*group.runs, *baseline.runs)):
+        return {}
+    a = [_restricted(r.per_example, ids) for r in group.runs]
+    b = [_restricted(r.per_example, ids) for r in baseline.runs]
+    result = seed_bootstrap(a, b, seed=seed)
+    return {m: float(v["p_value"]) for m, v in result.items() if m in metric_names}
+
+
 def paired_p_values(
     run: RunRecord, baseline: RunRecord, metric_names: Sequence[str], *, seed: int = 0
 ) -> dict[str, float]:
-    """Paired bootstrap p-values of `run` vs `baseline` over the examples both scored."""
-    from metrics import paired_bootstrap
-
-    base_rows = {str(r["id"]): r for r in baseline.example_scores}
-    run_rows = [r for r in run.example_scores if str(r["id"]) in base_rows]
-    if not run_rows:
-        return {}
-    a = run_rows
-    b = [base_rows[str(r["id"])] for r in run_rows]
-    result = paired_bootstrap(a, b, seed=seed)
-    return {m: p for m, p in _extract_p_values(result).items() if m in metric_names}
+    """Paired bootstrap p-values of one run vs another (both on the same examples)."""
+    return seed_p_values(RunGroup([run]), RunGroup([baseline]), metric_names, seed=seed)
 
 
-def _extract_p_values(result: Any) -> dict[str, float]:
-    """Accept metrics.paired_bootstrap's result: {metric: p} or {metric: {"p_value": p, ...}}."""
-    if hasattr(result, "to_json"):
-        result = result.to_json()
-    if isinstance(result, dict) and isinstance(result.get("p_value"), dict):
-        return {k: float(v) for k, v in result["p_value"].items() if _is_number(v)}
-    out: dict[str, float] = {}
-    if isinstance(result, dict):
-        for metric, entry in result.items():
-            if _is_number(entry):
-                out[metric] = float(entry)
-            elif isinstance(entry, dict):
-                p = entry.get("p_value", entry.get("p"))
-                if _is_number(p):
-                    out[metric] = float(p)
-            elif hasattr(entry, "p_value"):
-                out[metric] = float(entry.p_value)
-    return out
+def adjust_p_values(p_values: dict[str, float], method: str) -> dict[str, float]:
+    """Holm across the metrics of one row (`holm`), or unchanged (`none`)."""
+    from metrics.bootstrap import holm_adjust
+
+    if method not in P_ADJUST:
+        raise SptBenchError(f"unknown --p-adjust {method!r}; choose one of {', '.join(P_ADJUST)}")
+    return holm_adjust(p_values) if method == "holm" else dict(p_values)
+
+
+def _run_values(
+    run: RunRecord, columns: Sequence[str], ids: frozenset[str] | None, seed: int
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """A run's values and CIs: from metrics.json, or rescored on `ids` from its per-example
+    scores (forced comparisons of runs with different example sets)."""
+    if ids is not None and run.per_example is not None:
+        from metrics import ScoreTable, bootstrap_ci
+
+        table = ScoreTable.from_per_example(_restricted(run.per_example, ids))
+        point = table.point()
+        ci = bootstrap_ci(table, 1000, seed)
+        return (
+            {m: float(point[m]) for m in columns if m in point},
+            {m: (float(ci[m][0]), float(ci[m][1])) for m in columns if m in ci},
+        )
+    values = {m: float(run.overall[m]) for m in columns if m in run.overall}
+    ci95 = {
+        m: (float(run.ci95[m][0]), float(run.ci95[m][1]))
+        for m in columns
+        if m in run.ci95 and run.ci95[m] is not None and len(run.ci95[m]) == 2
+    }
+    return values, ci95
+
+
+def _group_row(
+    group: RunGroup, columns: Sequence[str], ids: frozenset[str] | None, seed: int
+) -> ComparisonRow:
+    per_run = [_run_values(r, columns, ids, seed) for r in group.runs]
+    lead = group.lead
+    ns = {r.n for r in group.runs}
+    row = ComparisonRow(
+        label=group.label,
+        source="run",
+        values={},
+        path=str(lead.path),
+        paths=[str(r.path) for r in group.runs],
+        method=lead.method,
+        model=lead.model,
+        seed=lead.seed if len(group.runs) == 1 else None,
+        seeds=group.seeds,
+        n=(len(ids) if ids is not None else ns.pop()) if len(ns) == 1 else None,
+        bertscore_model=lead.metrics.get("bertscore_model"),
+    )
+    if len(group.runs) == 1:
+        row.values, row.ci95 = per_run[0]
+        return row
+    for m in columns:
+        seeds_values = [v[m] for v, _ in per_run if m in v]
+        if len(seeds_values) != len(per_run):
+            continue  # a metric only some seeds have is not averaged
+        row.values[m] = statistics.fmean(seeds_values)
+        row.std[m] = statistics.stdev(seeds_values)
+        row.per_seed[m] = seeds_values
+    return row
 
 
 def build_comparison(
@@ -540,15 +790,47 @@ def build_comparison(
     paper: bool = False,
     metrics: Sequence[str] | None = None,
     bootstrap_seed: int = 0,
+    p_adjust: str = "holm",
+    group_seeds: bool = True,
+    compact: bool = False,
 ) -> Comparison:
     """Compare finished runs (see the module docstring for the definitions used)."""
     if not runs:
         raise SptBenchError("nothing to compare: no runs")
+    if p_adjust not in P_ADJUST:
+        raise SptBenchError(f"unknown --p-adjust {p_adjust!r}; choose one of {', '.join(P_ADJUST)}")
     runs = list(runs)
     if not all(r.label for r in runs):
         assign_labels(runs)
-    base_run = resolve_baseline(runs, baseline) if baseline else None
-    notes = check_comparable(runs, force=force, reference=base_run)
+    while True:
+        groups = group_runs(runs, by_seed=group_seeds)
+        try:
+            base = resolve_baseline(groups, baseline, runs) if baseline else None
+        except _Regroup:
+            assign_labels(runs)
+            continue
+        break
+    notes = check_comparable(runs, force=force, reference=base.lead if base else None)
+
+    # forced past different example sets: score everything on the examples all runs share
+    shared: frozenset[str] | None = None  # p-values on these ids
+    value_ids: frozenset[str] | None = None  # values and CIs rescored on these ids
+    id_sets = [r.example_ids for r in runs]
+    if len({s for s in id_sets if s is not None}) > 1:
+        shared = frozenset.intersection(*[s for s in id_sets if s is not None])
+        if not shared:
+            raise ComparisonRefused("the runs share no example: nothing to compare")
+        if all(r.per_example is not None for r in runs):
+            value_ids = shared
+            notes.append(
+                f"forced: every value, CI and p-value is computed on the {len(shared)} examples "
+                "all runs share"
+            )
+        else:
+            notes.append(
+                "forced: values are each run's own example set (a run has no per-example "
+                f"scores to rescore); p-values use the {len(shared)} shared examples"
+            )
 
     if metrics:
         columns = list(dict.fromkeys(metrics))
@@ -563,41 +845,43 @@ def build_comparison(
         columns = [m for m in DEFAULT_METRICS if m in present or paper]
         columns += [m for m in EXTRA_METRICS if m in present]
     hib = {m: _higher_is_better(runs, m) for m in columns}
+    gain_metrics = list(dict.fromkeys([*columns, *PAPER_AVG_METRICS]))
+    hib_all = {m: _higher_is_better(runs, m) for m in gain_metrics}
 
     rows: list[ComparisonRow] = []
-    for run in runs:
-        row = ComparisonRow(
-            label=run.label,
-            source="run",
-            values={m: float(run.overall[m]) for m in columns if m in run.overall},
-            ci95={
-                m: (float(run.ci95[m][0]), float(run.ci95[m][1]))
-                for m in columns
-                if m in run.ci95 and run.ci95[m] is not None and len(run.ci95[m]) == 2
-            },
-            path=str(run.path),
-            method=run.method,
-            model=run.model,
-            seed=run.seed,
-            n=run.metrics.get("n"),
-            bertscore_model=run.metrics.get("bertscore_model"),
-            is_baseline=run is base_run,
+    base_all = _group_row(base, gain_metrics, value_ids, bootstrap_seed) if base else None
+    base_values = dict(base_all.values) if base_all else {}
+    no_p: list[str] = []
+    for group in groups:
+        row = (
+            base_all
+            if group is base
+            else _group_row(group, gain_metrics, value_ids, bootstrap_seed)
         )
-        if base_run is not None and run is not base_run:
-            row.baseline = base_run.label
-            gain_metrics = list(dict.fromkeys([*columns, *PAPER_AVG_METRICS]))
+        mine = dict(row.values)
+        for attr in ("values", "ci95", "std", "per_seed"):  # shown columns only
+            setattr(row, attr, {m: v for m, v in getattr(row, attr).items() if m in columns})
+        row.is_baseline = group is base
+        if base is not None and base_all is not None and group is not base:
+            row.baseline = base.label
             for m in gain_metrics:
-                if m in run.overall and m in base_run.overall:
-                    g = relative_gain(
-                        run.overall[m], base_run.overall[m], _higher_is_better(runs, m)
-                    )
+                if m in mine and m in base_values:
+                    g = relative_gain(mine[m], base_values[m], hib_all[m])
                     if g is not None:
                         row.gain[m] = g
             row.avg_gain, row.avg_gain_metrics = _avg_gain(row.gain)
             row.gain = {m: g for m, g in row.gain.items() if m in columns}
-            row.p_value = paired_p_values(run, base_run, columns, seed=bootstrap_seed)
+            row.p_value = seed_p_values(group, base, columns, ids=shared, seed=bootstrap_seed)
+            if not row.p_value:
+                no_p.append(group.label)
+            row.p_adjusted = adjust_p_values(row.p_value, p_adjust)
         rows.append(row)
-    if base_run is not None:
+    if base is not None:
+        if no_p:
+            notes.append(
+                "no p-values for: " + "; ".join(no_p) + " (a run of the row or of the baseline "
+                "has no example_scores.jsonl / example_stats.jsonl)"
+            )
         partial = [r.label for r in rows if r.avg_gain is not None and len(r.avg_gain_metrics) < 10]
         if partial:
             notes.append(
@@ -605,6 +889,24 @@ def build_comparison(
                 + "; ".join(partial)
                 + " (missing metrics, e.g. scored with --no-bertscore)"
             )
+    if any(r.n_seeds > 1 for r in rows):
+        few = [r.label for r in rows if 1 < r.n_seeds < 3 and (r.p_value or r.is_baseline)]
+        notes.append(
+            "rows over several seeds: mean ± sample std over the seeds (per-seed values in the "
+            "json/csv output); their p-values account for the seed-to-seed variation"
+            + (
+                f"; with fewer than 3 seeds ({'; '.join(few)}) that variation is poorly estimated"
+                if few
+                else ""
+            )
+        )
+    if any(r.method == "text-prompt" for r in rows):
+        notes.append(
+            "text-prompt answers in the chat model's cased, untokenised style while ConvAI2 "
+            "references are lowercase and tokenised ('i am .'): F1 raw counts every case or "
+            "punctuation difference as a miss, so F1 raw and AVG (which uses it) understate "
+            "text-prompt; the normalised F1 does not."
+        )
 
     for m in columns:
         if hib[m] is None:
@@ -612,11 +914,9 @@ def build_comparison(
         scored = [r for r in rows if m in r.values]
         if len(scored) < 2:
             continue
-        if len({r.values[m] for r in scored}) == 1:
-            continue  # all equal: nothing to single out
         best = (max if hib[m] else min)(r.values[m] for r in scored)
         for r in scored:
-            if r.values[m] == best:
+            if r.values[m] == best:  # ties: all best
                 r.best.append(m)
 
     if paper:
@@ -628,12 +928,31 @@ def build_comparison(
             "not directly comparable to our runs, have no CIs, and are excluded from 'best'. "
             "Their gains are SPT vs PT on the same backbone."
         )
+        ours = sorted({r.n for r in rows if r.source == "run" and r.n})
+        far = [
+            n
+            for n in ours
+            if max(n, PAPER_N_EXAMPLES) > CORPUS_SIZE_FACTOR * min(n, PAPER_N_EXAMPLES)
+        ]
+        flagged = [m for m in DIST_METRICS if m in columns]
+        if far and flagged:
+            for r in rows:
+                if r.source == "paper":
+                    r.flags.update({m: DIST_FLAG for m in flagged if m in r.values})
+            notes.append(
+                f"{DIST_FLAG} Dist-n depends on corpus size (more responses repeat more "
+                f"n-grams): the paper's values are over {PAPER_N_EXAMPLES:,} responses, our "
+                f"runs over {', '.join(f'{n:,}' for n in ours)} (more than "
+                f"{CORPUS_SIZE_FACTOR:g}x apart), so Dist-n is not comparable between them."
+            )
     return Comparison(
         metrics=columns,
         higher_is_better=hib,
         rows=rows,
-        baseline=base_run.label if base_run else None,
+        baseline=base.label if base else None,
         notes=notes,
+        p_adjust=p_adjust,
+        compact=compact,
     )
 
 
@@ -648,6 +967,7 @@ def _paper_rows(columns: Sequence[str]) -> list[ComparisonRow]:
             values={m: v for m, v in rec.values.items() if m in columns},
             method=rec.our_method,
             model=rec.model,
+            n=PAPER_N_EXAMPLES,
             bertscore_model=PAPER_BERTSCORE_MODEL,
         )
         pt = pt_by_model.get(rec.model)
@@ -666,17 +986,25 @@ def _paper_rows(columns: Sequence[str]) -> list[ComparisonRow]:
 
 # ------------------------------------------------------------------------------------ rendering
 
+# One precision rule for every human-readable table (compare's md/latex/rich and each run's
+# report.md): 2 decimals (metrics are on a 0-100 scale, so 0.01 points), p-values 3 decimals.
+DECIMALS = 2
+
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def fmt_value(x: float | None) -> str:
-    return "" if x is None else f"{x:.2f}"
+    return "" if x is None else f"{x:.{DECIMALS}f}"
 
 
 def fmt_gain(x: float | None) -> str:
-    return "" if x is None else f"{x:+.2f}"
+    return "" if x is None else f"{x:+.{DECIMALS}f}"
+
+
+def fmt_interval(lo: float, hi: float) -> str:
+    return f"[{fmt_value(lo)}, {fmt_value(hi)}]"
 
 
 def fmt_p(p: float | None) -> str:
@@ -699,19 +1027,61 @@ def _has_gains(c: Comparison) -> bool:
     return any(r.gain or r.avg_gain is not None for r in c.rows)
 
 
+def _spread(c: Comparison, r: ComparisonRow, m: str) -> str:
+    """What follows a value: its CI in brackets, or ± the std over seeds; '' when compact."""
+    if c.compact:
+        return ""
+    if m in r.std:
+        return f"±{fmt_value(r.std[m])}"
+    if m in r.ci95:
+        return fmt_interval(*r.ci95[m])
+    return ""
+
+
+def _shown_p(c: Comparison, r: ComparisonRow, m: str) -> float | None:
+    return (r.p_adjusted or r.p_value).get(m) if c.p_adjust != "none" else r.p_value.get(m)
+
+
 def _legend_lines(c: Comparison) -> list[str]:
+    spread = (
+        ""
+        if c.compact
+        else "brackets: 95% bootstrap CI (± sample std over seeds for rows of several seeds); "
+    )
     lines = [
-        "Values x100 (except Len/PPL); brackets: 95% bootstrap CI; best run per column in bold "
+        f"Values x100 (except Len/PPL); {spread}best run per column in bold, ties all bold "
         "(↑ higher is better, ↓ lower is better).",
         "F1 = ParlAI-normalised token F1; F1 raw = unnormalised (the SPT paper's F1).",
     ]
     if _has_gains(c):
-        lines.append(
-            "Gain = relative change vs the baseline in % (positive = better); AVG = mean gain over "
-            "the paper's ten metrics (F1 raw, BLEU, R-1/2/L, BS-F1/P/R, Dist-1/2); p = paired "
-            "bootstrap p-value vs the baseline, * p<0.05, ** p<0.01."
+        n_tested = max((len(r.p_value) for r in c.rows), default=0)
+        adjust = (
+            f"Holm-adjusted across the {n_tested} metrics of each row (raw values in json/csv)"
+            if c.p_adjust == "holm"
+            else "not adjusted for multiple comparisons"
         )
+        line = (
+            "Gain = relative change vs the baseline in % (positive = better); AVG = mean gain over "
+            "the paper's ten metrics (F1 raw, BLEU, R-1/2/L, BS-F1/P/R, Dist-1/2)"
+        )
+        if n_tested:
+            line += (
+                "; p = bootstrap p-value vs the baseline over test examples and seeds (paired "
+                f"bootstrap for single runs), {adjust}; * p<0.05, ** p<0.01"
+            )
+        lines.append(line + ".")
     return lines + c.notes
+
+
+def _value_cell(c: Comparison, r: ComparisonRow, m: str, bold: Callable[[str], str]) -> str:
+    v = r.values.get(m)
+    if v is None:
+        return ""
+    cell = fmt_value(v) + r.flags.get(m, "")
+    if m in r.best:
+        cell = bold(cell)
+    spread = _spread(c, r, m)
+    return f"{cell} {spread}" if spread else cell
 
 
 def render_markdown(c: Comparison) -> str:
@@ -719,16 +1089,7 @@ def render_markdown(c: Comparison) -> str:
     out[0] += " |"
     out.append("|---|" + "---:|" * len(c.metrics))
     for r in c.rows:
-        cells = []
-        for m in c.metrics:
-            v = r.values.get(m)
-            cell = fmt_value(v)
-            if v is not None and m in r.best:
-                cell = f"**{cell}**"
-            if m in r.ci95:
-                lo, hi = r.ci95[m]
-                cell += f" [{lo:.2f}, {hi:.2f}]"
-            cells.append(cell or "–")
+        cells = [_value_cell(c, r, m, lambda s: f"**{s}**") or "–" for m in c.metrics]
         label = r.label + (" (baseline)" if r.is_baseline else "")
         out.append(f"| {_md_escape(label)} | " + " | ".join(cells) + " |")
     if _has_gains(c):
@@ -744,9 +1105,9 @@ def render_markdown(c: Comparison) -> str:
                 if g is None:
                     cells.append("–")
                     continue
-                p = r.p_value.get(m)
+                p = _shown_p(c, r, m)
                 cell = fmt_gain(g) + significance_mark(p)
-                if p is not None:
+                if p is not None and not c.compact:
                     cell += f" ({fmt_p(p)})"
                 cells.append(cell)
             cells.append(fmt_gain(r.avg_gain) or "–")
@@ -762,17 +1123,29 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-CSV_ID_FIELDS = ("label", "source", "path", "method", "model", "seed", "n", "is_baseline")
+CSV_ID_FIELDS = (
+    "label",
+    "source",
+    "path",
+    "method",
+    "model",
+    "seed",
+    "seeds",
+    "n_seeds",
+    "n",
+    "is_baseline",
+)
 
 
 def render_csv(c: Comparison) -> str:
-    """Wide CSV at full precision: one row per run; per metric value, CI, gain and p-value."""
+    """Wide CSV at full precision: one row per table row; per metric value, CI, std and
+    per-seed values (';'-separated, in the order of `seeds`), gain, raw and adjusted p."""
     header = list(CSV_ID_FIELDS)
     for m in c.metrics:
-        header += [m, f"{m}_ci_low", f"{m}_ci_high"]
+        header += [m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_std", f"{m}_per_seed"]
     header += ["baseline"]
     for m in c.metrics:
-        header += [f"{m}_gain_pct", f"{m}_p"]
+        header += [f"{m}_gain_pct", f"{m}_p", f"{m}_p_adj"]
     header += ["avg_gain_pct"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -785,15 +1158,19 @@ def render_csv(c: Comparison) -> str:
             r.method or "",
             r.model or "",
             "" if r.seed is None else r.seed,
+            ";".join(str(s) for s in r.seeds),
+            r.n_seeds,
             "" if r.n is None else r.n,
             int(r.is_baseline),
         ]
         for m in c.metrics:
             lo, hi = r.ci95.get(m, (None, None))
             rec += [_csv_num(r.values.get(m)), _csv_num(lo), _csv_num(hi)]
+            rec += [_csv_num(r.std.get(m)), ";".join(_csv_num(v) for v in r.per_seed.get(m, []))]
         rec.append(r.baseline or "")
         for m in c.metrics:
             rec += [_csv_num(r.gain.get(m)), _csv_num(r.p_value.get(m))]
+            rec.append(_csv_num(r.p_adjusted.get(m)))
         rec.append(_csv_num(r.avg_gain))
         writer.writerow(rec)
     return buf.getvalue()
@@ -818,6 +1195,8 @@ _LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
 }
 
 
@@ -826,7 +1205,8 @@ def _tex(text: str) -> str:
 
 
 def render_latex(c: Comparison) -> str:
-    """booktabs tables: values (best bold, CI as a small subscript) and gains with marks."""
+    """booktabs tables: values (best bold, CI or ±std as a small subscript unless compact) and
+    gains with marks. Pick columns with `metrics` (--metric) to fit a paper column."""
     arrows = {True: r"$\uparrow$", False: r"$\downarrow$", None: ""}
     lines = [
         "% spt-bench compare; needs \\usepackage{booktabs}",
@@ -848,20 +1228,22 @@ def render_latex(c: Comparison) -> str:
             if v is None:
                 cells.append("--")
                 continue
-            cell = fmt_value(v)
+            cell = fmt_value(v) + _tex(r.flags.get(m, ""))
             if m in r.best:
                 cell = rf"\textbf{{{cell}}}"
-            if m in r.ci95:
-                lo, hi = r.ci95[m]
-                cell += rf"$_{{[{lo:.2f},{hi:.2f}]}}$"
+            spread = _spread(c, r, m)
+            if spread:
+                spread = spread.replace("±", r"\pm ").replace(" ", "")
+                cell += rf"$_{{{spread}}}$"
             cells.append(cell)
         label = r.label + (" (baseline)" if r.is_baseline else "")
         lines.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if _has_gains(c):
+        adjusted = ", Holm-adjusted per row" if c.p_adjust == "holm" else ""
         lines += [
             "",
-            "% relative gain (%) vs baseline; * p<0.05, ** p<0.01 (paired bootstrap)",
+            f"% relative gain (%) vs baseline; * p<0.05, ** p<0.01 (bootstrap{adjusted})",
             r"\begin{tabular}{l" + "r" * (len(c.metrics) + 1) + "}",
             r"\toprule",
             "Run & " + " & ".join(_tex(_header(m)) for m in c.metrics) + r" & AVG \\",
@@ -873,7 +1255,7 @@ def render_latex(c: Comparison) -> str:
             cells = []
             for m in c.metrics:
                 g = r.gain.get(m)
-                mark = significance_mark(r.p_value.get(m))
+                mark = significance_mark(_shown_p(c, r, m))
                 cells.append(
                     "--" if g is None else fmt_gain(g) + (f"$^{{{mark}}}$" if mark else "")
                 )
@@ -901,10 +1283,10 @@ def render_rich(c: Comparison, console: Any) -> None:
             if v is None:
                 cells.append(Text("–", style="dim"))
                 continue
-            t = Text(fmt_value(v), style="bold green" if m in r.best else "")
-            if m in r.ci95:
-                lo, hi = r.ci95[m]
-                t.append(f"\n{lo:.1f}–{hi:.1f}", style="dim")
+            t = Text(fmt_value(v) + r.flags.get(m, ""), style="bold green" if m in r.best else "")
+            spread = _spread(c, r, m)
+            if spread:
+                t.append(f"\n{spread}", style="dim")
             cells.append(t)
         label = Text(r.label, style="italic" if r.source == "paper" else "")
         if r.is_baseline:
@@ -927,9 +1309,9 @@ def render_rich(c: Comparison, console: Any) -> None:
                 if g is None:
                     cells.append(Text("–", style="dim"))
                     continue
-                p = r.p_value.get(m)
+                p = _shown_p(c, r, m)
                 t = Text(fmt_gain(g) + significance_mark(p), style="green" if g > 0 else "red")
-                if p is not None:
+                if p is not None and not c.compact:
                     t.append(f"\n{fmt_p(p)}", style="dim")
                 cells.append(t)
             cells.append(Text(fmt_gain(r.avg_gain) or "–"))
@@ -962,10 +1344,28 @@ def render(c: Comparison, fmt: str) -> str:
 
 
 def format_from_path(path: str | os.PathLike) -> str | None:
-    suffix = Path(path).suffix.lower()
-    return {".md": "md", ".csv": "csv", ".json": "json", ".tex": "latex", ".txt": "rich"}.get(
-        suffix
-    )
+    return SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def output_format(fmt: str | None, out: str | os.PathLike | None) -> str:
+    """The format to write: --format, else --out's suffix, else rich. An unknown --out suffix
+    without --format, or a --format that contradicts a known suffix, is refused."""
+    if fmt is not None and fmt not in FORMATS:
+        raise SptBenchError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if out is None:
+        return fmt or "rich"
+    inferred = format_from_path(out)
+    if fmt is None:
+        if inferred is None:
+            suffix = Path(out).suffix or "(none)"
+            raise SptBenchError(
+                f"--out {out}: unknown file type {suffix}; use "
+                f"{' '.join(SUFFIX_FORMATS)} or give --format"
+            )
+        return inferred
+    if inferred is not None and inferred != fmt:
+        raise SptBenchError(f"--out {out} is a {inferred} file but --format is {fmt}")
+    return fmt
 
 
 def compare_command(
@@ -977,12 +1377,15 @@ def compare_command(
     paper: bool = False,
     force: bool = False,
     metrics: Sequence[str] | None = None,
+    p_adjust: str = "holm",
+    per_seed: bool = False,
+    compact: bool = False,
     console: Any = None,
     err: Callable[[str], None] | None = None,
 ) -> Comparison:
     """What `spt-bench compare` does: load, check, compare, then print or write one format.
 
-    The format defaults to the --out extension (.md .csv .json .tex .txt) or rich on the
+    The format is --format, else the --out suffix (.md .csv .json .tex .txt), else rich on the
     terminal. Warnings (incomplete runs, forced comparisons) go to `err` (stderr in the CLI) so
     machine formats on stdout stay parseable.
     """
@@ -991,13 +1394,17 @@ def compare_command(
     def warn(message: str) -> None:
         (err or (lambda m: print(m, file=sys.stderr)))(f"warning: {message}")
 
-    if fmt is None:
-        fmt = (format_from_path(out) if out is not None else None) or ("md" if out else "rich")
-    if fmt not in FORMATS:
-        raise SptBenchError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    fmt = output_format(fmt, out)
     runs = load_runs(specs, warn=warn)
     comparison = build_comparison(
-        runs, baseline=baseline, force=force, paper=paper, metrics=metrics
+        runs,
+        baseline=baseline,
+        force=force,
+        paper=paper,
+        metrics=metrics,
+        p_adjust=p_adjust,
+        group_seeds=not per_seed,
+        compact=compact,
     )
     for note in comparison.notes:
         if note.startswith("forced:"):

@@ -23,6 +23,8 @@ from spt_bench.errors import InputError
 PAPER_RESOURCE = "paper_results.csv"
 PAPER_CITATION = "Huang et al., ACL Findings 2024 (arXiv 2406.18187)"
 PAPER_BERTSCORE_MODEL = "microsoft/deberta-xlarge-mnli"
+# responses the published rows were scored on (the resource's header: ConvAI2 valid)
+PAPER_N_EXAMPLES = 7801
 
 # paper CSV column -> our metric key (see the module docstring for why f1 -> f1_raw)
 PAPER_TO_OURS: dict[str, str] = {

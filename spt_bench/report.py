@@ -24,8 +24,15 @@ def fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:g}"  # settings (lr, epochs): as given; scores go through _num
     return str(v).replace("|", "\\|")
+
+
+def fmt_score(v: Any) -> str:
+    """A score: compare's precision rule (2 decimals), so report.md and compare agree."""
+    from spt_bench.compare import fmt_value
+
+    return "-" if v is None else fmt_value(float(v))
 
 
 def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -37,7 +44,9 @@ def md_table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def _with_ci(value: Any, ci: Any) -> str:
     if value is None:
         return "-"
-    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(value)
+    return (
+        f"{fmt_score(value)} [{fmt_score(ci[0])}, {fmt_score(ci[1])}]" if ci else fmt_score(value)
+    )
 
 
 def render_report(
@@ -68,7 +77,7 @@ def render_report(
     train = metrics.get("train")
     if train:
         lines += ["", f"Training: {train.get('steps')} steps, best dev loss "
-                  f"{fmt(train.get('best_dev_loss'))} at step {fmt(train.get('best_step'))}; "
+                  f"{fmt_score(train.get('best_dev_loss'))} at step {fmt(train.get('best_step'))}; "
                   f"decoding used checkpoint `{train.get('checkpoint_used')}`."]  # fmt: skip
 
     overall = metrics.get("overall") or {}
@@ -78,10 +87,10 @@ def render_report(
     table_rows = []
     for name, value in overall.items():
         lo_hi = ci.get(name)
-        ci_txt = f"[{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]" if lo_hi else "-"
+        ci_txt = f"[{fmt_score(lo_hi[0])}, {fmt_score(lo_hi[1])}]" if lo_hi else "-"
         hib = (meta.get(name) or {}).get("higher_is_better")
         arrow = "↑" if hib else ("↓" if hib is False else "")
-        table_rows.append([f"{name} {arrow}".strip(), value, ci_txt])
+        table_rows.append([f"{name} {arrow}".strip(), fmt_score(value), ci_txt])
     lines += md_table(["metric", "value", "95% CI"], table_rows)
     if metrics.get("bertscore_model"):
         lines += ["", f"BERTScore encoder: {metrics['bertscore_model']} "

@@ -8,6 +8,7 @@ A run folder holds:
 - train_log.jsonl, checkpoint/ - training rows and checkpoints (spt_bench.train);
 - predictions.jsonl - one row per test example;
 - example_scores.jsonl, metrics.json - the scorer's output (+ method summary, timings);
+- example_stats.jsonl - the per-example scores without any text (safe to commit);
 - report.md - a human-readable summary;
 - processes.jsonl - one row per process that worked on the run (command, pid, host, start,
   end, its timings): `metrics.json` timings are sums over them;
@@ -53,6 +54,7 @@ class RunFolder:
     CHECKPOINT_DIR = "checkpoint"
     PREDICTIONS = "predictions.jsonl"
     EXAMPLE_SCORES = "example_scores.jsonl"
+    EXAMPLE_STATS = "example_stats.jsonl"  # the per-example scores without any text
     METRICS = "metrics.json"
     REPORT = "report.md"
     PROCESSES = "processes.jsonl"
@@ -61,7 +63,7 @@ class RunFolder:
     SCORES = "scores"  # `spt-bench score` of the run's predictions, one folder per call
     LOCK = ".lock"
     # what `evaluate` replaces (the previous ones move to history/<time>/)
-    RESULT_FILES = (PREDICTIONS, EXAMPLE_SCORES, METRICS, REPORT)
+    RESULT_FILES = (PREDICTIONS, EXAMPLE_SCORES, EXAMPLE_STATS, METRICS, REPORT)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -105,6 +107,10 @@ class RunFolder:
     @property
     def example_scores(self) -> Path:
         return self.path / self.EXAMPLE_SCORES
+
+    @property
+    def example_stats(self) -> Path:
+        return self.path / self.EXAMPLE_STATS
 
     @property
     def metrics_path(self) -> Path:

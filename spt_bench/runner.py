@@ -327,7 +327,12 @@ def score_and_write(
     config: RunConfig,
     extra: dict,
 ) -> tuple[dict, Any]:
-    from metrics import BertScoreOptions, score_predictions, write_example_scores
+    from metrics import (
+        BertScoreOptions,
+        score_predictions,
+        write_example_scores,
+        write_example_stats,
+    )
 
     report = score_predictions(
         rows, bertscore=BertScoreOptions() if config.score.bertscore else None, seed=config.seed
@@ -337,6 +342,7 @@ def score_and_write(
     payload["predictions_file"] = folder.PREDICTIONS
     payload["example_scores_file"] = folder.EXAMPLE_SCORES
     write_example_scores(report, folder.example_scores)
+    write_example_stats(report.per_example, folder.example_stats)  # text-free, to commit
     folder.write_json(folder.METRICS, payload)
     return payload, report
 

@@ -434,7 +434,7 @@ def prompt_usage_report(metrics: dict, rows: list[dict], scores: list[dict]) -> 
     if not chosen:
         return []
     from spt_bench.plots import turn_bucket_of
-    from spt_bench.report import md_table
+    from spt_bench.report import fmt_score, md_table
 
     k = max(max(int(r["selected_prompt"]) + 1, len(r.get("prompt_scores") or [])) for r in chosen)
     buckets = list((metrics.get("by_turn") or {}).keys())
@@ -466,7 +466,7 @@ def prompt_usage_report(metrics: dict, rows: list[dict], scores: list[dict]) -> 
             f"{100 * per_bucket[j][b] / totals[b]:.0f}%" if totals[b] else "-"
             for b in range(len(buckets))
         ]
-        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", mean_f1, *shares])
+        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", fmt_score(mean_f1), *shares])
     lines += md_table(
         ["prompt", "selected", "share", "mean f1", *(f"turn {b}" for b in buckets)], table
     )

@@ -379,7 +379,10 @@ def test_labels_name_method_key_settings_and_what_differs(tmp_path):
     labels = [r.label for r in load_runs([a, b, c])]
     assert labels == ["spt (K=2, L=4, seed=1)", "spt (K=2, L=4, seed=2)", "prompt-tuning"]
     with pytest.raises(SptBenchError, match="matches 2 runs"):
-        build_comparison(load_runs([a, b, c]), baseline="spt")
+        build_comparison(load_runs([a, b, c]), baseline="spt", group_seeds=False)
+    # grouped (the default): the two seeds are one row, and "spt" names it
+    grouped = build_comparison(load_runs([a, b, c]), baseline="spt")
+    assert [r.label for r in grouped.rows] == ["spt (K=2, L=4) [2 seeds]", "prompt-tuning"]
 
 
 def test_cli_compare_prints_machine_formats_to_stdout(runs, tmp_path):
@@ -445,7 +448,7 @@ def test_real_harness_runs_compare_and_report(tmp_path):
 
     a, b = harness_run("a", 12, 0), harness_run("b", 12, 1)
     short = harness_run("short", 8, 0)
-    comparison = build_comparison(load_runs([a, b]), baseline=str(a))
+    comparison = build_comparison(load_runs([a, b]), baseline=str(a), group_seeds=False)
     parsed = json.loads(render(comparison, "json"))
     for row in parsed["rows"]:
         saved = _metrics(Path(row["path"]))
@@ -455,12 +458,20 @@ def test_real_harness_runs_compare_and_report(tmp_path):
         "text-prompt (shots=0, seed=0)",
         "text-prompt (shots=0, seed=1)",
     ]
+    # by default the two seeds are one row: the mean of the files' values, both per seed
+    (row,) = build_comparison(load_runs([a, b])).rows
+    for m, value in row.values.items():
+        per_seed = [_metrics(p)["overall"][m] for p in (a, b)]
+        assert row.per_seed[m] == per_seed and value == pytest.approx(sum(per_seed) / 2)
     with pytest.raises(ComparisonRefused, match="different example sets"):
         build_comparison(load_runs([a, short]))
+    # the run wrote the text-free score file beside example_scores.jsonl, one row per example
+    stats = [json.loads(x) for x in (a / "example_stats.jsonl").read_text().splitlines()]
+    assert len(stats) == 12 and not {"prediction", "reference"} & set(stats[0])
     report = (a / "report.md").read_text()
     assert "| metric | value | 95% CI |" in report
     f1 = _metrics(a)["overall"]["f1"]
-    assert re.search(rf"\| f1 ↑ \| {f1:.4g} \|", report)
+    assert re.search(rf"\| f1 ↑ \| {f1:.2f} \|", report)
 
 
 def test_report_md_has_metric_table_per_turn_cis_prompt_usage_and_samples(runs, tmp_path):
@@ -478,9 +489,9 @@ def test_report_md_has_metric_table_per_turn_cis_prompt_usage_and_samples(runs, 
     text = write_report(out, config, metrics, rows, get_method("spt")).read_text()
     assert "| metric | value | 95% CI |" in text
     lo, hi = metrics["ci95"]["f1"]
-    assert f"| f1 ↑ | {metrics['overall']['f1']:.4g} | [{lo:.4g}, {hi:.4g}] |" in text
+    assert f"| f1 ↑ | {metrics['overall']['f1']:.2f} | [{lo:.2f}, {hi:.2f}] |" in text
     b0, ci0 = metrics["by_turn"]["0"], metrics["by_turn_ci95"]["0"]["f1"]
-    assert f"| 0 | 40 | {b0['f1']:.4g} [{ci0[0]:.4g}, {ci0[1]:.4g}] |" in text
+    assert f"| 0 | 40 | {b0['f1']:.2f} [{ci0[0]:.2f}, {ci0[1]:.2f}] |" in text
     assert "## Prompt usage (SPT)" in text
     usage = metrics["prompt_usage"]
     for j, count in enumerate(usage):
