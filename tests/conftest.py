@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONVAI2_FILE = "valid_self_original_no_cands.txt"
@@ -24,3 +25,12 @@ def convai2_valid() -> Path:
         f"ConvAI2 file not found at {path}; set SPT_BENCH_CONVAI2_DIR to the folder holding it"
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Models this small run fastest on one thread (and do not stall when cores are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

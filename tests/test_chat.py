@@ -4,7 +4,7 @@ replies come from the harness's generation path."""
 from __future__ import annotations
 
 import pytest
-from test_compare import real_spt_run
+from run_helpers import real_spt_run
 from typer.testing import CliRunner
 
 from spt_bench.chat import Reply, chat_loop, describe_reply_info, load_responder

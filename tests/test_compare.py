@@ -2,7 +2,7 @@
 
 Run folders are built here from synthetic predictions scored by the real scorer
 (metrics.score_predictions, BERTScore off), so metrics.json / example_scores.jsonl have exactly
-the harness's format. `make_run` is also used by test_plots.py.
+the harness's format (tests/run_helpers.py, shared with the plot, chat and stats tests).
 """
 
 from __future__ import annotations
@@ -10,13 +10,20 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from run_helpers import (  # noqa: F401
+    FILLER,
+    WORDS,
+    make_predictions,
+    make_run,
+    md_table_cells,
+    real_spt_run,
+)
 from typer.testing import CliRunner
 
 from spt_bench.compare import (
@@ -29,144 +36,8 @@ from spt_bench.compare import (
     render,
 )
 from spt_bench.errors import SptBenchError
-from spt_bench.io import append_jsonl, atomic_write_json
+from spt_bench.io import atomic_write_json
 from spt_bench.paper import PAPER_AVG_METRICS, load_paper_results
-
-WORDS = (
-    "cats dogs music guitar running pizza summer school nurse teacher garden books movies "
-    "coffee beach travel paint farm city winter football swim cook read write dance"
-).split()
-FILLER = "i you we like love have am really also my a the to and do what is".split()
-
-
-def _sentence(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(FILLER + WORDS) for _ in range(n)) + "."
-
-
-def make_predictions(
-    *, quality: float, seed: int = 0, n_dialogues: int = 40, n_turns: int = 5, k: int = 0
-) -> list[dict]:
-    """Synthetic dialogue predictions: each prediction token copies the reference token with
-    probability `quality` (lower in later turns), else a random word. k > 0 adds SPT fields."""
-    data_rng = random.Random(1234)  # the same examples for every system
-    rng = random.Random(seed)
-    rows = []
-    for d in range(n_dialogues):
-        persona = [f"i like {data_rng.choice(WORDS)}.", f"i am a {data_rng.choice(WORDS)}."]
-        history: list[str] = []
-        for t in range(n_turns):
-            history.append(_sentence(data_rng, 6))
-            reference = _sentence(data_rng, 8)
-            q = max(0.0, quality - 0.08 * t)
-            pred_tokens = [
-                tok if rng.random() < q else rng.choice(WORDS) for tok in reference.split()
-            ]
-            row = {
-                "id": f"d{d}:{t}",
-                "dialog_id": f"d{d}",
-                "turn": t,
-                "persona": persona,
-                "history": list(history),
-                "reference": reference,
-                "prediction": " ".join(pred_tokens),
-            }
-            if k:
-                scores = [rng.random() for _ in range(k)]
-                # prompt choice drifts with the turn so the heatmap has structure
-                chosen = (t + (d % 2)) % k if rng.random() < 0.7 else scores.index(max(scores))
-                row["selected_prompt"] = chosen
-                row["prompt_scores"] = scores
-            rows.append(row)
-            history.append(reference)
-    return rows
-
-
-def make_run(
-    root: Path,
-    name: str,
-    *,
-    method: str = "spt",
-    quality: float = 0.5,
-    seed: int = 0,
-    keep: int | None = None,
-    method_options: dict | None = None,
-    n_dialogues: int = 40,
-    train_steps: int = 30,
-    n_resamples: int = 200,
-) -> Path:
-    """A finished run folder as the harness writes it (files scored by the real scorer)."""
-    from metrics import score_predictions
-
-    if method == "spt" and method_options is None:
-        method_options = {"k": 4, "prompt_len": 8}
-    k = (method_options or {}).get("k", 4) if method == "spt" else 0
-    rows = make_predictions(quality=quality, seed=seed, n_dialogues=n_dialogues, k=k)
-    if keep is not None:
-        rows = rows[:keep]
-    run = root / name
-    run.mkdir(parents=True)
-    config = {
-        "method": method,
-        "model": "tiny-random",
-        "seed": seed,
-        "max_steps": train_steps,
-        "method_options": dict(method_options or {}),
-        "data": "synthetic",
-    }
-    atomic_write_json(run / "config.json", config)
-    append_jsonl(run / "predictions.jsonl", rows)
-    scoring_rows = [{k2: v for k2, v in r.items() if k2 not in ("prompt_scores",)} for r in rows]
-    report = score_predictions(scoring_rows, bertscore=None, n_resamples=n_resamples, seed=0)
-    append_jsonl(run / "example_scores.jsonl", report.per_example)
-    rng = random.Random(seed)
-    log = []
-    for step in range(1, train_steps + 1):
-        nll = 3.0 * 0.97**step + rng.random() * 0.1
-        entry = {"step": step, "loss": nll + 0.3, "nll": nll, "lr": 1e-4 * min(1, step / 5)}
-        if method == "spt":
-            entry |= {"sel": 0.2 / step, "fusion": nll * 1.1, "ctr": 0.5, "retriever_entropy": 1.2}
-        log.append(entry)
-        if step % 10 == 0:
-            log.append({"step": step, "dev_loss": nll + 0.2})
-    append_jsonl(run / "train_log.jsonl", log)
-    metrics = report.to_json()
-    if k:
-        usage = [0] * k
-        for r in rows:
-            usage[r["selected_prompt"]] += 1
-        metrics["prompt_usage"] = usage
-    atomic_write_json(run / "metrics.json", metrics)
-    return run
-
-
-_REAL_SPT_RUN: list[Path] = []
-
-
-def real_spt_run(tmp_path_factory) -> Path:
-    """One tiny SPT run through the harness (tiny-random, 2 steps, dev eval each step), made
-    once per test session and shared by the plot and chat tests (~20 s on 2 CPU cores)."""
-    if not _REAL_SPT_RUN:
-        from spt_bench.config import config_from_dict
-        from spt_bench.runner import run
-
-        config = config_from_dict(
-            dict(
-                method="spt",
-                model="tiny-random",
-                max_steps=2,
-                train_limit=4,
-                dev_limit=2,
-                eval_limit=6,
-                batch_size=2,
-                eval_every=1,
-                max_new_tokens=3,
-                bertscore=False,
-                out=str(tmp_path_factory.mktemp("realspt")),
-                name="spt",
-            )
-        )
-        _REAL_SPT_RUN.append(run(config, progress=False).run_dir)
-    return _REAL_SPT_RUN[0]
 
 
 @pytest.fixture(scope="module")
@@ -181,19 +52,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
-
-
-def _md_table(text: str, first_header: str = "Run") -> tuple[list[str], list[list[str]]]:
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    start = next(i for i, ln in enumerate(lines) if ln.startswith(f"| {first_header} |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
-    body = []
-    for ln in lines[start + 2 :]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        if len(cells) != len(header):
-            break
-        body.append(cells)
-    return header, body
 
 
 def test_json_csv_md_latex_rich_show_the_run_files_numbers(runs):
@@ -218,7 +76,7 @@ def test_json_csv_md_latex_rich_show_the_run_files_numbers(runs):
             assert float(rec[f"{m}_ci_low"]) == saved["ci95"][m][0]
             assert float(rec[f"{m}_ci_high"]) == saved["ci95"][m][1]
 
-    header, body = _md_table(render(comparison, "md"))
+    header, body = md_table_cells(render(comparison, "md"))
     assert len(body) == 2
     for cells in body:
         label = cells[0].removesuffix(" (baseline)")
@@ -264,8 +122,8 @@ def test_gains_avg_and_p_values_are_defined_as_documented(runs):
     # quality 0.5 vs 0.35 on 200 examples: F1 clearly better, marked significant
     assert spt_row.gain["f1"] > 0 and spt_row.p_value["f1"] < 0.01
     md = render(comparison, "md")
-    header, body = _md_table(md)
-    gain_header, gain_body = _md_table(md.split("Relative gain")[1])
+    header, body = md_table_cells(md)
+    gain_header, gain_body = md_table_cells(md.split("Relative gain")[1])
     f1_cell = gain_body[0][gain_header.index("F1")]
     assert f1_cell.startswith(f"{spt_row.gain['f1']:+.2f}**")
 
@@ -283,7 +141,7 @@ def test_best_value_per_column_follows_higher_is_better():
 
 def test_best_cells_are_bold_in_markdown(runs):
     comparison = build_comparison(load_runs([runs["pt"], runs["spt"]]))
-    header, body = _md_table(render(comparison, "md"))
+    header, body = md_table_cells(render(comparison, "md"))
     for j, m in enumerate(comparison.metrics, start=1):
         values = {r.label: r.values[m] for r in comparison.rows}
         best = max(values.values())

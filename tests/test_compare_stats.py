@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_compare import _md_table, make_run
+from run_helpers import make_run, md_table_cells
 
 from metrics import ScoreTable
 from metrics.bootstrap import holm_adjust, seed_bootstrap
@@ -78,7 +78,7 @@ def test_runs_differing_only_in_seed_are_one_row_with_mean_std_and_per_seed_valu
     assert table[1]["seeds"] == "0;1;2" and table[1]["n_seeds"] == "3"
     assert [float(v) for v in table[1]["f1_per_seed"].split(";")] == spt.per_seed["f1"]
     # md shows mean ± std; --per-seed gives one row per run again
-    header, body = _md_table(render(c, "md"))
+    header, body = md_table_cells(render(c, "md"))
     assert body[1][header.index("F1 ↑")].endswith(f"±{spt.std['f1']:.2f}")
     assert len(build_comparison(load_runs(runs), group_seeds=False).rows) == 9
 
@@ -192,7 +192,7 @@ def test_identical_runs_are_both_bold(seeded, tmp_path):
     c = build_comparison(load_runs([seeded["spt"][0], twin]), group_seeds=False)
     hib = [m for m in c.metrics if c.higher_is_better[m] is not None]
     assert all(set(hib) <= set(r.best) for r in c.rows)
-    header, body = _md_table(render(c, "md"))
+    header, body = md_table_cells(render(c, "md"))
     assert all(body[i][header.index("F1 ↑")].startswith("**") for i in (0, 1))
 
 
@@ -227,7 +227,7 @@ def test_paper_dist_n_is_flagged_when_corpus_sizes_differ_more_than_2x(seeded):
     paper_rows = [r for r in c.rows if r.source == "paper"]
     assert all(r.flags == {"dist1": "†", "dist2": "†"} for r in paper_rows)
     assert any(n.startswith("† Dist-n depends on corpus size") and "7,801" in n for n in c.notes)
-    header, body = _md_table(render(c, "md"))
+    header, body = md_table_cells(render(c, "md"))
     assert body[1][header.index("Dist-1 ↑")].endswith("†")
 
 

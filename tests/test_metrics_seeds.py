@@ -4,7 +4,7 @@ whose answer is known."""
 from __future__ import annotations
 
 import pytest
-from test_compare import make_predictions
+from run_helpers import make_predictions
 
 from metrics import paired_bootstrap, score_predictions
 from metrics.bootstrap import holm_adjust, seed_bootstrap

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_compare import make_predictions
+from run_helpers import make_predictions
 
 from metrics import ScoreTable, bootstrap_ci, paired_bootstrap, score_predictions
 from metrics.files import example_stats_rows, read_example_scores, write_example_stats

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_compare import make_run, real_spt_run
+from run_helpers import make_run, real_spt_run
 from typer.testing import CliRunner
 
 from spt_bench.compare import load_runs

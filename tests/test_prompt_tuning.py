@@ -6,11 +6,10 @@ import random
 
 import pytest
 import torch
-from test_spt_synthetic import (  # noqa: F401  (single_thread is a fixture)
+from synthetic_helpers import (
     PAD,
     collate,
     make_example,
-    single_thread,
     tiny_backbone,
 )
 
