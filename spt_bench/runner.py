@@ -226,8 +226,13 @@ def build_method(
     return method
 
 
-def check_decode_engine(config: RunConfig, backbone: Any) -> None:
-    """Refuse --decode-engine static for a model it cannot run, before any work is done."""
+def check_decode_engine(config: RunConfig, method: Any) -> None:
+    """Refuse a decode engine (or decoding mode) that cannot serve the method or run the model,
+    before any work is done."""
+    refusal = method.engine_refusal(config.decode_engine, config.decoding)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    backbone = method.backbone
     if config.decode_engine == "static" and config.decoding != "beam":
         from spt_bench.static_decode import unsupported_reason
 
@@ -359,7 +364,7 @@ def run(
         config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
     )
     timings["model_load_s"] = time.perf_counter() - t
-    check_decode_engine(config, method.backbone)  # before training, not after it
+    check_decode_engine(config, method)  # before training, not after it
     backbone = method.backbone
     if dist.is_main:
         env = collect_env(backbone.device, backbone.dtype)
@@ -461,7 +466,7 @@ def evaluate_run(
     t_all = time.perf_counter()
     train_ex, _, test_ex, data_desc = load_run_data(config)
     method = build_method(config, cls, options, train_ex, from_checkpoint=True)
-    check_decode_engine(config, method.backbone)
+    check_decode_engine(config, method)
     formatter = make_formatter(method, config)
     loaded = None
     if cls.trains:
