@@ -120,9 +120,7 @@ class PeftMethod(Method):
         if self.peft_type in KV_PREFIX_TYPES:
             self.supports_engines = ("hf",)
             self.engine_note = "its per-layer key/value prefix runs in the hf engine only"
-        self._trained_names = {
-            n for n, p in self.peft_model.named_parameters() if p.requires_grad
-        }
+        self._trained_names = {n for n, p in self.peft_model.named_parameters() if p.requires_grad}
 
     # ---- what trains and how
 
@@ -179,9 +177,7 @@ class PeftMethod(Method):
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return {
-            n: p.detach()
-            for n, p in self.peft_model.named_parameters()
-            if n in self._trained_names
+            n: p.detach() for n, p in self.peft_model.named_parameters() if n in self._trained_names
         }
 
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
