@@ -119,6 +119,12 @@ class RunRecord:
         return self.config.get("seed")
 
     @property
+    def trainable_params(self) -> int | None:
+        summary = self.metrics.get("method")
+        n = summary.get("trainable_params") if isinstance(summary, dict) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+    @property
     def method_options(self) -> dict:
         """Resolved options: the method's summary in metrics.json (all options, defaults
         included) under the config's per-method defaults and explicit method_options."""
@@ -341,6 +347,7 @@ class ComparisonRow:
     seed: Any = None
     n: int | None = None
     bertscore_model: str | None = None
+    trainable_params: int | None = None  # from metrics.json's method summary
 
     def to_json(self) -> dict:
         return {
@@ -352,6 +359,7 @@ class ComparisonRow:
             "seed": self.seed,
             "n": self.n,
             "bertscore_model": self.bertscore_model,
+            "trainable_params": self.trainable_params,
             "is_baseline": self.is_baseline,
             "values": self.values,
             "ci95": {k: list(v) for k, v in self.ci95.items()},
@@ -590,6 +598,7 @@ def build_comparison(
             seed=run.seed,
             n=run.metrics.get("n"),
             bertscore_model=run.metrics.get("bertscore_model"),
+            trainable_params=run.trainable_params,
             is_baseline=run is base_run,
         )
         if base_run is not None and run is not base_run:
@@ -723,10 +732,27 @@ def _legend_lines(c: Comparison) -> list[str]:
     return lines + c.notes
 
 
+def fmt_params(n: int | None) -> str:
+    """Trainable-parameter count, short: 4608, 92.2K, 2.26M."""
+    if n is None:
+        return ""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1e3:.1f}K"
+    return f"{n / 1e6:.2f}M"
+
+
+def _has_params(c: Comparison) -> bool:
+    return any(r.trainable_params is not None for r in c.rows)
+
+
 def render_markdown(c: Comparison) -> str:
-    out = ["| Run | " + " | ".join(f"{_header(m)} {_hib_arrow(c, m)}".strip() for m in c.metrics)]
+    params = _has_params(c)
+    head = "| Run | " + ("Trainable | " if params else "")
+    out = [head + " | ".join(f"{_header(m)} {_hib_arrow(c, m)}".strip() for m in c.metrics)]
     out[0] += " |"
-    out.append("|---|" + "---:|" * len(c.metrics))
+    out.append("|---|" + ("---:|" if params else "") + "---:|" * len(c.metrics))
     for r in c.rows:
         cells = []
         for m in c.metrics:
@@ -739,6 +765,8 @@ def render_markdown(c: Comparison) -> str:
                 cell += f" [{lo:.2f}, {hi:.2f}]"
             cells.append(cell or "–")
         label = r.label + (" (baseline)" if r.is_baseline else "")
+        if params:
+            cells.insert(0, fmt_params(r.trainable_params) or "–")
         out.append(f"| {_md_escape(label)} | " + " | ".join(cells) + " |")
     if _has_gains(c):
         out += ["", f"Relative gain (%) vs baseline: {_md_escape(c.baseline or 'paper PT')}", ""]
@@ -771,7 +799,9 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-CSV_ID_FIELDS = ("label", "source", "path", "method", "model", "seed", "n", "is_baseline")
+CSV_ID_FIELDS = (
+    "label", "source", "path", "method", "model", "seed", "n", "trainable_params", "is_baseline"
+)  # fmt: skip
 
 
 def render_csv(c: Comparison) -> str:
@@ -795,6 +825,7 @@ def render_csv(c: Comparison) -> str:
             r.model or "",
             "" if r.seed is None else r.seed,
             "" if r.n is None else r.n,
+            "" if r.trainable_params is None else r.trainable_params,
             int(r.is_baseline),
         ]
         for m in c.metrics:
@@ -837,11 +868,13 @@ def _tex(text: str) -> str:
 def render_latex(c: Comparison) -> str:
     """booktabs tables: values (best bold, CI as a small subscript) and gains with marks."""
     arrows = {True: r"$\uparrow$", False: r"$\downarrow$", None: ""}
+    params = _has_params(c)
     lines = [
         "% spt-bench compare; needs \\usepackage{booktabs}",
-        r"\begin{tabular}{l" + "r" * len(c.metrics) + "}",
+        r"\begin{tabular}{l" + "r" * (len(c.metrics) + params) + "}",
         r"\toprule",
         "Run & "
+        + ("Trainable & " if params else "")
         + " & ".join(f"{_tex(_header(m))}{arrows[c.higher_is_better.get(m)]}" for m in c.metrics)
         + r" \\",
         r"\midrule",
@@ -865,6 +898,8 @@ def render_latex(c: Comparison) -> str:
                 cell += rf"$_{{[{lo:.2f},{hi:.2f}]}}$"
             cells.append(cell)
         label = r.label + (" (baseline)" if r.is_baseline else "")
+        if params:
+            cells.insert(0, fmt_params(r.trainable_params) or "--")
         lines.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if _has_gains(c):
@@ -900,6 +935,9 @@ def render_rich(c: Comparison, console: Any) -> None:
 
     table = Table(title="Comparison", title_style="bold", show_lines=False)
     table.add_column("Run", overflow="fold", min_width=14)
+    params = _has_params(c)
+    if params:
+        table.add_column("Trainable", justify="right")
     for m in c.metrics:
         table.add_column(f"{_header(m)}{_hib_arrow(c, m)}", justify="right")
     last_run = max((i for i, r in enumerate(c.rows) if r.source == "run"), default=-1)
@@ -918,6 +956,8 @@ def render_rich(c: Comparison, console: Any) -> None:
         label = Text(r.label, style="italic" if r.source == "paper" else "")
         if r.is_baseline:
             label.append(" (baseline)", style="cyan")
+        if params:
+            cells.insert(0, Text(fmt_params(r.trainable_params) or "–", style="dim"))
         table.add_row(label, *cells, end_section=i == last_run)
     console.print(table)
     if _has_gains(c):

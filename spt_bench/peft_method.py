@@ -227,6 +227,10 @@ def comma_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] or None
 
 
+# `peft` has no default adapter; its count in `spt-bench methods` is for this example config.
+EXAMPLE_OPTIONS_FOR_COUNTS: dict[str, dict[str, Any]] = {"peft": {"peft_type": "IA3"}}
+
+
 def trainable_counts_on_meta(model_name: str = "smollm2-135m") -> dict[str, int | str]:
     """Trainable-parameter count of every registered method on `model_name`, without loading
     its weights: the model is built from its config on the meta device (shapes only) and each
@@ -245,11 +249,19 @@ def trainable_counts_on_meta(model_name: str = "smollm2-135m") -> dict[str, int 
     _fix_pad_token(tokenizer, None)
     counts: dict[str, int | str] = {}
     for cls in list_methods():
+        if cls.name in EXAMPLE_OPTIONS_FOR_COUNTS:
+            options = EXAMPLE_OPTIONS_FOR_COUNTS[cls.name]
+        else:
+            options = {}
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
+        # Soft-prompt methods copy vocabulary embeddings into their prompts at init: give the
+        # input embedding (only) real, uninitialised CPU memory, which holds no weights either.
+        model.get_input_embeddings().to_empty(device="cpu")
+        model.tie_weights()  # the (tied) LM head again shares the embedding
         backbone = Backbone(model, tokenizer, model_name, torch.device("meta"), torch.float32)
         try:
-            method = cls(backbone, make_options(cls, {}))
+            method = cls(backbone, make_options(cls, options))
             counts[cls.name] = int(sum(p.numel() for p in method.trainable_parameters()))
         except Exception as e:  # noqa: BLE001 - reported in the table, not raised
             counts[cls.name] = f"n/a ({type(e).__name__})"

@@ -642,12 +642,25 @@ def methods_table(console: Any) -> None:
 
     from rich.table import Table
 
+    from spt_bench.errors import SptBenchError
     from spt_bench.methods import list_methods
+    from spt_bench.peft_method import EXAMPLE_OPTIONS_FOR_COUNTS, trainable_counts_on_meta
 
-    table = Table(title="methods")
-    for col in ("name", "trains", "template", "description", "options"):
-        table.add_column(col)
+    try:  # shapes only: SmolLM2 built on the meta device from its config, no weights loaded
+        counts: dict[str, Any] = trainable_counts_on_meta("smollm2-135m")
+        note = "trainable: parameters trained on SmolLM2-135M with the default options"
+    except SptBenchError as e:  # e.g. the SmolLM2 asset is not installed
+        counts, note = {}, f"trainable counts unavailable: {e}"
+    table = Table(title="methods", caption=note)
+    for col in ("name", "trains", "trainable", "template", "description", "options"):
+        table.add_column(col, justify="right" if col == "trainable" else "left")
     for cls in list_methods():
         opts = ", ".join(f.name for f in dataclasses.fields(cls.Options)) or "-"
-        table.add_row(cls.name, "yes" if cls.trains else "no", cls.template, cls.description, opts)
+        n = counts.get(cls.name, "-")
+        shown = f"{n:,}" if isinstance(n, int) else str(n)
+        if cls.name in EXAMPLE_OPTIONS_FOR_COUNTS and isinstance(n, int):
+            example = ", ".join(f"{k}={v}" for k, v in EXAMPLE_OPTIONS_FOR_COUNTS[cls.name].items())
+            shown += f" ({example})"
+        row = (cls.name, "yes" if cls.trains else "no", shown, cls.template, cls.description, opts)
+        table.add_row(*row)
     console.print(table)

@@ -221,3 +221,20 @@ def test_peft_with_lora_type_equals_the_lora_method() -> None:
         with torch.no_grad():
             losses.append(method.training_loss(batch)[0])
     assert torch.equal(losses[0], losses[1])
+
+
+def test_methods_table_counts_on_the_meta_device_equal_the_loaded_smollm2() -> None:
+    from spt_bench.peft_method import trainable_counts_on_meta
+
+    counts = trainable_counts_on_meta("smollm2-135m")
+    for name in ("prefix-tuning", "dora", "spt"):
+        backbone = load_backbone("smollm2-135m", device="cpu")
+        cls = get_method(name)
+        method = cls(backbone, make_options(cls, {}))
+        assert counts[name] == sum(p.numel() for p in method.trainable_parameters()), name
+    cfg = backbone.model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim
+    assert counts["p-tuning-v2"] == 8 * per_token  # a key and a value per layer per token
+    assert counts["text-prompt"] == 0
+    assert counts["full-ft"] == sum(p.numel() for p in backbone.model.parameters())
