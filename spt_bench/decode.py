@@ -253,13 +253,20 @@ class RowTracker:
         return running
 
 
+def check_method_engine(method: Any, s: DecodeSettings) -> None:
+    """Raise the method's one-line refusal when `s.engine` / `s.mode` cannot serve it (objects
+    that only duck-type the Method API, without `engine_refusal`, are served by every engine)."""
+    refusal_of = getattr(method, "engine_refusal", None)
+    refusal = refusal_of(s.engine, s.mode) if refusal_of is not None else None
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
 def generate_batch(
     method: Method, batch: GenBatch, s: DecodeSettings, gen: torch.Generator | None = None
 ) -> tuple[list[list[int]], list[str], list[dict]]:
     """New token ids per row (stop token excluded), stop reason per row, row_info per row."""
-    refusal = method.engine_refusal(s.engine, s.mode)
-    if refusal is not None:
-        raise ConfigError(refusal)
+    check_method_engine(method, s)
     embeds, mask, row_info, cache = prefixed_inputs(method, batch)
     if s.mode == "beam":
         return _beam(method, embeds, mask, s) + (row_info,)
@@ -458,9 +465,7 @@ def decode(
     todo = [ex for ex in examples if ex.id not in done]
     stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
     backbone = method.backbone
-    refusal = method.engine_refusal(settings.engine, settings.mode)
-    if refusal is not None:  # before any row is decoded
-        raise ConfigError(refusal)
+    check_method_engine(method, settings)  # before any row is decoded
     if settings.engine == "static" and settings.mode != "beam":
         from spt_bench.static_decode import static_decoder
 

@@ -238,3 +238,55 @@ def test_methods_table_counts_on_the_meta_device_equal_the_loaded_smollm2() -> N
     assert counts["p-tuning-v2"] == 8 * per_token  # a key and a value per layer per token
     assert counts["text-prompt"] == 0
     assert counts["full-ft"] == sum(p.numel() for p in backbone.model.parameters())
+
+
+def test_prefix_tuning_run_resumes_evaluates_chats_and_exports_a_peft_adapter(
+    tmp_path: Path,
+) -> None:
+    """Through the runner: a killed prefix-tuning run resumed ends with the uninterrupted run's
+    weights; evaluate re-decodes the same predictions from the checkpoint; chat answers; the
+    checkpoint's adapter/ folder loads in bare PEFT; metrics.json counts the trained tensors."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from spt_bench.chat import load_responder
+    from spt_bench.config import RunConfig
+    from spt_bench.io import read_jsonl
+    from spt_bench.runner import evaluate_run, run
+
+    class Killed(Exception):
+        pass
+
+    def config(name: str) -> RunConfig:
+        return RunConfig(method="prefix-tuning", model="tiny-random", max_steps=3, save_every=1,
+                         train_limit=6, dev_limit=2, eval_limit=3, batch_size=2, max_new_tokens=4,
+                         bertscore=False, hits_candidates=3, out=str(tmp_path), name=name)  # fmt: skip
+
+    whole = run(config("whole"), progress=False).run_dir
+
+    def kill_at_2(step: int) -> None:
+        if step == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(config("killed"), progress=False, on_train_step=kill_at_2)
+    resumed = run(config("killed"), resume=True, progress=False).run_dir
+    last = "checkpoint/step-000003"
+    a = load_file(str(whole / last / "trained.safetensors"))
+    b = load_file(str(resumed / last / "trained.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any("prompt_encoder" in k for k in a)  # the MLP is in trained state (resume)
+
+    preds = [r["prediction"] for r in read_jsonl(resumed / "predictions.jsonl")]
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["method"]["trainable_params"] == sum(t.numel() for t in a.values())
+    assert metrics["method"]["peft_type"] == "PREFIX_TUNING"
+    again = evaluate_run(resumed, progress=False).run_dir
+    assert [r["prediction"] for r in read_jsonl(again / "predictions.jsonl")] == preds
+
+    reply = load_responder(resumed).responder.respond(("i like tea.",), ("hi there",))
+    assert isinstance(reply.text, str)
+    bare = PeftModel.from_pretrained(
+        load_backbone("tiny-random").model, str(resumed / last / "adapter")
+    )
+    assert bare.peft_config["default"].peft_type == "PREFIX_TUNING"
