@@ -69,7 +69,15 @@ SHORT_NAMES: dict[str, str] = {
 SIGNIFICANCE: tuple[tuple[float, str], ...] = ((0.01, "**"), (0.05, "*"))
 
 # method option -> short name, always shown in a run's label when present (key settings)
-KEY_OPTIONS: dict[str, str] = {"k": "K", "prompt_len": "L", "lora_r": "r", "shots": "shots"}
+KEY_OPTIONS: dict[str, str] = {
+    "k": "K",
+    "prompt_len": "L",
+    "lora_r": "r",
+    "shots": "shots",
+    "num_virtual_tokens": "P",  # prefix-tuning, p-tuning-v2
+    "prefix_projection": "mlp",  # prefix-tuning's reparameterisation
+    "peft_type": "type",  # the generic `peft` method
+}
 # config fields shown in labels only when they differ between the compared runs of one method
 VARYING_FIELDS: tuple[str, ...] = (
     "model",
