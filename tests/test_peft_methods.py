@@ -96,15 +96,16 @@ def test_hf_engine_decodes_like_peft_generate(key: str) -> None:
         assert mine == theirs[: len(mine)]
 
 
-@pytest.mark.parametrize("key", KV_METHODS)
+@pytest.mark.parametrize("key", [*KV_METHODS, "peft"])
 def test_hf_engine_decodes_like_a_greedy_loop_over_peft_forward(key: str) -> None:
-    """The reference for per-layer prefixes is PEFT's own forward (prefix injected by PEFT),
-    rerun on the whole sequence at every step: PEFT 0.21's `generate` hands the prefix to the
-    model as `past_key_values`, which transformers >= 5.2x no longer reads (its argument is
-    `cache`), so its generate silently decodes without the prefix."""
+    """The reference for prompt-learning adapters is PEFT's own forward (prefix injected by
+    PEFT), rerun on the whole sequence at every step: PEFT 0.21's `generate` hands the prefix
+    to the model as `past_key_values`, which transformers >= 5.2x no longer reads (its argument
+    is `cache`), so for prefix tuning it decodes without the prefix, and for prompt tuning its
+    tokens after the first differ from PEFT's own forward."""
     backbone = perturbed_tiny()
     method = _make(key, backbone)
-    _perturb_adapter(method)
+    _perturb_adapter(method, 0.05 if key == "peft" else 0.5)
     method.set_train_mode(False)
     f = method.build_formatter(max_input_tokens=64)
     examples = toy_examples(4)
