@@ -8,6 +8,8 @@
 # Resumable, one run at a time: a finished run (metrics.json present) is skipped, a killed one
 # continues with --resume. Rerun the same command to finish an interrupted comparison.
 #   PY=.venv/bin/python scripts/cpu_peft_comparison.sh
+# EXTRA adds run flags to every run (they override the layer), e.g. a longer variant:
+#   OUT=runs/cpu-peft-48 EXTRA="--max-steps 48" PY=.venv/bin/python scripts/cpu_peft_comparison.sh
 # One torch thread per run (OMP_NUM_THREADS): on cores shared with other jobs, two threads
 # mostly wait for each other.
 set -euo pipefail
@@ -15,7 +17,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-runs/cpu-peft}
 PY=${PY:-python}
 LAYER=${LAYER:-scripts/cpu_peft_comparison.yaml}
-METHODS=${METHODS:-"prompt-tuning spt prefix-tuning p-tuning-v2 ia3 dora lora"}
+read -r -a extra <<< "${EXTRA:-}"
+METHODS=${METHODS:-"prompt-tuning spt prefix-tuning p-tuning-v2 ia3 dora lora prefix-tuning-no-mlp"}
 for m in $METHODS; do
   dir="$OUT/$m"
   if [ -f "$dir/metrics.json" ]; then
@@ -25,6 +28,7 @@ for m in $METHODS; do
   resume=()
   [ -f "$dir/config.json" ] && resume=(--resume)
   echo "== $m: $(date +%T)"
-  "$PY" -m spt_bench.cli run --preset "study-$m" --config "$LAYER" --out "$dir" "${resume[@]}"
+  "$PY" -m spt_bench.cli run --preset "study-$m" --config "$LAYER" --out "$dir" "${extra[@]}" \
+    "${resume[@]}"
 done
 echo "== all done: $(date +%T)"
