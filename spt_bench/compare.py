@@ -83,7 +83,15 @@ CORPUS_SIZE_FACTOR = 2.0
 DIST_FLAG = "†"
 
 # method option -> short name, always shown in a run's label when present (key settings)
-KEY_OPTIONS: dict[str, str] = {"k": "K", "prompt_len": "L", "lora_r": "r", "shots": "shots"}
+KEY_OPTIONS: dict[str, str] = {
+    "k": "K",
+    "prompt_len": "L",
+    "lora_r": "r",
+    "shots": "shots",
+    "num_virtual_tokens": "P",  # prefix-tuning, p-tuning-v2
+    "prefix_projection": "mlp",  # prefix-tuning's reparameterisation
+    "peft_type": "type",  # the generic `peft` method
+}
 # config fields shown in labels only when they differ between the compared runs of one method
 VARYING_FIELDS: tuple[str, ...] = (
     "model.name",
@@ -169,6 +177,12 @@ class RunRecord:
     def n(self) -> int | None:
         n = self.metrics.get("n")
         return int(n) if _is_number(n) else None
+
+    @property
+    def trainable_params(self) -> int | None:
+        summary = self.metrics.get("method")
+        n = summary.get("trainable_params") if isinstance(summary, dict) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
 
     @property
     def method_options(self) -> dict:
@@ -475,6 +489,7 @@ class ComparisonRow:
     per_seed: dict[str, list[float]] = field(default_factory=dict)
     n: int | None = None
     bertscore_model: str | None = None
+    trainable_params: int | None = None  # from metrics.json's method summary
 
     @property
     def n_seeds(self) -> int:
@@ -493,6 +508,7 @@ class ComparisonRow:
             "n_seeds": self.n_seeds,
             "n": self.n,
             "bertscore_model": self.bertscore_model,
+            "trainable_params": self.trainable_params,
             "is_baseline": self.is_baseline,
             "values": self.values,
             "ci95": {k: list(v) for k, v in self.ci95.items()},
@@ -768,6 +784,7 @@ def _group_row(
         seeds=group.seeds,
         n=(len(ids) if ids is not None else ns.pop()) if len(ns) == 1 else None,
         bertscore_model=lead.metrics.get("bertscore_model"),
+        trainable_params=lead.trainable_params,
     )
     if len(group.runs) == 1:
         row.values, row.ci95 = per_run[0]
@@ -1084,13 +1101,32 @@ def _value_cell(c: Comparison, r: ComparisonRow, m: str, bold: Callable[[str], s
     return f"{cell} {spread}" if spread else cell
 
 
+def fmt_params(n: int | None) -> str:
+    """Trainable-parameter count, short: 4608, 92.2K, 2.26M."""
+    if n is None:
+        return ""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1e3:.1f}K"
+    return f"{n / 1e6:.2f}M"
+
+
+def _has_params(c: Comparison) -> bool:
+    return any(r.trainable_params is not None for r in c.rows)
+
+
 def render_markdown(c: Comparison) -> str:
-    out = ["| Run | " + " | ".join(f"{_header(m)} {_hib_arrow(c, m)}".strip() for m in c.metrics)]
+    params = _has_params(c)
+    head = "| Run | " + ("Trainable | " if params else "")
+    out = [head + " | ".join(f"{_header(m)} {_hib_arrow(c, m)}".strip() for m in c.metrics)]
     out[0] += " |"
-    out.append("|---|" + "---:|" * len(c.metrics))
+    out.append("|---|" + ("---:|" if params else "") + "---:|" * len(c.metrics))
     for r in c.rows:
         cells = [_value_cell(c, r, m, lambda s: f"**{s}**") or "–" for m in c.metrics]
         label = r.label + (" (baseline)" if r.is_baseline else "")
+        if params:
+            cells.insert(0, fmt_params(r.trainable_params) or "–")
         out.append(f"| {_md_escape(label)} | " + " | ".join(cells) + " |")
     if _has_gains(c):
         out += ["", f"Relative gain (%) vs baseline: {_md_escape(c.baseline or 'paper PT')}", ""]
@@ -1133,6 +1169,7 @@ CSV_ID_FIELDS = (
     "seeds",
     "n_seeds",
     "n",
+    "trainable_params",
     "is_baseline",
 )
 
@@ -1161,6 +1198,7 @@ def render_csv(c: Comparison) -> str:
             ";".join(str(s) for s in r.seeds),
             r.n_seeds,
             "" if r.n is None else r.n,
+            "" if r.trainable_params is None else r.trainable_params,
             int(r.is_baseline),
         ]
         for m in c.metrics:
@@ -1208,11 +1246,13 @@ def render_latex(c: Comparison) -> str:
     """booktabs tables: values (best bold, CI or ±std as a small subscript unless compact) and
     gains with marks. Pick columns with `metrics` (--metric) to fit a paper column."""
     arrows = {True: r"$\uparrow$", False: r"$\downarrow$", None: ""}
+    params = _has_params(c)
     lines = [
         "% spt-bench compare; needs \\usepackage{booktabs}",
-        r"\begin{tabular}{l" + "r" * len(c.metrics) + "}",
+        r"\begin{tabular}{l" + "r" * (len(c.metrics) + params) + "}",
         r"\toprule",
         "Run & "
+        + ("Trainable & " if params else "")
         + " & ".join(f"{_tex(_header(m))}{arrows[c.higher_is_better.get(m)]}" for m in c.metrics)
         + r" \\",
         r"\midrule",
@@ -1237,6 +1277,8 @@ def render_latex(c: Comparison) -> str:
                 cell += rf"$_{{{spread}}}$"
             cells.append(cell)
         label = r.label + (" (baseline)" if r.is_baseline else "")
+        if params:
+            cells.insert(0, fmt_params(r.trainable_params) or "--")
         lines.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if _has_gains(c):
@@ -1273,6 +1315,9 @@ def render_rich(c: Comparison, console: Any) -> None:
 
     table = Table(title="Comparison", title_style="bold", show_lines=False)
     table.add_column("Run", overflow="fold", min_width=14)
+    params = _has_params(c)
+    if params:
+        table.add_column("Trainable", justify="right")
     for m in c.metrics:
         table.add_column(f"{_header(m)}{_hib_arrow(c, m)}", justify="right")
     last_run = max((i for i, r in enumerate(c.rows) if r.source == "run"), default=-1)
@@ -1291,6 +1336,8 @@ def render_rich(c: Comparison, console: Any) -> None:
         label = Text(r.label, style="italic" if r.source == "paper" else "")
         if r.is_baseline:
             label.append(" (baseline)", style="cyan")
+        if params:
+            cells.insert(0, Text(fmt_params(r.trainable_params) or "–", style="dim"))
         table.add_row(label, *cells, end_section=i == last_run)
     console.print(table)
     if _has_gains(c):

@@ -3,7 +3,10 @@
 - Prompts are tokenised by the method's PromptFormatter, sorted by length (longest first, so an
   out-of-memory shows up on the first batch) and batched; each batch is left-padded.
 - The method's `prefix_embeds` gives each row its soft-prompt prefix (or none); a row is laid out
-  as ``[pad..., prefix, prompt]``, positions counted over attended tokens only.
+  as ``[pad..., prefix, prompt]``, positions counted over attended tokens only. A per-layer
+  key/value prefix (prefix tuning) pre-fills the KV cache instead, as P attended columns before
+  the row (`prefixed_inputs`); only the `hf` engine and greedy/sample decoding take it, and a
+  method's `engine_refusal` says so before any work.
 - Greedy by default, at most `max_new_tokens` (32, the paper's setting) new tokens; sampling
   (temperature, top-p; seeded) and beam search (through `model.generate` with inputs_embeds) are
   options. Greedy and sampling use our own loop with a KV cache: a row stops at EOS, at a token
@@ -189,7 +192,33 @@ class DecodeStats:
 def build_prefixed_inputs(
     method: Method, batch: GenBatch
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """(inputs_embeds [B,L+T,d], attention_mask, row_info) with rows [pad..., prefix, prompt]."""
+    """(inputs_embeds [B,L+T,d], attention_mask, row_info) with rows [pad..., prefix, prompt],
+    for methods without a per-layer key/value prefix (see `prefixed_inputs`)."""
+    embeds, mask, row_info, cache = prefixed_inputs(method, batch)
+    if cache is not None:
+        raise ConfigError(
+            f"method {method.name!r} has a per-layer key/value prefix; this code path takes "
+            "input-embedding prefixes only"
+        )
+    return embeds, mask, row_info
+
+
+def prefixed_inputs(
+    method: Method, batch: GenBatch
+) -> tuple[torch.Tensor, torch.Tensor, list[dict], Any]:
+    """(inputs_embeds [B,L+T,d], attention_mask, row_info, cache) with rows
+    [pad..., prefix, prompt]. When the method supplies a per-layer `KVPrefix` of P positions,
+    `cache` is a fresh KV cache holding it and the mask has P leading ones for it (so
+    positions, counted over attended columns, start at P); otherwise `cache` is None."""
+    embeds, mask, row_info, kv = _embedding_prefixed(method, batch)
+    if kv is None:
+        return embeds, mask, row_info, None
+    if kv.batch_size != embeds.shape[0]:
+        raise ValueError(f"KV prefix has {kv.batch_size} rows for a batch of {embeds.shape[0]}")
+    return embeds, kv.extend_mask(mask), row_info, kv.to_cache(embeds.dtype)
+
+
+def _embedding_prefixed(method: Method, batch: GenBatch) -> tuple[Any, Any, list[dict], Any]:
     import torch
 
     backbone = method.backbone
@@ -198,7 +227,7 @@ def build_prefixed_inputs(
     out = method.prefix_embeds(batch)
     row_info = out.row_info or [{} for _ in range(len(batch))]
     if out.embeds is None:
-        return embeds, mask, row_info
+        return embeds, mask, row_info, out.kv
     prefix = out.embeds.to(dtype=embeds.dtype)
     n_pre = prefix.shape[1]
     t = embeds.shape[1]
@@ -209,7 +238,7 @@ def build_prefixed_inputs(
     src = torch.where(j < pads, j + n_pre, torch.where(j < pads + n_pre, j - pads, j))
     embeds = combined.gather(1, src.unsqueeze(-1).expand(-1, -1, combined.shape[-1]))
     mask = (j >= pads).to(mask.dtype)  # [B,T+L]: 0 on the padding, 1 on prefix + prompt
-    return embeds, mask, row_info
+    return embeds, mask, row_info, out.kv
 
 
 # ---------------------------------------------------------------------------- generation
@@ -278,16 +307,26 @@ class RowTracker:
         return running
 
 
+def check_method_engine(method: Any, s: DecodeSettings) -> None:
+    """Raise the method's one-line refusal when `s.engine` / `s.mode` cannot serve it (objects
+    that only duck-type the Method API, without `engine_refusal`, are served by every engine)."""
+    refusal_of = getattr(method, "engine_refusal", None)
+    refusal = refusal_of(s.engine, s.mode) if refusal_of is not None else None
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
 def generate_batch(
     method: Method, batch: GenBatch, s: DecodeSettings, gen: torch.Generator | None = None
 ) -> tuple[list[list[int]], list[str], list[dict]]:
     """New token ids per row (stop token excluded), stop reason per row, row_info per row."""
-    embeds, mask, row_info = build_prefixed_inputs(method, batch)
+    check_method_engine(method, s)
+    embeds, mask, row_info, cache = prefixed_inputs(method, batch)
     if s.mode == "beam":
         return _beam(method, embeds, mask, s) + (row_info,)
     if s.engine == "static":
         return _generate_static(method.backbone, embeds, mask, s, gen) + (row_info,)
-    return _generate_hf(method.backbone, embeds, mask, s, gen) + (row_info,)
+    return _generate_hf(method.backbone, embeds, mask, s, gen, cache) + (row_info,)
 
 
 def _generate_hf(
@@ -296,15 +335,17 @@ def _generate_hf(
     mask: torch.Tensor,
     s: DecodeSettings,
     gen: torch.Generator | None,
+    cache: Any = None,
 ) -> tuple[list[list[int]], list[str]]:
-    """The `hf` engine: transformers' forward with a DynamicCache; finished rows are dropped
-    from the batch and the cache at once."""
+    """The `hf` engine: transformers' forward with a DynamicCache (pre-filled with the method's
+    per-layer key/value prefix, if any; `mask` then covers it); finished rows are dropped from
+    the batch and the cache at once."""
     import torch
 
     rows = RowTracker(backbone, embeds.shape[0])
     alive = list(range(embeds.shape[0]))  # original row of each live row
     positions = mask.long().sum(dim=1, keepdim=True)  # next position id per live row
-    hidden, cache = backbone.forward_base(embeds, mask, use_cache=True)
+    hidden, cache = backbone.forward_base(embeds, mask, cache=cache, use_cache=True)
     logits = backbone.lm_head(hidden[:, -1])
     for step in range(s.max_new_tokens):
         nxt = _sample_next(logits, s, gen)
@@ -478,6 +519,7 @@ def decode(
     todo = [ex for ex in examples if ex.id not in done]
     stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
     backbone = method.backbone
+    check_method_engine(method, settings)  # before any row is decoded
     if settings.engine == "static" and settings.mode != "beam":
         from spt_bench.static_decode import static_decoder
 

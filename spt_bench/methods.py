@@ -1,9 +1,15 @@
 """The method contract and registry: what a method must provide to the shared loop and decoder.
 
 A method says which parameters train (`trainable_parameters`), how its training loss is computed
-from a `TrainBatch` (`training_loss`, normally via `models.response_nll`), and what soft-prompt
-prefix (if any) each generation row gets (`prefix_embeds`). Everything else - optimiser,
-schedule, checkpoints, decoding, scoring - is shared (`spt_bench.train`, `spt_bench.decode`).
+from a `TrainBatch` (`training_loss`, normally via `models.response_nll`), and what prefix (if
+any) each generation row gets (`prefix_embeds`): soft-prompt input embeddings, and/or a per-layer
+key/value prefix (`KVPrefix`: prefix tuning, P-tuning v2) that the LM attends to in every layer
+without it passing through the input. Everything else - optimiser, schedule, checkpoints,
+decoding, scoring - is shared (`spt_bench.train`, `spt_bench.decode`).
+
+Capabilities: `supports_engines` names the decode engines that can serve the method (an engine
+not listed refuses it before any training, with the reason in `engine_refusal`); a method with
+a `KVPrefix` cannot be beam-searched (transformers' generate takes no per-layer prefix here).
 
 Registry: `@register_method` (rejects a second class under an existing name), `get_method`,
 `list_methods`. The built-in methods live in `baselines/` and `spt_bench/spt.py`; they are
@@ -21,6 +27,7 @@ import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spt_bench.config import coerce_dataclass
@@ -40,6 +47,10 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "baselines.full_ft",
     "baselines.prompt_tuning",
     "baselines.lora",
+    "baselines.peft_generic",
+    "baselines.prefix_tuning",
+    "baselines.ia3",
+    "baselines.dora",
     "spt_bench.spt",
 )
 
@@ -50,16 +61,56 @@ class NoOptions:
 
 
 @dataclass
+class KVPrefix:
+    """A per-layer key/value prefix: `layers[i] = (keys, values)`, each [B, H_kv, P, head_dim]
+    (the layout of transformers' KV cache), one entry per decoder layer. The LM attends to the P
+    prefix positions in every layer as if they were cached tokens before the input: the
+    attention mask gets P leading ones and the input's positions start at P (PEFT's prefix
+    tuning does the same)."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def length(self) -> int:
+        return int(self.layers[0][0].shape[2])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.layers[0][0].shape[0])
+
+    def to_cache(self, dtype: torch.dtype | None = None) -> Any:
+        """A fresh transformers DynamicCache holding the prefix (the forward appends to it, so
+        every forward needs its own). Gradients flow back to the prefix tensors."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(self.layers):
+            if dtype is not None:
+                k, v = k.to(dtype), v.to(dtype)
+            cache.update(k, v, i)
+        return cache
+
+    def extend_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask with the prefix's P leading ones."""
+        import torch
+
+        ones = attention_mask.new_ones(attention_mask.shape[0], self.length)
+        return torch.cat([ones, attention_mask], dim=1)
+
+
+@dataclass
 class PrefixOutput:
     """What a method prepends at generation time.
 
     embeds: [B, L, d] soft-prompt embeddings, one row per batch row (None = no prefix);
+    kv: a per-layer key/value prefix with B rows (None = none; see KVPrefix);
     row_info: one dict per row, merged into that row of predictions.jsonl (e.g. SPT's
     `selected_prompt` and `prompt_scores`). Must not depend on the other rows of the batch.
     """
 
     embeds: torch.Tensor | None = None
     row_info: list[dict] = field(default_factory=list)
+    kv: KVPrefix | None = None
 
 
 class Method(ABC):
@@ -71,6 +122,10 @@ class Method(ABC):
     template: ClassVar[str] = "authors"  # the PromptFormatter template ("authors" | "chat")
     default_lr: ClassVar[float] = 1e-4  # used when the run config leaves lr unset
     Options: ClassVar[type] = NoOptions
+    # Decode engines that can serve the method (spt_bench.config.DECODE_ENGINES and any later
+    # engine check it); an instance may narrow it once its options are known (generic `peft`).
+    supports_engines: ClassVar[tuple[str, ...] | None] = None  # None = every engine
+    engine_note: ClassVar[str] = ""  # why other engines cannot serve it (one clause)
 
     def __init__(self, backbone: Backbone, options: Any = None) -> None:
         self.backbone = backbone
@@ -102,6 +157,30 @@ class Method(ABC):
         """Inverse of trained_state."""
 
     # ---- optional hooks with sensible defaults
+
+    def engine_refusal(self, engine: str, mode: str = "greedy") -> str | None:
+        """Why decode engine `engine` (decoding `mode`) cannot serve this method, or None."""
+        if self.supports_engines is not None and engine not in self.supports_engines:
+            return (
+                f"method {self.name!r} cannot be decoded by the {engine!r} engine "
+                f"(it supports: {', '.join(self.supports_engines)})"
+                + (f": {self.engine_note}" if self.engine_note else "")
+            )
+        if mode == "beam" and self.uses_kv_prefix():
+            return (
+                f"method {self.name!r} adds a per-layer key/value prefix, which beam search "
+                "(transformers' generate) does not take here; use greedy or sample decoding"
+            )
+        return None
+
+    def uses_kv_prefix(self) -> bool:
+        """True when `prefix_embeds` returns a KVPrefix (per-layer prefixes)."""
+        return False
+
+    def save_adapter(self, folder: Path) -> None:  # noqa: B027
+        """Write the trained state in a format other tools load (PEFT methods: PEFT's own
+        `save_pretrained` adapter folder) into `folder`; checkpoints call it next to
+        trained.safetensors. Default: nothing extra."""
 
     def setup(  # noqa: B027
         self,
@@ -165,11 +244,11 @@ class Method(ABC):
         from spt_bench.models import response_nll
 
         gen = batch.to_gen_batch(self.backbone.pad_token_id)
-        prefix = self.prefix_embeds(gen).embeds
+        out = self.prefix_embeds(gen)
         embeds, mask, labels = prepend_prefix(
-            prefix, self.backbone.embed(batch.input_ids), batch.attention_mask, batch.labels
+            out.embeds, self.backbone.embed(batch.input_ids), batch.attention_mask, batch.labels
         )
-        return response_nll(self.backbone, embeds, mask, labels)
+        return response_nll(self.backbone, embeds, mask, labels, kv_prefix=out.kv)
 
     def dev_metrics(self, batches: list[TrainBatch]) -> dict[str, Any]:
         """Dev evaluation, logged as one train_log.jsonl row; `dev_loss` (token-level mean NLL

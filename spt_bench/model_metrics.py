@@ -2,8 +2,9 @@
 
 Both are computed under the method *as it generates*: each example's prompt comes from the
 method's own PromptFormatter and its prefix from `method.prefix_embeds` (SPT's retriever-selected
-soft prompt, prompt tuning's single prompt, nothing for text prompting / fine-tuning), laid out
-exactly as the decoder lays it out (``[pad..., prefix, prompt]``, `decode.build_prefixed_inputs`).
+soft prompt, prompt tuning's single prompt, prefix tuning's per-layer key/value prefix, nothing
+for text prompting / fine-tuning), laid out exactly as the decoder lays it out
+(``[pad..., prefix, prompt]``, `decode.prefixed_inputs`).
 
 - ``ppl``: each example contributes ``ref_nll_sum`` (summed NLL of the reference response tokens
   + EOS, tokenised by `PromptFormatter.response_ids`) and ``ref_n_tokens``; the scorer reports
@@ -279,7 +280,7 @@ def _score_group_packed(
     import torch
 
     from spt_bench.data.formatting import collate_generate
-    from spt_bench.decode import build_prefixed_inputs
+    from spt_bench.decode import prefixed_inputs
 
     backbone = method.backbone
     attn = getattr(backbone.model.config, "_attn_implementation", None)
@@ -288,8 +289,10 @@ def _score_group_packed(
     device = backbone.device
     pad = backbone.pad_token_id
     gen = collate_generate(prompts, pad, examples).to(device)
-    embeds, mask, _ = build_prefixed_inputs(method, gen)
-    hidden, cache = backbone.forward_base(embeds, mask, use_cache=True)
+    # A per-layer key/value prefix (prefix tuning) arrives as a pre-filled cache whose columns
+    # `mask` already covers, so the packed continuation below sees it like any cached token.
+    embeds, mask, _, cache = prefixed_inputs(method, gen)
+    hidden, cache = backbone.forward_base(embeds, mask, cache=cache, use_cache=True)
     _require_plain_cache(cache)
     last = hidden[:, -1]  # left-padded: the last column predicts each row's first response token
     del hidden

@@ -252,10 +252,15 @@ class Backbone:
         return out.last_hidden_state, (cache if use_cache else None)
 
     def hidden_states(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, kv_prefix: Any = None
     ) -> torch.Tensor:
-        """Last hidden states [N,T,d] for a full (uncached) forward."""
-        return self.forward_base(inputs_embeds, attention_mask)[0]
+        """Last hidden states [N,T,d] for a full forward (after a per-layer `KVPrefix`, if
+        given: `attention_mask` covers the inputs only; the prefix's columns are added here)."""
+        if kv_prefix is None:
+            return self.forward_base(inputs_embeds, attention_mask)[0]
+        mask = kv_prefix.extend_mask(attention_mask)
+        cache = kv_prefix.to_cache(inputs_embeds.dtype)
+        return self.forward_base(inputs_embeds, mask, cache=cache)[0]
 
     def _tokens_containing(self, char: str) -> torch.Tensor:
         """Bool [V] on device: tokens whose text contains `char` (vocabulary decoded once)."""
@@ -408,6 +413,7 @@ def response_nll(
     labels: torch.Tensor,
     *,
     return_logits: bool = False,
+    kv_prefix: Any = None,
 ) -> ResponseNLL:
     """Response-only causal-LM loss for N sequences, with logits only at scored positions.
 
@@ -421,6 +427,9 @@ def response_nll(
     [N,T,V]), in fp32. For K copies of the same B examples stacked as N = K*B sequences that
     differ only in their prefix embeddings, the scored positions line up copy by copy, so
     `logits.view(K, M // K, V)` regroups them (used by SPT's fusion loss).
+
+    `kv_prefix` (a `methods.KVPrefix` with N rows) is a per-layer key/value prefix the
+    sequences attend to (prefix tuning); masks and labels still cover the inputs only.
     """
     import torch
     import torch.nn.functional as F
@@ -430,7 +439,7 @@ def response_nll(
             f"shape mismatch: inputs_embeds {tuple(inputs_embeds.shape)}, "
             f"attention_mask {tuple(attention_mask.shape)}, labels {tuple(labels.shape)}"
         )
-    hidden = backbone.hidden_states(inputs_embeds, attention_mask)
+    hidden = backbone.hidden_states(inputs_embeds, attention_mask, kv_prefix)
     targets_all = labels[:, 1:]
     scored = targets_all != IGNORE_INDEX
     h = hidden[:, :-1][scored]

@@ -265,8 +265,13 @@ def build_method(
     return method
 
 
-def check_decode_engine(config: RunConfig, backbone: Any) -> None:
-    """Refuse --decode-engine static for a model it cannot run, before any work is done."""
+def check_decode_engine(config: RunConfig, method: Any) -> None:
+    """Refuse a decode engine (or decoding mode) that cannot serve the method or run the model,
+    before any work is done."""
+    refusal = method.engine_refusal(config.decode.engine, config.decode.mode)
+    if refusal is not None:
+        raise ConfigError(refusal)
+    backbone = method.backbone
     if config.decode.engine == "static" and config.decode.mode != "beam":
         from spt_bench.static_decode import unsupported_reason
 
@@ -451,7 +456,7 @@ def _run_locked(
         config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
     )
     timings["model_load_s"] = time.perf_counter() - t
-    check_decode_engine(config, method.backbone)
+    check_decode_engine(config, method)
     check_decode_length(config, method, len(test_ex), console)
 
     # -- the run starts: create and lock the folder (a fresh run), write its config
@@ -555,7 +560,7 @@ def evaluate_run(
         t_all = time.perf_counter()
         train_ex, _, test_ex, data_desc = load_run_data(config)
         method = build_method(config, cls, options, train_ex, from_checkpoint=True)
-        check_decode_engine(config, method.backbone)
+        check_decode_engine(config, method)
         formatter = make_formatter(method, config)
         loaded = None
         if cls.trains:
@@ -740,11 +745,24 @@ def methods_table(console: Any) -> None:
     from rich.table import Table
 
     from spt_bench.methods import list_methods
+    from spt_bench.peft_method import EXAMPLE_OPTIONS_FOR_COUNTS, trainable_counts_on_meta
 
-    table = Table(title="methods")
-    for col in ("name", "trains", "template", "description", "options"):
-        table.add_column(col)
+    try:  # shapes only: SmolLM2 built on the meta device from its config, no weights loaded
+        counts: dict[str, Any] = trainable_counts_on_meta("smollm2-135m")
+        note = "trainable: parameters trained on SmolLM2-135M with the default options"
+    except Exception as e:  # noqa: BLE001 - e.g. the SmolLM2 asset is not installed
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        counts, note = {}, f"trainable counts unavailable: {first}"
+    table = Table(title="methods", caption=note)
+    for col in ("name", "trains", "trainable", "template", "description", "options"):
+        table.add_column(col, justify="right" if col == "trainable" else "left")
     for cls in list_methods():
         opts = ", ".join(f.name for f in dataclasses.fields(cls.Options)) or "-"
-        table.add_row(cls.name, "yes" if cls.trains else "no", cls.template, cls.description, opts)
+        n = counts.get(cls.name, "-")
+        shown = f"{n:,}" if isinstance(n, int) else str(n)
+        if cls.name in EXAMPLE_OPTIONS_FOR_COUNTS and isinstance(n, int):
+            example = ", ".join(f"{k}={v}" for k, v in EXAMPLE_OPTIONS_FOR_COUNTS[cls.name].items())
+            shown += f" ({example})"
+        row = (cls.name, "yes" if cls.trains else "no", shown, cls.template, cls.description, opts)
+        table.add_row(*row)
     console.print(table)

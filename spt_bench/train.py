@@ -10,7 +10,8 @@ a permutation drawn from its own seeded generator - so a resumed run sees exactl
 uninterrupted run would have seen; the global torch RNG (dropout) is saved in checkpoints.
 
 Checkpoints live in ``<run>/checkpoint/``: one folder per saved step (``step-000012/`` holding
-``trained.safetensors`` = method.trained_state() and ``trainer_state.pt`` = optimiser, scheduler
+``trained.safetensors`` = method.trained_state(), for PEFT methods ``adapter/`` = PEFT's own
+``save_pretrained`` format, and ``trainer_state.pt`` = optimiser, scheduler
 and RNG state, loaded with ``weights_only=True``) and ``state.json`` naming the ``last`` and
 ``best`` folders. state.json is replaced atomically after a folder is complete, so a kill at any
 moment leaves a loadable checkpoint; folders no longer named are deleted.
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trained.safetensors"
+ADAPTER_DIR = "adapter"  # PEFT methods: save_pretrained's folder, next to WEIGHTS_FILE
 TRAINER_FILE = "trainer_state.pt"
 
 
@@ -197,6 +199,7 @@ def save_trained_state(method: Method, folder: Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in method.trained_state().items()}
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"method": method.name})
+    method.save_adapter(folder / ADAPTER_DIR)  # PEFT methods: a folder plain PEFT loads
 
 
 def load_trained_weights(

@@ -355,3 +355,19 @@ def test_report_md_has_metric_table_per_turn_cis_prompt_usage_and_samples(runs, 
     for j, count in enumerate(usage):
         assert f"| {j} | {count} | {100 * count / sum(usage):.1f}% |" in text
     assert "## Samples" in text and "- prediction: " in text
+
+
+def test_trainable_parameter_counts_are_a_column_of_every_format(tmp_path):
+    a = make_run(tmp_path, "pt", method="prompt-tuning", quality=0.3, n_dialogues=6)
+    b = make_run(tmp_path, "pfx", method="prefix-tuning", quality=0.4, n_dialogues=6)
+    for run, n in ((a, 4608), (b, 2_261_952)):
+        m = json.loads((run / "metrics.json").read_text())
+        m["method"] = {"method": "x", "trainable_params": n}
+        atomic_write_json(run / "metrics.json", m)
+    c = build_comparison(load_runs([a, b]))
+    assert [r.trainable_params for r in c.rows] == [4608, 2_261_952]
+    md = render(c, "md")
+    assert "| Trainable |" in md and "| 4.6K |" in md and "| 2.26M |" in md
+    assert "4608" in render(c, "csv").splitlines()[1]
+    assert "Trainable" in render(c, "latex") and "2.26M" in render(c, "latex")
+    assert '"trainable_params": 2261952' in render(c, "json")

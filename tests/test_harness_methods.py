@@ -24,6 +24,8 @@ from spt_bench.models import load_backbone
 from spt_bench.train import TrainSettings, load_trained_weights, train
 
 METHODS = [cls.name for cls in list_methods()]
+# Options for methods that have no usable default (the generic `peft` needs a PEFT type).
+TEST_OPTIONS = {"peft": {"peft_type": "IA3"}}
 
 
 def _examples(n: int) -> list[Example]:
@@ -68,7 +70,7 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
     cls = get_method(name)
     backbone = load_backbone("tiny-random")
     torch.manual_seed(0)
-    method = cls(backbone, make_options(cls, {}))
+    method = cls(backbone, make_options(cls, TEST_OPTIONS.get(name, {})))
     method.setup(_examples(8), seed=0)
     formatter = method.build_formatter(max_input_tokens=128, max_response_tokens=16)
     frozen_before = {
@@ -87,7 +89,7 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
         # a fresh instance restores exactly the trained state from the checkpoint
         fresh_bb = load_backbone("tiny-random")
         torch.manual_seed(1)
-        fresh = cls(fresh_bb, make_options(cls, {}))
+        fresh = cls(fresh_bb, make_options(cls, TEST_OPTIONS.get(name, {})))
         assert load_trained_weights(fresh, tmp_path, "last") is not None
         for k, v in method.trained_state().items():
             assert torch.equal(v, fresh.trained_state()[k]), k
@@ -107,7 +109,7 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
 
 
 def test_prompt_methods_leave_every_lm_weight_untouched(tmp_path: Path) -> None:
-    for name in ("prompt-tuning", "spt"):
+    for name in ("prompt-tuning", "spt", "prefix-tuning", "p-tuning-v2"):
         backbone = load_backbone("tiny-random")
         before = {n: p.detach().clone() for n, p in backbone.model.state_dict().items()}
         cls = get_method(name)

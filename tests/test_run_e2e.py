@@ -133,8 +133,9 @@ def test_resume_may_change_memory_settings_and_records_them(tmp_path: Path) -> N
 def test_methods_command_lists_every_method() -> None:
     res = runner.invoke(app, ["methods"])
     assert res.exit_code == 0
-    for name in ("text-prompt", "full-ft", "lora"):
+    for name in ("text-prompt", "full-ft", "lora", "ia3", "dora", "peft"):
         assert name in res.output
+    assert "trainable" in res.output and "SmolLM2-135M" in res.output
 
 
 def test_bad_flags_are_one_line_errors(tmp_path: Path) -> None:
