@@ -295,7 +295,10 @@ def run_cmd(
     decode_engine: str = typer.Option(
         None,
         "--decode-engine",
-        help="hf (default) | static: preallocated KV cache + CUDA graphs (Llama-family models).",
+        help="hf (default, the reference) | vllm (fast batched decoding; needs vLLM installed).",
+    ),
+    vllm_kv_cache_gb: float = typer.Option(
+        None, "--vllm-kv-cache-gb", help="vllm engine: KV cache size in GiB (default: 1)."
     ),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     dtype: str = typer.Option(
@@ -396,7 +399,7 @@ def run_cmd(
         "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
         "eval_every": eval_every, "eval_batch_size": eval_batch_size,
         "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,
-        "decode_engine": decode_engine,
+        "decode_engine": decode_engine, "vllm_kv_cache_gb": vllm_kv_cache_gb,
         "dtype": dtype, "bertscore": False if no_bertscore else None,
         "model_metrics": False if no_model_metrics else None,
         "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
@@ -420,7 +423,7 @@ def evaluate_cmd(
     dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
     eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
     decode_engine: str = typer.Option(
-        None, "--decode-engine", help="hf | static (default: the run's)."
+        None, "--decode-engine", help="hf | vllm (default: the run's)."
     ),
     no_model_metrics: bool = typer.Option(
         False, "--no-model-metrics", help="Skip perplexity and hits@k."
@@ -588,9 +591,9 @@ def bench_cmd(
     ),
     decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
     decode_engine: str = typer.Option(
-        "hf,static",
+        "hf",
         "--decode-engine",
-        help="Our decoder's engine(s) to time, comma-separated: hf, static.",
+        help="Our decoder's engine(s) to time, comma-separated: hf, vllm (e.g. hf,vllm).",
     ),
     decode_method: str = typer.Option(
         "spt", "--decode-method", help="Method whose decoding is timed (untrained)."

@@ -26,7 +26,8 @@ from spt_bench.errors import ConfigError, InputError
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
-DECODE_ENGINES = ("hf", "static")  # spt_bench.decode / spt_bench.static_decode; same outputs
+DECODE_ENGINES = ("hf", "vllm")  # spt_bench.decode / spt_bench.vllm_engine; same greedy outputs
+RETIRED_ENGINES = {"static": "hf"}  # old run folders still evaluate (same outputs as hf)
 
 
 @dataclass
@@ -75,7 +76,10 @@ class RunConfig:
     top_p: float = 0.9
     num_beams: int = 4
     eval_batch_size: int = 16
-    decode_engine: Literal["hf", "static"] = "hf"  # DECODE_ENGINES
+    decode_engine: str = "hf"  # DECODE_ENGINES ("static", retired, reads as "hf")
+    vllm_kv_cache_gb: float = 1.0  # vllm engine: KV cache size (GiB), never a share of RAM
+    vllm_tensor_parallel_size: int = 1  # vllm engine: vLLM's own tensor parallelism (GPUs)
+    vllm_data_parallel_size: int = 1  # vllm engine: vLLM's own data parallelism (GPUs)
     # machine
     device: str | None = None  # None/auto: cuda if available else cpu
     dtype: str | None = None  # None/auto: bf16 on cuda, fp32 on cpu
@@ -117,11 +121,26 @@ class RunConfig:
             raise ConfigError(
                 f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}"
             )
+        if self.decode_engine in RETIRED_ENGINES:
+            import warnings
+
+            new = RETIRED_ENGINES[self.decode_engine]
+            warnings.warn(
+                f"decode engine {self.decode_engine!r} was retired; decoding with {new!r} "
+                "(same outputs)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.decode_engine = new
         if self.decode_engine not in DECODE_ENGINES:
             raise ConfigError(
                 f"decode_engine must be one of {', '.join(DECODE_ENGINES)}, "
                 f"got {self.decode_engine!r}"
             )
+        if self.vllm_kv_cache_gb <= 0:
+            raise ConfigError(f"vllm_kv_cache_gb must be > 0, got {self.vllm_kv_cache_gb}")
+        for n in ("vllm_tensor_parallel_size", "vllm_data_parallel_size"):
+            positive(n)
         if self.model_metrics:
             from spt_bench.model_metrics import check_hits_settings
 

@@ -106,6 +106,9 @@ RESUME_ADJUSTABLE = (
     "lean_activations",
     "eval_batch_size",
     "decode_engine",
+    "vllm_kv_cache_gb",
+    "vllm_tensor_parallel_size",
+    "vllm_data_parallel_size",
 )
 
 
@@ -227,13 +230,11 @@ def build_method(
 
 
 def check_decode_engine(config: RunConfig, backbone: Any) -> None:
-    """Refuse --decode-engine static for a model it cannot run, before any work is done."""
-    if config.decode_engine == "static" and config.decoding != "beam":
-        from spt_bench.static_decode import unsupported_reason
+    """Refuse --decode-engine vllm where vLLM is not installed, before any work is done."""
+    if config.decode_engine == "vllm" and config.decoding != "beam":
+        from spt_bench.vllm_engine import require_vllm
 
-        reason = unsupported_reason(backbone)
-        if reason is not None:
-            raise ConfigError(f"{config.model}: {reason}")
+        require_vllm()
 
 
 def make_formatter(method: Any, config: RunConfig) -> Any:
@@ -280,6 +281,17 @@ def decode_settings(config: RunConfig) -> Any:
         batch_size=config.eval_batch_size,
         seed=config.seed,
         engine=config.decode_engine,
+        vllm=vllm_options(config),
+    )
+
+
+def vllm_options(config: RunConfig) -> Any:
+    from spt_bench.vllm_engine import VllmOptions
+
+    return VllmOptions(
+        kv_cache_gb=config.vllm_kv_cache_gb,
+        tensor_parallel_size=config.vllm_tensor_parallel_size,
+        data_parallel_size=config.vllm_data_parallel_size,
     )
 
 
