@@ -195,6 +195,7 @@ class _Engine:
     llm: Any
     start_seconds: float
     max_model_len: int
+    prompt_embeds: bool
 
 
 _ENGINE: _Engine | None = None
@@ -229,8 +230,13 @@ def get_engine(
     any of them changed."""
     global _ENGINE
     require_vllm()
-    key = (model, fingerprint, str(backbone.dtype), opts, prompt_embeds, seed)
-    if _ENGINE is not None and _ENGINE.key == key and _ENGINE.max_model_len >= max_model_len:
+    key = (model, fingerprint, str(backbone.dtype), opts, seed)
+    if (
+        _ENGINE is not None
+        and _ENGINE.key == key
+        and _ENGINE.max_model_len >= max_model_len
+        and (_ENGINE.prompt_embeds or not prompt_embeds)  # token prompts run on either
+    ):
         return _ENGINE
     shutdown_engine()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -242,7 +248,7 @@ def get_engine(
         model, backbone, opts, prompt_embeds=prompt_embeds, max_model_len=max_model_len, seed=seed
     )
     llm = LLM(**kwargs)
-    _ENGINE = _Engine(key, llm, time.perf_counter() - t0, max_model_len)
+    _ENGINE = _Engine(key, llm, time.perf_counter() - t0, max_model_len, prompt_embeds)
     return _ENGINE
 
 
