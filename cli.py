@@ -602,6 +602,9 @@ def bench_cmd(
     no_plain_generate: bool = typer.Option(
         False, "--no-plain-generate", help="Skip the plain model.generate reference."
     ),
+    no_train: bool = typer.Option(
+        False, "--no-train", help="Skip the training-step figures (decoding and scoring only)."
+    ),
     bertscore: bool = typer.Option(False, "--bertscore", help="Include BERTScore in the scorer."),
     predictions: str | None = typer.Option(
         None, "--predictions", help="Keep our decoder's predictions in this .jsonl file."
@@ -637,7 +640,7 @@ def bench_cmd(
         generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
         decode_method=decode_method, decode_engines=decode_engine,
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
-        profile_dir=profile, checkpointing=checkpointing,
+        profile_dir=profile, checkpointing=checkpointing, train=not no_train,
     )  # fmt: skip
     to_stdout = json_out == "-"
     console = Console(stderr=to_stdout)

@@ -84,6 +84,7 @@ class BenchSettings:
     checkpointing: tuple[float, ...] | bool | str = ()
     # also time spt with transformers' own RMSNorm/MLP autograd (what lean activations save)
     lean_compare: bool = True
+    train: bool = True  # False: decoding (and scoring) figures only
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
@@ -1014,9 +1015,10 @@ def run_bench(
         "model_load_s": round(load_s, 3),
         "torch_threads": torch.get_num_threads(),
     }
-    say(f"training step: batch {settings.batch_size}, {settings.reps} reps")
-    result["train"] = bench_training(backbone, examples, settings, say)
-    if on_partial is not None:
+    if settings.train:
+        say(f"training step: batch {settings.batch_size}, {settings.reps} reps")
+        result["train"] = bench_training(backbone, examples, settings, say)
+    if on_partial is not None and settings.train:
         on_partial({**result, "partial": "training done, decoding not yet"})
     if decode_examples:
         say(f"decoding {len(decode_examples)} prompts")

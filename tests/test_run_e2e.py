@@ -186,5 +186,5 @@ def test_vllm_engine_without_vllm_fails_before_training_naming_the_install(tmp_p
     res = _run(*TINY, "--decode-engine", "vllm", "--out", str(tmp_path), "--name", "x")
     assert res.exit_code == 2
     line = res.output.strip().splitlines()[-1]
-    assert "pip install 'spt-bench[vllm]'" in line and "make setup-vllm" in line
+    assert "pip install 'spt-bench[vllm]'" in line and "make setup" in line
     assert not (tmp_path / "x" / "train_log.jsonl").exists()  # no training was wasted
