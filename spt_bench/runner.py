@@ -230,11 +230,13 @@ def build_method(
 
 
 def check_decode_engine(config: RunConfig, backbone: Any) -> None:
-    """Refuse --decode-engine vllm where vLLM is not installed, before any work is done."""
+    """Refuse --decode-engine vllm where vLLM is not installed or under a multi-process launch,
+    before any work is done."""
     if config.decode_engine == "vllm" and config.decoding != "beam":
-        from spt_bench.vllm_engine import require_vllm
+        from spt_bench.vllm_engine import check_single_process, require_vllm
 
         require_vllm()
+        check_single_process()
 
 
 def make_formatter(method: Any, config: RunConfig) -> Any:

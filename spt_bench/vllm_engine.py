@@ -78,6 +78,17 @@ def require_vllm() -> None:
         raise MissingAssetError(INSTALL_HINT)
 
 
+def check_single_process() -> None:
+    """vLLM shards over GPUs itself: refuse a multi-process (accelerate) launch."""
+    from spt_bench.distributed import launched_world_size
+
+    if launched_world_size() > 1:
+        raise ConfigError(
+            "the vllm decode engine runs in one process: start it without `accelerate launch` "
+            "and use vllm_tensor_parallel_size / vllm_data_parallel_size for several GPUs"
+        )
+
+
 # ---------------------------------------------------------------------------- model folders
 
 
@@ -305,14 +316,7 @@ class VllmDecoder:
         self, method: Method, settings: DecodeSettings, run_dir: Path, max_prompt_len: int
     ) -> None:
         require_vllm()
-        from spt_bench.distributed import get_dist
-
-        if get_dist().enabled:
-            raise ConfigError(
-                "the vllm decode engine runs in one process: start it without "
-                "`accelerate launch` and use vllm_tensor_parallel_size / "
-                "vllm_data_parallel_size for several GPUs"
-            )
+        check_single_process()
         self.method = method
         self.settings = settings
         self.run_dir = run_dir

@@ -56,3 +56,11 @@ def test_the_gguf_cache_is_seen_through_a_view_without_its_quantization_config(t
     clean.mkdir()
     (clean / "config.json").write_text(json.dumps({"model_type": "llama"}))
     assert source_view(clean, tmp_path / "views") == clean  # loadable as is
+
+
+def test_the_vllm_engine_refuses_a_multi_process_launch(monkeypatch) -> None:
+    from spt_bench.vllm_engine import check_single_process
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="vllm_tensor_parallel_size"):
+        check_single_process()
