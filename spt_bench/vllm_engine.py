@@ -148,13 +148,20 @@ def _plain_model(method: Method) -> Any:
 
 
 def weights_fingerprint(method: Method) -> str:
-    """Changes when the backbone weights the method trains change (so an exported folder is
-    rewritten after more training or a checkpoint load, and reused otherwise)."""
+    """Changes when the exported backbone weights change (so `<run>/vllm-model` is rewritten
+    after more training or a checkpoint load, and reused otherwise): the weights the method
+    trains (full-ft, LoRA), or all backbone weights for a frozen in-memory model."""
     import torch
 
-    h = hashlib.sha256()
+    from spt_bench.methods import BackboneWeightsMethod
+
+    if isinstance(method, BackboneWeightsMethod):
+        state = method.trained_state()
+    else:
+        state = dict(method.backbone.model.state_dict())
+    h = hashlib.sha256(method.backbone.name.encode())
     with torch.no_grad():
-        for name, t in sorted(method.trained_state().items()):
+        for name, t in sorted(state.items()):
             t = t.detach().float()
             h.update(
                 f"{name}:{tuple(t.shape)}:{t.sum().item():.8e}:{t.abs().sum().item():.8e}".encode()
