@@ -533,6 +533,10 @@ def _decode_score_report(
         console=console,
     )
     timings["decode_s"] = time.perf_counter() - t
+    if config.decode_engine == "vllm":  # free its memory and worker processes for scoring
+        from spt_bench.vllm_engine import shutdown_engine
+
+        shutdown_engine()
     if not dist.is_main:  # scores and reports are the main process's job
         return RunResult(run_dir, config, {}, train_result, dstats, timings, None)
     t = time.perf_counter()
