@@ -349,7 +349,7 @@ def evaluate_cmd(
     dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
     eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
     decode_engine: str = typer.Option(
-        None, "--decode-engine", help="hf | static (default: the run's)."
+        None, "--decode-engine", help="hf | vllm (default: the run's)."
     ),
     no_model_metrics: bool = typer.Option(
         False, "--no-model-metrics", help="Skip perplexity and hits@k."
@@ -556,9 +556,9 @@ def bench_cmd(
     ),
     decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
     decode_engine: str = typer.Option(
-        "hf,static",
+        "hf",
         "--decode-engine",
-        help="Our decoder's engine(s) to time, comma-separated: hf, static.",
+        help="Our decoder's engine(s) to time, comma-separated: hf, vllm (e.g. hf,vllm).",
     ),
     decode_method: str = typer.Option(
         "spt", "--decode-method", help="Method whose decoding is timed (untrained)."
@@ -566,6 +566,9 @@ def bench_cmd(
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Generated tokens cap."),
     no_plain_generate: bool = typer.Option(
         False, "--no-plain-generate", help="Skip the plain model.generate reference."
+    ),
+    no_train: bool = typer.Option(
+        False, "--no-train", help="Skip the training-step figures (decoding and scoring only)."
     ),
     bertscore: bool = typer.Option(False, "--bertscore", help="Include BERTScore in the scorer."),
     predictions: str | None = typer.Option(
@@ -604,7 +607,7 @@ def bench_cmd(
         generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
         decode_method=decode_method, decode_engines=decode_engine,
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
-        profile_dir=profile, checkpointing=checkpointing,
+        profile_dir=profile, checkpointing=checkpointing, train=not no_train,
     )  # fmt: skip
     json_out = output_file(out, "bench.json") if out else None
     console = Console(stderr=as_json)

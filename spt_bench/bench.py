@@ -72,7 +72,7 @@ class BenchSettings:
     decode_method: str = "spt"
     decode_reps: int = 1
     # our decoder's engines to time (decode.DECODE_ENGINES); each at every decode batch size
-    decode_engines: tuple[str, ...] | str = ("hf", "static")
+    decode_engines: tuple[str, ...] | str = ("hf",)
     max_new_tokens: int = 32
     plain_generate: bool = True
     score: bool = True
@@ -84,6 +84,7 @@ class BenchSettings:
     checkpointing: tuple[float, ...] | bool | str = ()
     # also time spt with transformers' own RMSNorm/MLP autograd (what lean activations save)
     lean_compare: bool = True
+    train: bool = True  # False: decoding (and scoring) figures only
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
@@ -103,7 +104,7 @@ class BenchSettings:
 
 
 def parse_engines(values: Any) -> tuple[str, ...]:
-    """'hf,static' / ['hf'] -> ('hf', 'static'); unknown names are a clear error."""
+    """'hf,vllm' / ['hf'] -> ('hf', 'vllm'); unknown names are a clear error."""
     from spt_bench.config import DECODE_ENGINES
 
     if isinstance(values, str):
@@ -646,8 +647,7 @@ class DecodeFigures:
     error: str | None = None
     oom_halvings: int = 0  # our decoder halves a batch that does not fit and goes on
     engine: str | None = None  # ours: decode.DECODE_ENGINES; plain generate: None
-    cuda_graphs: int | None = None  # static engine: batches replayed as CUDA graphs
-    cuda_graph_error: str | None = None  # static engine: why capture failed (ran eagerly)
+    engine_start_s: float | None = None  # vllm engine: start (once), not in `seconds`
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -764,8 +764,6 @@ def bench_decoding(
     resolved: dict[int | str, int] = {}
     for req in settings.decode_batch_sizes:
         resolved[req] = _resolve_batch(req, backbone, formatter, examples, prefix_len, settings)
-    from spt_bench.static_decode import unsupported_reason
-
     jobs: list[DecodeFigures] = []
     for engine in settings.decode_engines:
         for req in settings.decode_batch_sizes:
@@ -773,8 +771,10 @@ def bench_decoding(
             if any(j.batch_size == bs and j.engine == engine for j in jobs):
                 continue  # "auto" may equal a given size
             job = DecodeFigures("ours", bs, req, None, engine=engine)
-            if engine == "static":
-                job.error = unsupported_reason(backbone)
+            if engine == "vllm":
+                from spt_bench.vllm_engine import require_vllm
+
+                require_vllm()
             jobs.append(job)
     if settings.plain_generate:
         for req in settings.generate_batch_sizes or settings.decode_batch_sizes:
@@ -802,9 +802,8 @@ def bench_decoding(
             )  # fmt: skip
             rows, stats = decode(method, formatter, subset, ds, work_dir / f"{tag}-{i}.jsonl")
             job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
-            if job.engine == "static":
-                job.cuda_graphs = stats.cuda_graphs
-                job.cuda_graph_error = stats.cuda_graph_error
+            if job.engine == "vllm":
+                job.engine_start_s = (job.engine_start_s or 0.0) + stats.engine_start_s
             return rows, stats.new_tokens
         return plain_generate(method, formatter, subset, job.batch_size, settings.max_new_tokens)
 
@@ -1013,9 +1012,10 @@ def run_bench(
         "model_load_s": round(load_s, 3),
         "torch_threads": torch.get_num_threads(),
     }
-    say(f"training step: batch {settings.batch_size}, {settings.reps} reps")
-    result["train"] = bench_training(backbone, examples, settings, say)
-    if on_partial is not None:
+    if settings.train:
+        say(f"training step: batch {settings.batch_size}, {settings.reps} reps")
+        result["train"] = bench_training(backbone, examples, settings, say)
+    if on_partial is not None and settings.train:
         on_partial({**result, "partial": "training done, decoding not yet"})
     if decode_examples:
         say(f"decoding {len(decode_examples)} prompts")
@@ -1096,6 +1096,8 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
         for f in dec["ours"] + dec["plain_generate"]:
             label = f["path"] + (f" ({f['engine']} engine)" if f.get("engine") else "")
             label += f" ({f['requested']})" if f["requested"] == AUTO else ""
+            if f.get("engine_start_s") is not None:
+                label += f", engine start {f['engine_start_s']:.1f} s (not timed)"
             if f["error"]:
                 t.add_row(label, str(f["batch_size"]), f["error"], "-", "-", "-")
                 continue

@@ -39,7 +39,8 @@ from spt_bench.errors import ConfigError, InputError
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
-DECODE_ENGINES = ("hf", "static")  # spt_bench.decode / spt_bench.static_decode; same outputs
+DECODE_ENGINES = ("hf", "vllm")  # spt_bench.decode / spt_bench.vllm_engine; same greedy outputs
+RETIRED_ENGINES = {"static": "hf"}  # old run folders still evaluate (same outputs as hf)
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -229,10 +230,15 @@ class DecodeConfig(_Section):
     batch_size: int = setting(16, "Decoding / dev / ppl batch size.", flag="--eval-batch-size")
     engine: str = setting(
         "hf",
-        "hf (transformers' forward) | static (preallocated KV cache + CUDA graphs, "
-        "Llama-family); same outputs.",
+        "hf (transformers' forward; every method) | vllm (vLLM; token prompts, soft prompts, "
+        "LoRA, full-ft; pip install 'spt-bench[vllm]'); same greedy outputs.",
         flag="--decode-engine",
     )
+    vllm_kv_cache_gb: float = setting(
+        1.0, "vllm engine: KV cache size in GiB (explicit, never a share of the machine's RAM)."
+    )
+    vllm_tensor_parallel_size: int = setting(1, "vllm engine: vLLM's tensor parallelism (GPUs).")
+    vllm_data_parallel_size: int = setting(1, "vllm engine: vLLM's data parallelism (GPUs).")
 
     def __post_init__(self) -> None:
         self._positive("max_new_tokens", "num_beams", "batch_size", "temperature")
@@ -240,10 +246,21 @@ class DecodeConfig(_Section):
             raise self._err(
                 "mode", f"must be one of {', '.join(DECODING_MODES)}, got {self.mode!r}"
             )
+        if self.engine in RETIRED_ENGINES:
+            import warnings
+
+            new = RETIRED_ENGINES[self.engine]
+            warnings.warn(
+                f"decode engine {self.engine!r} was retired; decoding with {new!r} (same outputs)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.engine = new
         if self.engine not in DECODE_ENGINES:
             raise self._err(
                 "engine", f"must be one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
             )
+        self._positive("vllm_kv_cache_gb", "vllm_tensor_parallel_size", "vllm_data_parallel_size")
         if not 0 < self.top_p <= 1:
             raise self._err("top_p", f"must be in (0, 1], got {self.top_p}")
 
@@ -544,6 +561,9 @@ FLAT_KEYS: dict[str, str] = {
     "activation_checkpointing": "train.activation_checkpointing",
     "lean_activations": "train.lean_activations",
     "decoding": "decode.mode", "max_new_tokens": "decode.max_new_tokens",
+    "vllm_kv_cache_gb": "decode.vllm_kv_cache_gb",
+    "vllm_tensor_parallel_size": "decode.vllm_tensor_parallel_size",
+    "vllm_data_parallel_size": "decode.vllm_data_parallel_size",
     "temperature": "decode.temperature", "top_p": "decode.top_p",
     "num_beams": "decode.num_beams", "eval_batch_size": "decode.batch_size",
     "decode_engine": "decode.engine",

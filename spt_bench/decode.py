@@ -37,6 +37,8 @@ from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
 from spt_bench.progress import ProgressBar
 
+CHUNK = 256  # vllm engine: rows per vLLM generate call (appended to predictions.jsonl after each)
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -154,6 +156,17 @@ class DecodeSettings(DecodeConfig):
     def from_config(cls, decode: DecodeConfig, seed: int) -> DecodeSettings:
         return cls(**dataclasses.asdict(decode), seed=seed)
 
+    @property
+    def vllm(self) -> Any:
+        """The vllm engine's options (spt_bench.vllm_engine.VllmOptions) from the vllm_* keys."""
+        from spt_bench.vllm_engine import VllmOptions
+
+        return VllmOptions(
+            kv_cache_gb=self.vllm_kv_cache_gb,
+            tensor_parallel_size=self.vllm_tensor_parallel_size,
+            data_parallel_size=self.vllm_data_parallel_size,
+        )
+
 
 @dataclass
 class DecodeStats:
@@ -164,8 +177,7 @@ class DecodeStats:
     batch_size: int | None = None  # the batch size in use at the end (after OOM halvings)
     oom_halvings: int = 0
     engine: str = "hf"
-    cuda_graphs: int = 0  # static engine: batches whose steps replayed a CUDA graph
-    cuda_graph_error: str | None = None  # static engine: why a capture failed (ran eagerly)
+    engine_start_s: float = 0.0  # vllm engine: start (and weight export) time, not in `seconds`
 
     @property
     def responses_per_s(self) -> float | None:
@@ -181,8 +193,7 @@ class DecodeStats:
             "batch_size": self.batch_size,
             "oom_halvings": self.oom_halvings,
             "engine": self.engine,
-            "cuda_graphs": self.cuda_graphs,
-            "cuda_graph_error": self.cuda_graph_error,
+            "engine_start_s": round(self.engine_start_s, 3),
         }
 
 
@@ -263,7 +274,7 @@ def _sample_next(
 
 
 def row_stop(token: int, output: list[int], stops: StopTokens, tokenizer: Any) -> str | None:
-    """The per-row stopping rule both engines apply to each new token: record it in `output`
+    """The per-row stopping rule every engine applies to each new token: record it in `output`
     (not an EOS) and return why the row stops now, or None. EOS and newline tokens stop the
     row; a ':' token (every next-turn marker ends with one) stops it when the text now holds
     the start of another turn (`turn_ended`) - decoding the row's text only then keeps this
@@ -279,7 +290,7 @@ def row_stop(token: int, output: list[int], stops: StopTokens, tokenizer: Any) -
 
 
 class RowTracker:
-    """Per-row outputs and stop reasons of one batch, shared by both engines: `advance` takes
+    """Per-row outputs and stop reasons of one batch of the hf engine: `advance` takes
     the step's new token of each batch position (`rows[i]` = the original row at position i,
     None once finished - `advance` sets it when the row stops) and returns the positions still
     running."""
@@ -324,8 +335,6 @@ def generate_batch(
     embeds, mask, row_info, cache = prefixed_inputs(method, batch)
     if s.mode == "beam":
         return _beam(method, embeds, mask, s) + (row_info,)
-    if s.engine == "static":
-        return _generate_static(method.backbone, embeds, mask, s, gen) + (row_info,)
     return _generate_hf(method.backbone, embeds, mask, s, gen, cache) + (row_info,)
 
 
@@ -364,53 +373,6 @@ def _generate_hf(
         )
         positions = positions + 1
         logits = backbone.lm_head(hidden[:, -1])
-    return rows.outputs, rows.reasons
-
-
-def _generate_static(
-    backbone: Backbone,
-    embeds: torch.Tensor,
-    mask: torch.Tensor,
-    s: DecodeSettings,
-    gen: torch.Generator | None,
-) -> tuple[list[list[int]], list[str]]:
-    """The `static` engine (spt_bench.static_decode): preallocated KV buffers, our own layer
-    loop, a CUDA graph per batch for greedy steps on CUDA. Same stopping rule as `hf`."""
-    import torch
-
-    from spt_bench.static_decode import DecodeSteps, static_decoder
-
-    decoder = static_decoder(backbone)
-    b, t0 = mask.shape
-    rows = RowTracker(backbone, b)
-    logits, kv, positions = decoder.prefill(embeds, mask, s.max_new_tokens)
-    greedy = s.mode == "greedy"
-    steps = DecodeSteps(
-        decoder,
-        kv,
-        _sample_next(logits, s, gen),
-        positions,
-        t0,
-        cuda_graph=greedy,  # on CUDA; sampling runs eagerly (it reads the logits each step)
-    )
-    if steps.graph is not None:
-        decoder.graphs_captured += 1
-    elif steps.capture_error and decoder.capture_error is None:
-        decoder.capture_error = steps.capture_error
-    slots: list[int | None] = list(range(b))  # original row in each buffer row; None = done
-    for step in range(s.max_new_tokens):
-        running = rows.advance(steps.token.tolist(), slots)  # the step's one host sync
-        if not running or step == s.max_new_tokens - 1:
-            break
-        if steps.graph is None and len(running) <= len(slots) // 2:
-            # eager mode is compute-bound: stop computing finished rows once half are done
-            steps.select_rows(torch.tensor(running, device=embeds.device))
-            slots = [slots[i] for i in running]
-            running = list(range(len(slots)))
-        steps.step()
-        if not greedy:
-            idx = torch.tensor(running, device=embeds.device)
-            steps.token.index_copy_(0, idx, _sample_next(steps.logits[idx], s, gen))
     return rows.outputs, rows.reasons
 
 
@@ -489,6 +451,23 @@ def existing_prediction_ids(path: Path) -> set[str]:
     return set(seen)
 
 
+def _append_rows(
+    out_path: Path, todo: list[Example], idx: list[int], toks: list[list[int]],
+    reasons: list[str], infos: list[dict], backbone: Backbone, stats: DecodeStats, bar: Any,
+) -> None:  # fmt: skip
+    """Append the prediction rows of one finished batch (or vLLM chunk) to `out_path`."""
+    texts = backbone.tokenizer.batch_decode(toks, skip_special_tokens=True)
+    rows = [
+        prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j])
+        for j, i in enumerate(idx)
+    ]
+    append_jsonl(out_path, rows)
+    stats.n_decoded += len(rows)
+    stats.new_tokens += sum(len(t) for t in toks)
+    if bar is not None:
+        bar.advance(len(rows))
+
+
 def decode(
     method: Method,
     formatter: PromptFormatter,
@@ -520,14 +499,13 @@ def decode(
     stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
     backbone = method.backbone
     check_method_engine(method, settings)  # before any row is decoded
-    if settings.engine == "static" and settings.mode != "beam":
-        from spt_bench.static_decode import static_decoder
-
-        decoder = static_decoder(backbone)  # rejects an unsupported model before any work
-        decoder.graphs_captured = 0
-        decoder.capture_error = None
     prompts = [formatter.prompt_ids(ex) for ex in todo]
     order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
+    vllm = None
+    if settings.engine == "vllm" and settings.mode != "beam" and todo:
+        from spt_bench.vllm_engine import VllmDecoder
+
+        vllm = VllmDecoder(method, settings, out_path.parent, max(len(p) for p in prompts))
     gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
     method.set_train_mode(False)
     bar = ProgressBar(console, "decode", len(examples), len(done)) if progress and todo else None
@@ -536,6 +514,21 @@ def decode(
     start = 0
     try:
         while start < len(order):
+            if vllm is not None:
+                # vLLM batches by itself: hand it a chunk of rows (the hf engine's batches, so
+                # methods see the same prefix inputs) and append the chunk as it finishes.
+                idx = order[start : start + max(CHUNK, batch_size)]
+                batches = [
+                    collate_generate(
+                        [prompts[i] for i in idx[k : k + batch_size]], backbone.pad_token_id,
+                        [todo[i] for i in idx[k : k + batch_size]],
+                    ).to(backbone.device)
+                    for k in range(0, len(idx), batch_size)
+                ]  # fmt: skip
+                toks, reasons, infos = vllm.generate(batches)
+                start += len(idx)
+                _append_rows(out_path, todo, idx, toks, reasons, infos, backbone, stats, bar)
+                continue
             idx = order[start : start + batch_size]
             batch = collate_generate(
                 [prompts[i] for i in idx], backbone.pad_token_id, [todo[i] for i in idx]
@@ -560,29 +553,15 @@ def decode(
                     console.print(f"[yellow]decode: out of GPU memory; batch size -> {batch_size}")
                 continue
             start += len(idx)
-            texts = backbone.tokenizer.batch_decode(toks, skip_special_tokens=True)
-            rows = [
-                prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j])
-                for j, i in enumerate(idx)
-            ]
-            append_jsonl(out_path, rows)
-            stats.n_decoded += len(rows)
-            stats.new_tokens += sum(len(t) for t in toks)
-            if bar is not None:
-                bar.advance(len(rows))
+            _append_rows(out_path, todo, idx, toks, reasons, infos, backbone, stats, bar)
     finally:
         if bar is not None:
             bar.close()
     stats.seconds = time.perf_counter() - t0
     stats.batch_size = batch_size
-    if settings.engine == "static" and backbone._static_decoder is not None:
-        stats.cuda_graphs = backbone._static_decoder.graphs_captured
-        stats.cuda_graph_error = backbone._static_decoder.capture_error
-        if stats.cuda_graph_error and console is not None:
-            console.print(
-                "[yellow]decode: CUDA graph capture failed, steps ran eagerly: "
-                f"{stats.cuda_graph_error}"
-            )
+    if vllm is not None:  # engine start is reported apart from decoding
+        stats.engine_start_s = vllm.engine_start_s
+        stats.seconds -= vllm.engine_start_s
     by_id = {r["id"]: r for r in read_jsonl(out_path)}
     ordered = [by_id[i] for i in ids]
     if todo or len(by_id) != len(ids) or list(by_id) != ids:

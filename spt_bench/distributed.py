@@ -285,9 +285,7 @@ def decode_all(
     else:
         stats = DecodeStats(engine=settings.engine)
     seconds = time.perf_counter() - t0
-    gathered = dist.all_gather(
-        (stats.n_decoded, stats.new_tokens, seconds, stats.cuda_graphs, stats.cuda_graph_error)
-    )
+    gathered = dist.all_gather((stats.n_decoded, stats.new_tokens, seconds, stats.engine_start_s))
     dist.wait()
     if dist.is_main:
         merge_part_files(out_path, ids)
@@ -304,7 +302,6 @@ def decode_all(
         seconds=max(g[2] for g in gathered),
         new_tokens=sum(g[1] for g in gathered),
         engine=settings.engine,
-        cuda_graphs=sum(g[3] for g in gathered),
-        cuda_graph_error=next((g[4] for g in gathered if g[4]), None),
+        engine_start_s=max(g[3] for g in gathered),
     )
     return [by_id[i] for i in ids], total

@@ -184,7 +184,6 @@ class Backbone:
     _colon_ids: Any = field(default=None, repr=False)
     _token_texts: Any = field(default=None, repr=False)
     _stop_tokens: Any = field(default=None, repr=False)
-    _static_decoder: Any = field(default=None, repr=False)
 
     @property
     def base(self) -> Any:

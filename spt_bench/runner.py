@@ -106,6 +106,9 @@ RESUME_ADJUSTABLE = (
     "train.lean_activations",
     "decode.batch_size",
     "decode.engine",
+    "decode.vllm_kv_cache_gb",
+    "decode.vllm_tensor_parallel_size",
+    "decode.vllm_data_parallel_size",
 )
 
 
@@ -271,13 +274,11 @@ def check_decode_engine(config: RunConfig, method: Any) -> None:
     refusal = method.engine_refusal(config.decode.engine, config.decode.mode)
     if refusal is not None:
         raise ConfigError(refusal)
-    backbone = method.backbone
-    if config.decode.engine == "static" and config.decode.mode != "beam":
-        from spt_bench.static_decode import unsupported_reason
+    if config.decode.engine == "vllm" and config.decode.mode != "beam":
+        from spt_bench.vllm_engine import check_single_process, require_vllm
 
-        reason = unsupported_reason(backbone)
-        if reason is not None:
-            raise ConfigError(f"{config.model.name}: {reason}")
+        require_vllm()
+        check_single_process()
 
 
 def check_decode_length(config: RunConfig, method: Any, n_examples: int, console: Any) -> None:
@@ -626,6 +627,10 @@ def _decode_score_report(
         console=console,
     )
     timings["decode_s"] = time.perf_counter() - t
+    if config.decode.engine == "vllm":  # free its memory and worker processes for scoring
+        from spt_bench.vllm_engine import shutdown_engine
+
+        shutdown_engine()
     if not dist.is_main:  # scores and reports are the main process's job
         return RunResult(folder.path, config, {}, train_result, dstats, timings, None)
     t = time.perf_counter()

@@ -57,7 +57,7 @@ def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
     assert partial["partial"] and "decode" not in partial
     assert partial["train"] == tiny_result["train"]
     assert any(line.startswith("train spt: ") for line in LOG)
-    assert any(line.startswith("decode ours (static engine), batch 2: ") for line in LOG)
+    assert any(line.startswith("decode ours (hf engine), batch 2: ") for line in LOG)
 
 
 def test_training_figures_cover_both_methods_and_their_plain_references(tiny_result):
@@ -100,14 +100,12 @@ def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
 def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     dec = tiny_result["decode"]
     assert dec["n"] == 5 and dec["max_new_tokens"] == 6
-    assert [(f["engine"], f["batch_size"]) for f in dec["ours"]] == [("hf", 2), ("static", 2)]
+    assert [(f["engine"], f["batch_size"]) for f in dec["ours"]] == [("hf", 2)]
     assert [f["batch_size"] for f in dec["plain_generate"]] == [2, 5]
-    hf, static = dec["comparisons"]
-    for cmp in (hf, static):
-        assert cmp["batch_size"] == 2 and cmp["speedup_same_batch"] > 0
-        assert cmp["identical_responses"] == 1.0  # fp32 greedy: every decoder, the same text
-    assert static["speedup_over_hf_engine"] > 0 and static["identical_to_hf_engine"] == 1.0
-    assert dec["ours"][1]["cuda_graphs"] == 0  # CPU: no graphs, eager steps
+    (hf,) = dec["comparisons"]
+    assert hf["batch_size"] == 2 and hf["speedup_same_batch"] > 0
+    assert hf["identical_responses"] == 1.0  # fp32 greedy: our decoder, generate's text
+    assert dec["ours"][0]["engine_start_s"] is None  # only the vllm engine starts one
     assert dec["best_plain"]["batch_size"] in (2, 5)
     assert tiny_result["score"]["seconds"] > 0 and tiny_result["score"]["rows"] == 5
 
@@ -155,9 +153,11 @@ def test_bench_cli_writes_json_to_out_and_to_stdout_with_a_bare_json_flag(tmp_pa
 def test_bench_rejects_an_unknown_decode_engine():
     from spt_bench.bench import parse_engines
 
-    assert parse_engines("static, hf,static") == ("static", "hf")
+    assert parse_engines("vllm, hf,vllm") == ("vllm", "hf")
     with pytest.raises(ConfigError, match="--decode-engine: turbo"):
         parse_engines("hf,turbo")
+    with pytest.raises(ConfigError, match="--decode-engine: static"):  # retired
+        parse_engines("hf,static")
 
 
 def test_bench_cli_rejects_bad_batch_size_in_one_line():
@@ -244,15 +244,14 @@ def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, 
     assert "rouge_score: no" in res.stdout and "datasets: no" in res.stdout
     assert "scorer: n/a" in res.stdout
     data = json.loads((out / "bench.json").read_text())
-    assert [c["identical_responses"] for c in data["decode"]["comparisons"]] == [1.0, 1.0]
-    assert "decode static batch 2: " in res.stdout and "the hf engine" in res.stdout
+    assert [c["identical_responses"] for c in data["decode"]["comparisons"]] == [1.0]
+    assert "decode hf batch 2: " in res.stdout
     assert {p.name for p in out.iterdir()} >= {
         "bench.json",
         "bench.log",
         "predictions.jsonl",
         "train_profile.txt",
         "decode_profile.txt",
-        "decode_profile_static.txt",
     }
 
 

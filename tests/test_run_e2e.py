@@ -79,21 +79,20 @@ def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> N
     assert missing.exit_code == 2 and "not a run folder" in missing.output
 
 
-@pytest.mark.parametrize("method", ["spt", "lora", "full-ft"])
-def test_evaluate_with_the_static_engine_gives_the_runs_predictions(tmp_path, method) -> None:
+def test_an_old_run_naming_the_retired_static_engine_evaluates_with_hf(tmp_path) -> None:
     run = tmp_path / "r"
-    args = [*TINY, "--method", method, "--max-steps", "2", "--eval-limit", "6"]
+    args = [*TINY, "--method", "spt", "--max-steps", "2", "--eval-limit", "6"]
     assert _run(*args, "--out", str(run.parent), "--name", "r").exit_code == 0
     before = _rows(run / "predictions.jsonl")
-    res = runner.invoke(
-        app, ["evaluate", str(run), "--no-bertscore", "--no-model-metrics",
-              "--decode-engine", "static"],
-    )  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    config["decode_engine"] = "static"  # as written by spt-bench before the engine's retirement
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match="'static' was retired; decoding with 'hf'"):
+        res = runner.invoke(app, ["evaluate", str(run), "--no-bertscore", "--no-model-metrics"])
     assert res.exit_code == 0, res.output
     after = _rows(run / "predictions.jsonl")
     assert [r["raw_prediction"] for r in after] == [r["raw_prediction"] for r in before]
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["decode"]["engine"] == "static"
+    assert json.loads((run / "metrics.json").read_text())["decode"]["engine"] == "hf"
 
 
 def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> None:
@@ -183,11 +182,12 @@ def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoin
     assert calls == [64]  # neither evaluate nor resume recomputed the centre
 
 
-def test_static_engine_on_an_unsupported_model_fails_before_training(tmp_path, monkeypatch):
-    import spt_bench.static_decode as sd
+def test_vllm_engine_without_vllm_fails_before_training_naming_the_install(tmp_path, monkeypatch):
+    import spt_bench.vllm_engine as ve
 
-    monkeypatch.setattr(sd, "SUPPORTED_MODEL_TYPES", ("qwen2",))
-    res = _run(*TINY, "--decode-engine", "static", "--out", str(tmp_path), "--name", "x")
+    monkeypatch.setattr(ve, "vllm_available", lambda: False)
+    res = _run(*TINY, "--decode-engine", "vllm", "--out", str(tmp_path), "--name", "x")
     assert res.exit_code == 2
-    assert "static decoding engine supports qwen2" in res.output
+    line = res.output.strip().splitlines()[-1]
+    assert "pip install 'spt-bench[vllm]'" in line and "make setup" in line
     assert not (tmp_path / "x" / "train_log.jsonl").exists()  # no training was wasted
