@@ -275,6 +275,14 @@ def run_cmd(
     batch_size: int = typer.Option(None, "--batch-size", help="Training micro-batch size."),
     grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimiser step."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the method's)."),
+    max_grad_norm: float = typer.Option(
+        None, "--max-grad-norm", help="Gradient-norm clipping; 0 = none (default: 1.0)."
+    ),
+    bucket_by_length: bool = typer.Option(
+        None,
+        "--bucket-by-length/--random-batches",
+        help="Training batches of similar-length rows (default) or random batches (the authors').",
+    ),
     train_limit: int = typer.Option(
         None, "--train-limit", help="Use N train examples (seeded subset)."
     ),
@@ -330,6 +338,16 @@ def run_cmd(
         "--fusion-weights",
         help="(spt) raw (authors') | normalized: fuse logits with s_k or s_k / sum_j s_j.",
     ),
+    fusion_reduction: str = typer.Option(
+        None,
+        "--fusion-reduction",
+        help="(spt) example (authors'): L_fusion averaged per example, then over the batch | token.",
+    ),
+    softplus_threshold: float = typer.Option(
+        None,
+        "--softplus-threshold",
+        help="(spt) threshold of the retriever's Softplus(beta=10): 1 (authors') | 20 (torch default).",
+    ),
     retriever_center: bool = typer.Option(
         False,
         "--retriever-center",
@@ -380,6 +398,7 @@ def run_cmd(
     method_options = {
         "k": k, "prompt_len": prompt_len, "prompt_init": prompt_init,
         "retriever_query": retriever_query, "fusion_weights": fusion_weights,
+        "fusion_reduction": fusion_reduction, "softplus_threshold": softplus_threshold,
         "retriever_center": True if retriever_center else None,
         "selection_loss": False if no_selection_loss else None,
         "fusion": False if no_fusion else None,
@@ -393,6 +412,7 @@ def run_cmd(
         "method": method, "model": model, "data": data, "train_data": train_data,
         "test_data": test_data, "out": out, "name": name, "seed": seed, "max_steps": max_steps,
         "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
+        "max_grad_norm": max_grad_norm, "bucket_by_length": bucket_by_length,
         "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
         "eval_every": eval_every, "eval_batch_size": eval_batch_size,
         "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,

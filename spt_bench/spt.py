@@ -43,7 +43,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RETRIEVER_QUERIES = ("embeddings", "hidden")
 FUSION_WEIGHTINGS = ("raw", "normalized")
+FUSION_REDUCTIONS = ("example", "token")
 SOFTPLUS_BETA = 10.0
+# The authors' nn.Softplus(beta=10, threshold=1): identity once beta * cos > 1, i.e. the score
+# is exactly the cosine for cos > 0.1 (torch's default threshold 20 stays smooth up to cos = 2)
+SOFTPLUS_THRESHOLD = 1.0
 
 
 @dataclass
@@ -74,6 +78,12 @@ class SptOptions:
     # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
     # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
     fusion_weights: str = "raw"
+    # "example": cross-entropy averaged per example, then over the batch (the authors');
+    # "token": averaged over all response tokens of the batch (long responses weigh more)
+    fusion_reduction: str = "example"
+    # softplus threshold of the retriever's activation: 1 = the authors' (score = cos for
+    # cos > 0.1); 20 = torch's default (smooth; up to 0.031 apart at cos = 0.1)
+    softplus_threshold: float = SOFTPLUS_THRESHOLD
     tau_gold: float = 1.0
     tau_sim: float = 1.0
     contrastive_threshold: float = 20.0
@@ -97,13 +107,18 @@ class SptOptions:
                 f"--fusion-weights must be one of {', '.join(FUSION_WEIGHTINGS)}, "
                 f"got {self.fusion_weights!r}"
             )
+        if self.fusion_reduction not in FUSION_REDUCTIONS:
+            raise ConfigError(
+                f"--fusion-reduction must be one of {', '.join(FUSION_REDUCTIONS)}, "
+                f"got {self.fusion_reduction!r}"
+            )
         for name in ("selection_weight", "contrastive_weight", "fusion_weight"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
                 )
-        for name in ("tau_gold", "tau_sim"):
+        for name in ("tau_gold", "tau_sim", "softplus_threshold"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0 or value == float("inf"):
                 raise ConfigError(
@@ -137,15 +152,19 @@ class SptOptions:
 
 
 class PromptRetriever(nn.Module):
-    """Dense retriever: score_k = Softplus_beta10(cos(W q + c, W key_k + c)), one shared Linear.
+    """Dense retriever: score_k = Softplus(beta=10, threshold)(cos(W q + c, W key_k + c)), one
+    shared Linear; threshold 1 (default) is the authors' activation.
 
     Runs in fp32 with autocast off, so a prompt's score does not depend on bf16 rounding.
     """
 
-    def __init__(self, hidden_size: int, center: bool = False) -> None:
+    def __init__(
+        self, hidden_size: int, center: bool = False, threshold: float = SOFTPLUS_THRESHOLD
+    ) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.center = center
+        self.threshold = float(threshold)
         if center:
             # set by SelectivePromptTuning.setup from the training queries; saved with the state
             self.register_buffer("query_center", torch.zeros(hidden_size))
@@ -162,7 +181,27 @@ class PromptRetriever(nn.Module):
             q = self.proj(query)
             k = self.proj(keys)
             cos = F.cosine_similarity(q[:, None, :], k[None, :, :], dim=-1)
-            return F.softplus(cos, beta=SOFTPLUS_BETA)
+            return F.softplus(cos, beta=SOFTPLUS_BETA, threshold=self.threshold)
+
+
+def fusion_cross_entropy(
+    fused: torch.Tensor,
+    targets: torch.Tensor,
+    example_index: torch.Tensor,
+    batch_size: int,
+    reduction: str = "example",
+) -> torch.Tensor:
+    """Cross-entropy of fused logits [M, V] at the batch's M response tokens.
+
+    "example" (the authors'): mean over each example's tokens, then over the examples, so every
+    example weighs the same; "token": mean over all M tokens (long responses weigh more).
+    """
+    if reduction == "token":
+        return F.cross_entropy(fused, targets)
+    per_token = F.cross_entropy(fused, targets, reduction="none")
+    sums = per_token.new_zeros(batch_size).index_add(0, example_index, per_token)
+    counts = torch.bincount(example_index, minlength=batch_size).to(per_token.dtype)
+    return (sums / counts).mean()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -202,7 +241,9 @@ class SelectivePrompting(nn.Module):
             vocab_limit=len(tokenizer) if tokenizer is not None else None,
         )
         self.retriever = (
-            PromptRetriever(hidden_size, center=options.retriever_center)
+            PromptRetriever(
+                hidden_size, center=options.retriever_center, threshold=options.softplus_threshold
+            )
             if options.uses_retriever
             else None
         )
@@ -295,7 +336,9 @@ class SelectivePrompting(nn.Module):
             w = s if opts.fusion_weights == "raw" else s / s.sum(dim=-1, keepdim=True)
             weights = w.T[:, out.example_index].to(out.logits.dtype)  # [K, M]
             fused = torch.einsum("km,kmv->mv", weights, out.logits)
-            fusion = F.cross_entropy(fused, out.targets)
+            fusion = fusion_cross_entropy(
+                fused, out.targets, out.example_index, len(input_ids), opts.fusion_reduction
+            )
             total = total + opts.fusion_weight * fusion
             logs["fusion"] = float(fusion.detach())
         if opts.contrastive:
