@@ -305,6 +305,11 @@ def run_cmd(
         "--decode-engine",
         help="hf (default) | static: preallocated KV cache + CUDA graphs (Llama-family models).",
     ),
+    clean: str = typer.Option(
+        None,
+        "--clean",
+        help="Post-processing: default | authors (the SPT code's cut at any colon; exact reproduction only).",
+    ),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     dtype: str = typer.Option(
         None, "--dtype", help="float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
@@ -416,7 +421,7 @@ def run_cmd(
         "train_limit": train_limit, "dev_limit": dev_limit, "eval_limit": eval_limit,
         "eval_every": eval_every, "eval_batch_size": eval_batch_size,
         "max_new_tokens": max_new_tokens, "decoding": decoding, "device": device,
-        "decode_engine": decode_engine,
+        "decode_engine": decode_engine, "clean": clean,
         "dtype": dtype, "bertscore": False if no_bertscore else None,
         "model_metrics": False if no_model_metrics else None,
         "hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
@@ -451,6 +456,11 @@ def evaluate_cmd(
         "--rescore",
         help="Only re-score the saved predictions (no model; e.g. to add BERTScore).",
     ),
+    clean: str = typer.Option(
+        None,
+        "--clean",
+        help="Post-processing: default | authors (with --rescore: re-clean raw_prediction).",
+    ),
 ) -> None:
     """Re-decode and re-score a saved run from its checkpoint (replaces its predictions)."""
     from rich.console import Console
@@ -460,7 +470,7 @@ def evaluate_cmd(
 
     console = Console()
     if rescore:
-        result = rescore_run(run_dir, bertscore=not no_bertscore, console=console)
+        result = rescore_run(run_dir, bertscore=not no_bertscore, clean=clean, console=console)
         print_result(result, console)
         return
     result = evaluate_run(
@@ -472,6 +482,7 @@ def evaluate_cmd(
         decode_engine=decode_engine,
         model_metrics=False if no_model_metrics else None,
         hits_k=parse_hits_k(hits_k) if hits_k is not None else None,
+        clean=clean,
         console=console,
     )
     print_result(result, console)

@@ -27,6 +27,8 @@ from spt_bench.errors import ConfigError, InputError
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
 DECODE_ENGINES = ("hf", "static")  # spt_bench.decode / spt_bench.static_decode; same outputs
+# post-processing of generated text (spt_bench.decode.clean_response; docs/metrics.md)
+CLEAN_RULES = ("default", "authors")
 
 
 @dataclass
@@ -76,6 +78,9 @@ class RunConfig:
     num_beams: int = 4
     eval_batch_size: int = 16
     decode_engine: Literal["hf", "static"] = "hf"  # DECODE_ENGINES
+    # "default": cut at turn markers, strip a leading "R:"; "authors": the SPT code's cut at the
+    # first R:|Q:|Summary:|newline|colon (exact reproduction only: "6:30" -> "6")
+    clean: Literal["default", "authors"] = "default"  # CLEAN_RULES
     # machine
     device: str | None = None  # None/auto: cuda if available else cpu
     dtype: str | None = None  # None/auto: bf16 on cuda, fp32 on cpu
@@ -122,6 +127,8 @@ class RunConfig:
                 f"decode_engine must be one of {', '.join(DECODE_ENGINES)}, "
                 f"got {self.decode_engine!r}"
             )
+        if self.clean not in CLEAN_RULES:
+            raise ConfigError(f"clean must be one of {', '.join(CLEAN_RULES)}, got {self.clean!r}")
         if self.model_metrics:
             from spt_bench.model_metrics import check_hits_settings
 

@@ -14,7 +14,11 @@
 - Post-processing (`clean_response`): decode without special tokens, cut at the first newline,
   cut where the model starts another turn (" Q:", " R:", "<|im_start|>", "User:"...), strip a
   leading role marker ("R:", "assistant", "A:"...) and surrounding whitespace. The raw text is
-  kept in `raw_prediction`.
+  kept in `raw_prediction`. `clean="authors"` (config key `clean`, `--clean authors`) applies the
+  SPT authors' rule instead, for exact reproduction only: cut at the first match of
+  `R:|Q:|Summary:|\n|:` (any colon: "6:30" -> "6", " R: hello" -> ""), then strip. Every stop
+  rule above fixes the cleaned text under both rules (a turn stop needs a colon in the text),
+  so both rules can be applied to the same `raw_prediction`.
 - Rows are appended to predictions.jsonl as each batch finishes; a resumed decode skips ids
   already written (a truncated last line from a kill is dropped first), so no row is redone or
   duplicated. When all rows are there the file is rewritten in dataset order.
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spt_bench.config import DECODE_ENGINES
+from spt_bench.config import CLEAN_RULES, DECODE_ENGINES
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
 from spt_bench.progress import ProgressBar
@@ -64,8 +68,16 @@ def turn_ended(text: str) -> bool:
     return _NEXT_TURN.search(_LEADING_MARKER.sub("", head)) is not None
 
 
-def clean_response(text: str) -> str:
-    """Post-process one generated response (see module doc); idempotent."""
+# the authors' post-processing: re.split on this pattern, first piece (any colon cuts)
+_AUTHORS_CUT = re.compile(r"R:|Q:|Summary:|\n|:")
+
+
+def clean_response(text: str, rule: str = "default") -> str:
+    """Post-process one generated response by `rule` (CLEAN_RULES; see module doc); idempotent."""
+    if rule == "authors":
+        return _AUTHORS_CUT.split(text, maxsplit=1)[0].strip()
+    if rule != "default":
+        raise ConfigError(f"clean rule must be one of {', '.join(CLEAN_RULES)}, got {rule!r}")
     text = _LEADING_ROLE_LINE.sub("", text)
     text = text.lstrip()
     text = text.split("\n", 1)[0]
@@ -86,8 +98,13 @@ class DecodeSettings:
     batch_size: int = 16
     seed: int = 0
     engine: str = "hf"  # hf (transformers' forward, DynamicCache) | static (static_decode)
+    clean: str = "default"  # post-processing rule (CLEAN_RULES)
 
     def __post_init__(self) -> None:
+        if self.clean not in CLEAN_RULES:
+            raise ConfigError(
+                f"clean rule must be one of {', '.join(CLEAN_RULES)}, got {self.clean!r}"
+            )
         if self.mode not in ("greedy", "sample", "beam"):
             raise ConfigError(f"decoding must be greedy, sample or beam, got {self.mode!r}")
         if self.engine not in DECODE_ENGINES:
@@ -359,7 +376,9 @@ def _beam(
 # ---------------------------------------------------------------------------- the decode loop
 
 
-def prediction_row(example: Example, raw: str, reason: str, n_tokens: int, info: dict) -> dict:
+def prediction_row(
+    example: Example, raw: str, reason: str, n_tokens: int, info: dict, clean: str = "default"
+) -> dict:
     row = {
         "id": example.id,
         "dialog_id": example.dialog_id,
@@ -367,7 +386,7 @@ def prediction_row(example: Example, raw: str, reason: str, n_tokens: int, info:
         "persona": list(example.persona),
         "history": list(example.history),
         "reference": example.response,
-        "prediction": clean_response(raw),
+        "prediction": clean_response(raw, clean),
         "raw_prediction": raw,
         "stop": reason,
         "n_new_tokens": n_tokens,
@@ -466,7 +485,9 @@ def decode(
             start += len(idx)
             texts = backbone.tokenizer.batch_decode(toks, skip_special_tokens=True)
             rows = [
-                prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j])
+                prediction_row(
+                    todo[i], texts[j], reasons[j], len(toks[j]), infos[j], settings.clean
+                )
                 for j, i in enumerate(idx)
             ]
             append_jsonl(out_path, rows)

@@ -29,7 +29,7 @@ from typing import Any
 
 from spt_bench.config import RunConfig, check_run_name, coerce_dataclass, config_from_dict
 from spt_bench.errors import ConfigError
-from spt_bench.io import append_jsonl, atomic_write_json
+from spt_bench.io import append_jsonl, atomic_write_json, atomic_write_text
 
 DEFAULT_OUT = "runs"
 RUN_FILES = ("config.json", "env.json", "predictions.jsonl", "metrics.json", "report.md")
@@ -280,6 +280,7 @@ def decode_settings(config: RunConfig) -> Any:
         batch_size=config.eval_batch_size,
         seed=config.seed,
         engine=config.decode_engine,
+        clean=config.clean,
     )
 
 
@@ -306,6 +307,7 @@ def score_and_write(
     )
     payload = report.to_json()
     payload.update(extra)
+    payload["clean_rule"] = config.clean  # the post-processing the scores were computed under
     payload["predictions_file"] = "predictions.jsonl"
     payload["example_scores_file"] = "example_scores.jsonl"
     write_example_scores(report, run_dir / "example_scores.jsonl")
@@ -433,6 +435,7 @@ def evaluate_run(
     model_metrics: bool | None = None,
     hits_k: list[int] | None = None,
     decode_engine: str | None = None,
+    clean: str | None = None,
     console: Any = None,
     progress: bool = True,
 ) -> RunResult:
@@ -452,9 +455,11 @@ def evaluate_run(
         raise ConfigError(f"{path}: invalid JSON ({e.msg})") from None
     changes = {"bertscore": bertscore, "device": device, "dtype": dtype,
                "eval_batch_size": eval_batch_size, "model_metrics": model_metrics,
-               "hits_k": hits_k, "decode_engine": decode_engine}  # fmt: skip
+               "hits_k": hits_k, "decode_engine": decode_engine, "clean": clean}  # fmt: skip
     stored.update({k: v for k, v in changes.items() if v is not None})
     config = config_from_dict(stored)
+    if clean is not None:
+        atomic_write_json(path, config.to_dict())  # the rule the new predictions are cleaned by
     cls = get_method(config.method)
     options = make_options(cls, config.method_options)
     timings: dict[str, float] = {}
@@ -548,12 +553,18 @@ def _decode_score_report(
 
 
 def rescore_run(
-    run_dir: str | Path, *, bertscore: bool | None = None, console: Any = None
+    run_dir: str | Path,
+    *,
+    bertscore: bool | None = None,
+    clean: str | None = None,
+    console: Any = None,
 ) -> RunResult:
     """Re-score a run's saved predictions without the model (e.g. BERTScore added on a machine
     that has its encoder, for runs decoded where it was missing). Keeps the per-example model
-    metrics already in predictions.jsonl and every non-score field of metrics.json."""
-    from spt_bench.decode import PREDICTIONS_FILE
+    metrics already in predictions.jsonl and every non-score field of metrics.json. With `clean`
+    every prediction is re-cleaned from its `raw_prediction` by that rule (predictions.jsonl
+    rewritten): the decoder's stop rules leave the same cleaned text under either rule."""
+    from spt_bench.decode import PREDICTIONS_FILE, clean_response
     from spt_bench.io import read_jsonl
     from spt_bench.report import write_report
 
@@ -570,9 +581,22 @@ def rescore_run(
         raise ConfigError(f"{run_dir}: invalid JSON ({e.msg})") from None
     if bertscore is not None:
         stored["bertscore"] = bertscore
+    if clean is not None:
+        stored["clean"] = clean
     config = config_from_dict(stored)
-    atomic_write_json(config_path, config.to_dict())
     rows = list(read_jsonl(pred_path))
+    if clean is not None:
+        missing = sum("raw_prediction" not in r for r in rows)
+        if missing:
+            raise ConfigError(
+                f"{pred_path}: {missing} rows have no raw_prediction to re-clean with --clean"
+            )
+        for r in rows:
+            r["prediction"] = clean_response(r["raw_prediction"], clean)
+        atomic_write_text(
+            pred_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        )
+    atomic_write_json(config_path, config.to_dict())
     score_keys = {"overall", "ci95", "by_turn", "by_turn_ci95", "bertscore_model",
                   "bertscore_layer", "bertscore_idf", "n", "metrics_meta", "scorer"}  # fmt: skip
     extra = {k: v for k, v in old.items() if k not in score_keys}

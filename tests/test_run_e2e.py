@@ -188,3 +188,33 @@ def test_static_engine_on_an_unsupported_model_fails_before_training(tmp_path, m
     assert res.exit_code == 2
     assert "static decoding engine supports qwen2" in res.output
     assert not (tmp_path / "x" / "train_log.jsonl").exists()  # no training was wasted
+
+
+def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_path: Path) -> None:
+    from spt_bench.decode import clean_response
+
+    args = [*TINY, "--method", "text-prompt", "--eval-limit", "3", "--no-model-metrics"]
+    assert _run(*args, "--out", str(tmp_path), "--name", "a", "--clean", "authors").exit_code == 0
+    run = tmp_path / "a"
+    assert json.loads((run / "metrics.json").read_text())["clean_rule"] == "authors"
+    assert json.loads((run / "config.json").read_text())["clean"] == "authors"
+    rows = _rows(run / "predictions.jsonl")
+    assert all(r["prediction"] == clean_response(r["raw_prediction"], "authors") for r in rows)
+    # known raw texts: re-cleaned by each rule without the model
+    raws = [" we meet at 6:30 pm", " R: hello", " i like dogs.\nQ: and you?"]
+    for r, raw in zip(rows, raws, strict=True):
+        r["raw_prediction"] = raw
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for rule, expected in (
+        ("default", ["we meet at 6:30 pm", "hello", "i like dogs."]),
+        ("authors", ["we meet at 6", "", "i like dogs."]),
+    ):
+        res = runner.invoke(
+            app, ["evaluate", str(run), "--rescore", "--no-bertscore", "--clean", rule]
+        )
+        assert res.exit_code == 0, res.output
+        assert [r["prediction"] for r in _rows(run / "predictions.jsonl")] == expected
+        assert json.loads((run / "metrics.json").read_text())["clean_rule"] == rule
+        assert json.loads((run / "config.json").read_text())["clean"] == rule
+    bad = _run(*args, "--out", str(tmp_path), "--name", "b", "--clean", "parlai")
+    assert bad.exit_code == 2 and "clean" in bad.output
