@@ -218,3 +218,19 @@ def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_pat
         assert json.loads((run / "config.json").read_text())["clean"] == rule
     bad = _run(*args, "--out", str(tmp_path), "--name", "b", "--clean", "parlai")
     assert bad.exit_code == 2 and "clean" in bad.output
+
+
+def test_authors_settings_flags_reach_the_saved_config(tmp_path: Path) -> None:
+    args = [*TINY, "--max-steps", "1", "--eval-limit", "2", "--no-model-metrics"]
+    flags = ["--random-batches", "--max-grad-norm", "0", "--fusion-reduction", "token",
+             "--softplus-threshold", "20"]  # fmt: skip
+    assert _run(*args, *flags, "--out", str(tmp_path), "--name", "a").exit_code == 0
+    config = json.loads((tmp_path / "a/config.json").read_text())
+    assert config["bucket_by_length"] is False and config["max_grad_norm"] == 0.0
+    assert config["method_options"]["fusion_reduction"] == "token"
+    assert config["method_options"]["softplus_threshold"] == 20.0
+    assert _run(*args, "--out", str(tmp_path), "--name", "b").exit_code == 0
+    config = json.loads((tmp_path / "b/config.json").read_text())
+    assert config["bucket_by_length"] is True and config["max_grad_norm"] == 1.0
+    assert config["method_options"]["fusion_reduction"] == "example"
+    assert config["method_options"]["softplus_threshold"] == 1.0
