@@ -174,8 +174,8 @@ def counts(selected: torch.Tensor) -> str:
 
 def authors_queries(args, backbone, examples, spt) -> None:
     tok = backbone.tokenizer
-    # their pad: the tokenizer's own pad token, else EOS (SmolLM2 has none before the harness
-    # sets one, so theirs is EOS); BOS: the tokenizer's BOS token, prepended by their code
+    # their pad is EOS for this tokenizer (the harness replaced it by a non-EOS pad, so it is
+    # taken from EOS here); BOS: the tokenizer's BOS token, which their code prepends
     bos, pad = int(tok.bos_token_id), int(tok.eos_token_id)
     print(f"\nthe authors' query: BOS id {bos}, pad id {pad} (= EOS), mean over all positions")
     method = spt(backbone, make_options(spt, {}))
