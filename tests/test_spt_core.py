@@ -204,6 +204,9 @@ def test_default_retriever_activation_is_the_authors_exact_cosine_above_0_1() ->
     # torch's default threshold (20) is smooth there: 0.031 above the cosine at cos = 0.1
     smooth = torch.nn.functional.softplus(torch.tensor(0.1), beta=10)
     assert float(smooth) - 0.1 == pytest.approx(0.0313, abs=1e-4)
+    # and theirs jumps down at 0.1, so it is not monotonic there (docs/method.md)
+    sp = torch.nn.Softplus(beta=10, threshold=1)
+    assert float(sp(torch.tensor(0.09))) > float(sp(torch.tensor(0.12)))
 
 
 def test_normalized_fusion_mixes_logits_with_scores_that_sum_to_one(backbone) -> None:
