@@ -7,7 +7,9 @@ runs every example with all K prompts in one batched forward and combines four l
 - L_sel: KL(softmax_k(-l / tau_gold) || softmax_k(s / tau_sim)), l = per-prompt per-example
   response NLL (detached: the LM's own feedback), s = retriever scores; batch mean;
 - L_fusion: cross-entropy of sum_k s_k z_k (logits fused with the raw retriever scores, as the
-  authors do; `fusion_weights="normalized"` fuses with s_k / sum_j s_j) on the response positions;
+  authors do; `fusion_weights="normalized"` fuses with s_k / sum_j s_j) on the response positions,
+  averaged per example and then over the batch as the authors do (`fusion_reduction="token"`:
+  over all response tokens);
 - L_ctr: cosine-embedding loss (margin 0) between the score vectors of every pair in the batch,
   target +1 when the two personas are similar (sentence BLEU > threshold), else -1.
 
@@ -82,7 +84,8 @@ class SptOptions:
     # "token": averaged over all response tokens of the batch (long responses weigh more)
     fusion_reduction: str = "example"
     # softplus threshold of the retriever's activation: 1 = the authors' (score = cos for
-    # cos > 0.1); 20 = torch's default (smooth; up to 0.031 apart at cos = 0.1)
+    # cos > 0.1, smooth below: a jump of 0.031 at cos = 0.1, so not monotonic for cos in
+    # (0.054, 0.131)); 20 = torch's default (smooth and monotonic)
     softplus_threshold: float = SOFTPLUS_THRESHOLD
     tau_gold: float = 1.0
     tau_sim: float = 1.0
