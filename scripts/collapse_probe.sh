@@ -11,7 +11,9 @@
 # training seeds (prompts, retriever, data order); seed s > 0 names the run VARIANT-sS, and with
 # PROBE_SEEDS every run is named VARIANT-sS. PROBE_PUBLISH: after each finished run, copy its
 # text-free files (config.json, metrics.json, train_log.jsonl) to PUBLISH/NAME/.
-# SPT_BENCH: the command to run (default spt-bench). PROBE_THREADS: torch threads (default 2).
+# SPT_BENCH: the command to run (default spt-bench). PROBE_THREADS: torch threads (default 1: on
+# a shared, oversubscribed 2-core CPU (load ~10) one thread took 11-39 s per probe-spt-authors
+# step and two threads 56-110 s - OpenMP threads wait for each other when descheduled).
 set -euo pipefail
 OUT="${1:-runs/probe}"
 PRESET="${PROBE_PRESET:-probe-spt-collapse}"
@@ -19,7 +21,7 @@ VARIANTS="${PROBE_VARIANTS:-authors no-fusion prompt-init-normal query-hidden}"
 SEEDS="${PROBE_SEEDS:-${PROBE_SEED:-0}}"
 PUBLISH="${PROBE_PUBLISH:-}"
 read -r -a CMD <<< "${SPT_BENCH:-spt-bench}"
-export OMP_NUM_THREADS="${PROBE_THREADS:-2}"
+export OMP_NUM_THREADS="${PROBE_THREADS:-1}"
 for seed in $SEEDS; do
     for v in $VARIANTS; do
         case "$v" in
