@@ -363,6 +363,11 @@ def evaluate_cmd(
         "--rescore",
         help="Only re-score the saved predictions (no model; e.g. to add BERTScore).",
     ),
+    clean: str = typer.Option(
+        None,
+        "--clean",
+        help="Post-processing: default | authors (with --rescore: re-clean raw_prediction).",
+    ),
 ) -> None:
     """Re-decode and re-score a saved run from its checkpoint (the results it replaces move to
     the run's history/ folder)."""
@@ -374,7 +379,7 @@ def evaluate_cmd(
 
     console = Console()
     if rescore:
-        result = rescore_run(run_dir, bertscore=not no_bertscore, console=console)
+        result = rescore_run(run_dir, bertscore=not no_bertscore, clean=clean, console=console)
         print_result(result, console)
         return
     changes = {
@@ -385,6 +390,7 @@ def evaluate_cmd(
         "decode.engine": decode_engine,
         "score.model_metrics": False if no_model_metrics else None,
         "score.hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
+        "decode.clean": clean,
         **flatten(parse_set(set_)),
     }
     result = evaluate_run(run_dir, changes=changes, console=console)

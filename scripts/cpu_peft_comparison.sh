@@ -28,7 +28,7 @@ for m in $METHODS; do
   resume=()
   [ -f "$dir/config.json" ] && resume=(--resume)
   echo "== $m: $(date +%T)"
-  "$PY" -m spt_bench.cli run --preset "study-$m" --config "$LAYER" --out "$dir" "${extra[@]}" \
+  "$PY" -m cli run --preset "study-$m" --config "$LAYER" --out "$dir" "${extra[@]}" \
     "${resume[@]}"
 done
 echo "== all done: $(date +%T)"

@@ -294,7 +294,7 @@ def typer_parameters() -> list[inspect.Parameter]:
     for f in run_flags():
         if f.kind == "bool":
             name = f.flag[2:]
-            decl = f"--{name}/--no-{name}"
+            decl = f.flag if "/" in f.flag else f"--{name}/--no-{name}"
             tp: Any = bool | None
         else:
             decl = f.flag
@@ -325,7 +325,7 @@ def layer_from_flags(values: dict[str, Any]) -> dict[str, Any]:
 def flag_for_key(key: str) -> str | None:
     for f in run_flags():
         if f.key == key:
-            return f.flag
+            return f.flag.split("/")[0]
     return None
 
 

@@ -41,6 +41,8 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
 DECODE_ENGINES = ("hf", "vllm")  # spt_bench.decode / spt_bench.vllm_engine; same greedy outputs
 RETIRED_ENGINES = {"static": "hf"}  # old run folders still evaluate (same outputs as hf)
+# post-processing of generated text (spt_bench.decode.clean_response; docs/metrics.md)
+CLEAN_RULES = ("default", "authors")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -192,7 +194,10 @@ class TrainConfig(_Section):
     )
     log_every: int = setting(1, "A train_log.jsonl row every N steps.")
     bucket_by_length: bool = setting(
-        True, "Batch rows of similar length together (less padding; off: random batches)."
+        True,
+        "Batch rows of similar length together (less padding) or random batches (the SPT "
+        "authors'; for SPT it decides which persona pairs meet in the contrastive loss).",
+        flag="--bucket-by-length/--random-batches",
     )
     activation_checkpointing: float = setting(
         0.0, "Share of LM layers recomputed in backward (0-1): less memory, more time."
@@ -233,6 +238,11 @@ class DecodeConfig(_Section):
         "hf (transformers' forward; every method) | vllm (vLLM; token prompts, soft prompts, "
         "LoRA, full-ft; pip install 'spt-bench[vllm]'); same greedy outputs.",
         flag="--decode-engine",
+    )
+    clean: Literal["default", "authors"] = setting(
+        "default",
+        "Post-processing: default (cut at turn markers, strip a leading R:) | authors (the SPT "
+        "code's cut at the first R:|Q:|Summary:|newline|colon; exact reproduction only).",
     )
     vllm_kv_cache_gb: float = setting(
         1.0, "vllm engine: KV cache size in GiB (explicit, never a share of the machine's RAM)."
@@ -566,7 +576,7 @@ FLAT_KEYS: dict[str, str] = {
     "vllm_data_parallel_size": "decode.vllm_data_parallel_size",
     "temperature": "decode.temperature", "top_p": "decode.top_p",
     "num_beams": "decode.num_beams", "eval_batch_size": "decode.batch_size",
-    "decode_engine": "decode.engine",
+    "decode_engine": "decode.engine", "clean": "decode.clean",
     "bertscore": "score.bertscore", "model_metrics": "score.model_metrics",
     "hits_k": "score.hits_k", "hits_candidates": "score.hits_candidates",
     "out": "output.out", "name": "output.name",

@@ -17,7 +17,11 @@
 - Post-processing (`clean_response`): decode without special tokens, cut at the first newline,
   cut where the model starts another turn (" Q:", " R:", "<|im_start|>", "User:"...), strip a
   leading role marker ("R:", "assistant", "A:"...) and surrounding whitespace. The raw text is
-  kept in `raw_prediction`.
+  kept in `raw_prediction`. `clean="authors"` (config key `clean`, `--clean authors`) applies the
+  SPT authors' rule instead, for exact reproduction only: cut at the first match of
+  `R:|Q:|Summary:|\n|:` (any colon: "6:30" -> "6", " R: hello" -> ""), then strip. Every stop
+  rule above fixes the cleaned text under both rules (a turn stop needs a colon in the text),
+  so both rules can be applied to the same `raw_prediction`.
 - Rows are appended to predictions.jsonl as each batch finishes; a resumed decode skips ids
   already written (a truncated last line from a kill is dropped first), so no row is redone or
   duplicated. When all rows are there the file is rewritten in dataset order.
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spt_bench.config import DecodeConfig
+from spt_bench.config import CLEAN_RULES, DecodeConfig
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
 from spt_bench.progress import ProgressBar
@@ -133,8 +137,16 @@ def check_max_new_tokens(
     )
 
 
-def clean_response(text: str) -> str:
-    """Post-process one generated response (see module doc); idempotent."""
+# the authors' post-processing: re.split on this pattern, first piece (any colon cuts)
+_AUTHORS_CUT = re.compile(r"R:|Q:|Summary:|\n|:")
+
+
+def clean_response(text: str, rule: str = "default") -> str:
+    """Post-process one generated response by `rule` (CLEAN_RULES; see module doc); idempotent."""
+    if rule == "authors":
+        return _AUTHORS_CUT.split(text, maxsplit=1)[0].strip()
+    if rule != "default":
+        raise ConfigError(f"clean rule must be one of {', '.join(CLEAN_RULES)}, got {rule!r}")
     text = _LEADING_ROLE_LINE.sub("", text)
     text = text.lstrip()
     text = text.split("\n", 1)[0]
@@ -416,7 +428,9 @@ def _beam(
 # ---------------------------------------------------------------------------- the decode loop
 
 
-def prediction_row(example: Example, raw: str, reason: str, n_tokens: int, info: dict) -> dict:
+def prediction_row(
+    example: Example, raw: str, reason: str, n_tokens: int, info: dict, clean: str = "default"
+) -> dict:
     row = {
         "id": example.id,
         "dialog_id": example.dialog_id,
@@ -424,7 +438,7 @@ def prediction_row(example: Example, raw: str, reason: str, n_tokens: int, info:
         "persona": list(example.persona),
         "history": list(example.history),
         "reference": example.response,
-        "prediction": clean_response(raw),
+        "prediction": clean_response(raw, clean),
         "raw_prediction": raw,
         "stop": reason,
         "n_new_tokens": n_tokens,
@@ -454,11 +468,12 @@ def existing_prediction_ids(path: Path) -> set[str]:
 def _append_rows(
     out_path: Path, todo: list[Example], idx: list[int], toks: list[list[int]],
     reasons: list[str], infos: list[dict], backbone: Backbone, stats: DecodeStats, bar: Any,
+    clean: str = "default",
 ) -> None:  # fmt: skip
     """Append the prediction rows of one finished batch (or vLLM chunk) to `out_path`."""
     texts = backbone.tokenizer.batch_decode(toks, skip_special_tokens=True)
     rows = [
-        prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j])
+        prediction_row(todo[i], texts[j], reasons[j], len(toks[j]), infos[j], clean)
         for j, i in enumerate(idx)
     ]
     append_jsonl(out_path, rows)
@@ -527,7 +542,9 @@ def decode(
                 ]  # fmt: skip
                 toks, reasons, infos = vllm.generate(batches)
                 start += len(idx)
-                _append_rows(out_path, todo, idx, toks, reasons, infos, backbone, stats, bar)
+                _append_rows(
+                    out_path, todo, idx, toks, reasons, infos, backbone, stats, bar, settings.clean
+                )
                 continue
             idx = order[start : start + batch_size]
             batch = collate_generate(
@@ -553,7 +570,9 @@ def decode(
                     console.print(f"[yellow]decode: out of GPU memory; batch size -> {batch_size}")
                 continue
             start += len(idx)
-            _append_rows(out_path, todo, idx, toks, reasons, infos, backbone, stats, bar)
+            _append_rows(
+                out_path, todo, idx, toks, reasons, infos, backbone, stats, bar, settings.clean
+            )
     finally:
         if bar is not None:
             bar.close()

@@ -7,7 +7,9 @@ runs every example with all K prompts in one batched forward and combines four l
 - L_sel: KL(softmax_k(-l / tau_gold) || softmax_k(s / tau_sim)), l = per-prompt per-example
   response NLL (detached: the LM's own feedback), s = retriever scores; batch mean;
 - L_fusion: cross-entropy of sum_k s_k z_k (logits fused with the raw retriever scores, as the
-  authors do; `fusion_weights="normalized"` fuses with s_k / sum_j s_j) on the response positions;
+  authors do; `fusion_weights="normalized"` fuses with s_k / sum_j s_j) on the response positions,
+  averaged per example and then over the batch as the authors do (`fusion_reduction="token"`:
+  over all response tokens);
 - L_ctr: cosine-embedding loss (margin 0) between the score vectors of every pair in the batch,
   target +1 when the two personas are similar (sentence BLEU > threshold), else -1.
 
@@ -34,8 +36,10 @@ from spt_bench.soft_prompt import (
     special_token_ids,
 )
 from spt_bench.spt_options import (  # noqa: F401  (re-exported: the options live torch-free)
+    FUSION_REDUCTIONS,
     FUSION_WEIGHTINGS,
     RETRIEVER_QUERIES,
+    SOFTPLUS_THRESHOLD,
     SptOptions,
 )
 
@@ -48,15 +52,19 @@ SOFTPLUS_BETA = 10.0
 
 
 class PromptRetriever(nn.Module):
-    """Dense retriever: score_k = Softplus_beta10(cos(W q + c, W key_k + c)), one shared Linear.
+    """Dense retriever: score_k = Softplus(beta=10, threshold)(cos(W q + c, W key_k + c)), one
+    shared Linear; threshold 1 (default) is the authors' activation.
 
     Runs in fp32 with autocast off, so a prompt's score does not depend on bf16 rounding.
     """
 
-    def __init__(self, hidden_size: int, center: bool = False) -> None:
+    def __init__(
+        self, hidden_size: int, center: bool = False, threshold: float = SOFTPLUS_THRESHOLD
+    ) -> None:
         super().__init__()
         self.proj = nn.Linear(hidden_size, hidden_size)
         self.center = center
+        self.threshold = float(threshold)
         if center:
             # set by SelectivePromptTuning.setup from the training queries; saved with the state
             self.register_buffer("query_center", torch.zeros(hidden_size))
@@ -73,7 +81,27 @@ class PromptRetriever(nn.Module):
             q = self.proj(query)
             k = self.proj(keys)
             cos = F.cosine_similarity(q[:, None, :], k[None, :, :], dim=-1)
-            return F.softplus(cos, beta=SOFTPLUS_BETA)
+            return F.softplus(cos, beta=SOFTPLUS_BETA, threshold=self.threshold)
+
+
+def fusion_cross_entropy(
+    fused: torch.Tensor,
+    targets: torch.Tensor,
+    example_index: torch.Tensor,
+    batch_size: int,
+    reduction: str = "example",
+) -> torch.Tensor:
+    """Cross-entropy of fused logits [M, V] at the batch's M response tokens.
+
+    "example" (the authors'): mean over each example's tokens, then over the examples, so every
+    example weighs the same; "token": mean over all M tokens (long responses weigh more).
+    """
+    if reduction == "token":
+        return F.cross_entropy(fused, targets)
+    per_token = F.cross_entropy(fused, targets, reduction="none")
+    sums = per_token.new_zeros(batch_size).index_add(0, example_index, per_token)
+    counts = torch.bincount(example_index, minlength=batch_size).to(per_token.dtype)
+    return (sums / counts).mean()
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +141,9 @@ class SelectivePrompting(nn.Module):
             vocab_limit=len(tokenizer) if tokenizer is not None else None,
         )
         self.retriever = (
-            PromptRetriever(hidden_size, center=options.retriever_center)
+            PromptRetriever(
+                hidden_size, center=options.retriever_center, threshold=options.softplus_threshold
+            )
             if options.uses_retriever
             else None
         )
@@ -206,7 +236,9 @@ class SelectivePrompting(nn.Module):
             w = s if opts.fusion_weights == "raw" else s / s.sum(dim=-1, keepdim=True)
             weights = w.T[:, out.example_index].to(out.logits.dtype)  # [K, M]
             fused = torch.einsum("km,kmv->mv", weights, out.logits)
-            fusion = F.cross_entropy(fused, out.targets)
+            fusion = fusion_cross_entropy(
+                fused, out.targets, out.example_index, len(input_ids), opts.fusion_reduction
+            )
             total = total + opts.fusion_weight * fusion
             logs["fusion"] = float(fusion.detach())
         if opts.contrastive:

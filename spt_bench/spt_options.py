@@ -10,6 +10,10 @@ from spt_bench.errors import ConfigError
 PROMPT_INITS = ("vocab", "normal")
 RETRIEVER_QUERIES = ("embeddings", "hidden")
 FUSION_WEIGHTINGS = ("raw", "normalized")
+FUSION_REDUCTIONS = ("example", "token")
+# The authors' nn.Softplus(beta=10, threshold=1): identity once beta * cos > 1, i.e. the score
+# is exactly the cosine for cos > 0.1 (torch's default threshold 20 stays smooth up to cos = 2)
+SOFTPLUS_THRESHOLD = 1.0
 
 
 @dataclass
@@ -40,6 +44,13 @@ class SptOptions:
     # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
     # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
     fusion_weights: str = "raw"
+    # "example": cross-entropy averaged per example, then over the batch (the authors');
+    # "token": averaged over all response tokens of the batch (long responses weigh more)
+    fusion_reduction: str = "example"
+    # softplus threshold of the retriever's activation: 1 = the authors' (score = cos for
+    # cos > 0.1, smooth below: a jump of 0.031 at cos = 0.1, so not monotonic for cos in
+    # (0.054, 0.131)); 20 = torch's default (smooth and monotonic)
+    softplus_threshold: float = SOFTPLUS_THRESHOLD
     tau_gold: float = 1.0
     tau_sim: float = 1.0
     contrastive_threshold: float = 20.0
@@ -63,13 +74,18 @@ class SptOptions:
                 f"--fusion-weights must be one of {', '.join(FUSION_WEIGHTINGS)}, "
                 f"got {self.fusion_weights!r}"
             )
+        if self.fusion_reduction not in FUSION_REDUCTIONS:
+            raise ConfigError(
+                f"--fusion-reduction must be one of {', '.join(FUSION_REDUCTIONS)}, "
+                f"got {self.fusion_reduction!r}"
+            )
         for name in ("selection_weight", "contrastive_weight", "fusion_weight"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}"
                 )
-        for name in ("tau_gold", "tau_sim"):
+        for name in ("tau_gold", "tau_sim", "softplus_threshold"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0 or value == float("inf"):
                 raise ConfigError(

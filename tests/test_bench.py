@@ -255,9 +255,11 @@ def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, 
     }
 
 
-def test_a_row_stopped_at_a_turn_marker_cleans_to_the_same_response():
-    """Stopping a row once `turn_ended` holds never changes the cleaned response: for random
-    generations, the first prefix (at any character) where it holds cleans like the whole."""
+@pytest.mark.parametrize("rule", ["default", "authors"])
+def test_a_row_stopped_at_a_turn_marker_cleans_to_the_same_response(rule: str):
+    """Stopping a row once `turn_ended` holds never changes the cleaned response, under either
+    post-processing rule: for random generations, the first prefix (at any character) where it
+    holds cleans like the whole."""
     import random
 
     from spt_bench.decode import clean_response, turn_ended
@@ -271,6 +273,6 @@ def test_a_row_stopped_at_a_turn_marker_cleans_to_the_same_response():
         cut = next((n for n in range(1, len(text) + 1) if turn_ended(text[:n])), None)
         if cut is not None:
             stopped += 1
-            assert clean_response(text[:cut]) == clean_response(text), text
+            assert clean_response(text[:cut], rule) == clean_response(text, rule), text
     assert stopped > 500  # the property was exercised, not vacuous
     assert turn_ended(" i like tea . Q: what") and not turn_ended(" R: i like tea")

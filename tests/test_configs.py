@@ -44,6 +44,12 @@ def test_every_shipped_config_is_valid_and_starts_with_its_command(path: Path) -
     make_options(get_method(config.method.name), config.method.resolved_options())
 
 
+def test_probe_preset_at_the_authors_settings() -> None:
+    c = resolve_config(preset="probe-spt-authors")
+    assert (c.lr, c.batch_size, c.max_grad_norm, c.bucket_by_length) == (1e-4, 2, 0.0, False)
+    assert (c.max_steps, c.max_input_tokens, c.method) == (200, 256, "spt")
+
+
 def test_paper_preset_has_the_authors_settings() -> None:
     c = resolve_config(preset="paper")
     assert (c.decode.mode, c.decode.max_new_tokens, c.train.lr, c.train.epochs) == (
@@ -55,6 +61,7 @@ def test_paper_preset_has_the_authors_settings() -> None:
     assert c.train.max_steps is None
     assert c.data.max_input_tokens + c.data.max_response_tokens == 512
     assert c.train.batch_size == 2 and c.seed == 3407
+    assert c.train.max_grad_norm == 0 and c.train.bucket_by_length is False  # as the authors
     spt = c.method.by_method["spt"]
     assert (spt["k"], spt["prompt_len"], spt["selection_weight"], spt["contrastive_weight"]) == (
         4,

@@ -17,6 +17,7 @@ from spt_bench.decode import (
     decode,
     generate_batch,
 )
+from spt_bench.errors import ConfigError
 from spt_bench.methods import get_method
 from spt_bench.models import load_backbone
 
@@ -129,6 +130,33 @@ def test_rows_stop_at_eos_or_newline_and_finished_rows_leave_the_batch(monkeypat
 def test_clean_response_strips_role_markers_and_cuts_at_newline(raw: str, clean: str) -> None:
     assert clean_response(raw) == clean
     assert clean_response(clean) == clean
+
+
+@pytest.mark.parametrize(
+    ("raw", "authors", "default"),
+    [
+        (" we meet at 6:30 pm", "we meet at 6", "we meet at 6:30 pm"),  # any colon cuts
+        (" R: hello", "", "hello"),  # a leading role marker empties the response
+        (" i like dogs.\nQ: and you?", "i like dogs.", "i like dogs."),
+        ("sure thing! Q: what?", "sure thing!", "sure thing!"),
+        ("Summary: none", "", "Summary: none"),
+        ("note: yes", "note", "note: yes"),
+        ("   yes  ", "yes", "yes"),
+    ],
+)
+def test_authors_clean_rule_cuts_at_the_first_marker_or_any_colon(
+    raw: str, authors: str, default: str
+) -> None:
+    assert clean_response(raw, "authors") == authors
+    assert clean_response(authors, "authors") == authors
+    assert clean_response(raw) == clean_response(raw, "default") == default
+
+
+def test_unknown_clean_rule_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="clean rule must be one of default, authors"):
+        clean_response("x", "parlai")
+    with pytest.raises(ConfigError, match="clean rule"):
+        DecodeSettings(clean="parlai")
 
 
 def test_killed_decode_resumes_without_redoing_or_duplicating(backbone, tmp_path: Path) -> None:

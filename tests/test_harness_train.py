@@ -201,6 +201,32 @@ def test_length_bucketing_groups_similar_lengths_and_stays_deterministic() -> No
     assert [mb for step in range(8) for _, mb in b.micro_batches(step)] == batches
 
 
+def test_random_batches_are_chunks_of_the_seeded_permutation_and_mix_lengths() -> None:
+    # the authors' batching (--random-batches / bucket_by_length: false): SPT's contrastive
+    # pairs are then any two examples of the data, not two of similar length
+    import torch
+
+    lengths = [5, 100, 6, 98, 7, 97, 8, 96] * 4
+    s = TrainSettings(batch_size=4, seed=2, bucket_by_length=False)
+    stream = MicroBatchStream(len(lengths), s, None)
+    batches = [mb for step in range(8) for _, mb in stream.micro_batches(step)]
+    perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(2 * 100_003))
+    assert batches == [perm.tolist()[i : i + 4] for i in range(0, len(lengths), 4)]
+    spread = [max(lengths[i] for i in mb) - min(lengths[i] for i in mb) for mb in batches]
+    assert max(spread) > 50  # short and long rows share batches
+    bucketed = MicroBatchStream(len(lengths), s, lengths)
+    pairs = {frozenset((i, j)) for mb in batches for i in mb for j in mb if i < j}
+    pairs_b = {
+        frozenset((i, j))
+        for step in range(8)
+        for _, mb in bucketed.micro_batches(step)
+        for i in mb
+        for j in mb
+        if i < j
+    }
+    assert pairs != pairs_b  # bucketing changes which pairs meet in a batch
+
+
 def _count_layer_forwards(model) -> tuple[list[int], list]:
     from spt_bench.models import checkpointed_layers
 

@@ -191,3 +191,49 @@ def test_vllm_engine_without_vllm_fails_before_training_naming_the_install(tmp_p
     line = res.output.strip().splitlines()[-1]
     assert "pip install 'spt-bench[vllm]'" in line and "make setup" in line
     assert not (tmp_path / "x" / "train_log.jsonl").exists()  # no training was wasted
+
+
+def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_path: Path) -> None:
+    from spt_bench.decode import clean_response
+
+    args = [*TINY, "--method", "text-prompt", "--eval-limit", "3", "--no-model-metrics"]
+    assert _run(*args, "--out", str(tmp_path), "--name", "a", "--clean", "authors").exit_code == 0
+    run = tmp_path / "a"
+    assert json.loads((run / "metrics.json").read_text())["clean_rule"] == "authors"
+    assert json.loads((run / "config.json").read_text())["clean"] == "authors"
+    rows = _rows(run / "predictions.jsonl")
+    assert all(r["prediction"] == clean_response(r["raw_prediction"], "authors") for r in rows)
+    # known raw texts: re-cleaned by each rule without the model
+    raws = [" we meet at 6:30 pm", " R: hello", " i like dogs.\nQ: and you?"]
+    for r, raw in zip(rows, raws, strict=True):
+        r["raw_prediction"] = raw
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for rule, expected in (
+        ("default", ["we meet at 6:30 pm", "hello", "i like dogs."]),
+        ("authors", ["we meet at 6", "", "i like dogs."]),
+    ):
+        res = runner.invoke(
+            app, ["evaluate", str(run), "--rescore", "--no-bertscore", "--clean", rule]
+        )
+        assert res.exit_code == 0, res.output
+        assert [r["prediction"] for r in _rows(run / "predictions.jsonl")] == expected
+        assert json.loads((run / "metrics.json").read_text())["clean_rule"] == rule
+        assert json.loads((run / "config.json").read_text())["clean"] == rule
+    bad = _run(*args, "--out", str(tmp_path), "--name", "b", "--clean", "parlai")
+    assert bad.exit_code == 2 and "clean" in bad.output
+
+
+def test_authors_settings_flags_reach_the_saved_config(tmp_path: Path) -> None:
+    args = [*TINY, "--max-steps", "1", "--eval-limit", "2", "--no-model-metrics"]
+    flags = ["--random-batches", "--max-grad-norm", "0", "--fusion-reduction", "token",
+             "--softplus-threshold", "20"]  # fmt: skip
+    assert _run(*args, *flags, "--out", str(tmp_path), "--name", "a").exit_code == 0
+    config = json.loads((tmp_path / "a/config.json").read_text())
+    assert config["bucket_by_length"] is False and config["max_grad_norm"] == 0.0
+    assert config["method_options"]["fusion_reduction"] == "token"
+    assert config["method_options"]["softplus_threshold"] == 20.0
+    assert _run(*args, "--out", str(tmp_path), "--name", "b").exit_code == 0
+    config = json.loads((tmp_path / "b/config.json").read_text())
+    assert config["bucket_by_length"] is True and config["max_grad_norm"] == 1.0
+    assert config["method_options"]["fusion_reduction"] == "example"
+    assert config["method_options"]["softplus_threshold"] == 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -17,7 +18,14 @@ from synthetic_helpers import (
 
 from spt_bench.errors import ConfigError
 from spt_bench.soft_prompt import PromptPool, prompted_response_nll
-from spt_bench.spt import SelectivePrompting, SelectivePromptTuning, SptOptions, prompt_usage
+from spt_bench.spt import (
+    PromptRetriever,
+    SelectivePrompting,
+    SelectivePromptTuning,
+    SptOptions,
+    fusion_cross_entropy,
+    prompt_usage,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -100,7 +108,8 @@ def test_losses_match_a_hand_computation_from_separate_forwards(backbone) -> Non
         for b in range(len(batch)):
             fused = sum(s[b, k] * per_example[k][b][0] for k in range(3))
             fused_ce.append(F.cross_entropy(fused, per_example[0][b][1], reduction="none"))
-        fusion = torch.cat(fused_ce).mean()
+        # the authors' reduction (default): mean per example, then over the batch
+        fusion = torch.stack([ce.mean() for ce in fused_ce]).mean()
         import sacrebleu
 
         pair_losses = []
@@ -123,6 +132,82 @@ def test_losses_match_a_hand_computation_from_separate_forwards(backbone) -> Non
     assert 0 <= logs["selection_agreement"] <= 1
 
 
+def test_fusion_reduction_example_vs_token_on_unequal_response_lengths(backbone) -> None:
+    batch = mixed_batch()
+    labels = batch.labels.clone()
+    first = int((labels[0] != -100).nonzero()[0])
+    labels[0, first] = -100  # example 0 now has one response token fewer than the others
+    batch = dataclasses.replace(batch, labels=labels)
+    personas = [e.persona for e in batch.examples]
+    args = (batch.input_ids, batch.attention_mask, batch.labels, batch.prompt_mask, personas)
+    logs = {r: new_core(backbone, k=3, prompt_len=4, fusion_reduction=r).losses(*args)[1]
+            for r in ("example", "token")}  # fmt: skip
+    core = new_core(backbone, k=3, prompt_len=4)
+    with torch.no_grad():
+        s = core.scores(batch.input_ids, batch.attention_mask, batch.prompt_mask)
+        ce = []
+        for b in range(len(batch)):
+            parts = [
+                reference_logits(backbone, core.prompt_pool.prompts[k], batch, b) for k in range(3)
+            ]
+            fused = sum(s[b, k] * parts[k][0] for k in range(3))
+            ce.append(F.cross_entropy(fused, parts[0][1], reduction="none"))
+    assert len(ce[0]) < len(ce[1])
+    assert logs["example"]["fusion"] == pytest.approx(
+        float(torch.stack([c.mean() for c in ce]).mean()), abs=1e-4
+    )
+    assert logs["token"]["fusion"] == pytest.approx(float(torch.cat(ce).mean()), abs=1e-4)
+    assert logs["token"]["fusion"] != pytest.approx(logs["example"]["fusion"], abs=1e-4)
+    assert logs["token"]["nll"] == logs["example"]["nll"]
+
+
+def test_fusion_reductions_weigh_examples_or_tokens() -> None:
+    # two examples: 1 token with loss ~0 and 3 tokens with loss ~ln 4 (uniform over 4 classes)
+    fused = torch.tensor([[50.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    targets = torch.tensor([0, 1, 2, 3])
+    index = torch.tensor([0, 1, 1, 1])
+    example = fusion_cross_entropy(fused, targets, index, 2, "example")
+    token = fusion_cross_entropy(fused, targets, index, 2, "token")
+    assert float(example) == pytest.approx(math.log(4) / 2, abs=1e-6)
+    assert float(token) == pytest.approx(3 * math.log(4) / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("threshold", [1.0, 20.0])
+def test_retriever_activation_equals_torch_softplus_module(threshold: float) -> None:
+    torch.manual_seed(0)
+    retriever = PromptRetriever(16, threshold=threshold)
+    query, keys = torch.randn(64, 16), torch.randn(4, 16)
+    with torch.no_grad():
+        q, k = retriever.proj(query), retriever.proj(keys)
+        cos = F.cosine_similarity(q[:, None, :], k[None, :, :], dim=-1)
+        expected = torch.nn.Softplus(beta=10, threshold=threshold)(cos)
+        got = retriever(query, keys)
+    assert torch.equal(got, expected)
+    assert float(cos.max()) > 0.1 and float(cos.min()) < 0.1  # both regimes are exercised
+
+
+def test_default_retriever_activation_is_the_authors_exact_cosine_above_0_1() -> None:
+    assert SptOptions().softplus_threshold == 1.0
+    cos = torch.tensor([-0.5, 0.0, 0.05, 0.1001, 0.3, 0.9])
+    authors = torch.nn.Softplus(beta=10, threshold=1)(cos)
+    with torch.no_grad():
+        retriever = PromptRetriever(2)
+        retriever.proj.weight.copy_(torch.eye(2))
+        retriever.proj.bias.zero_()
+        angles = torch.arccos(cos)
+        query = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+        got = retriever(query, torch.tensor([[1.0, 0.0]]))[:, 0]
+    assert torch.allclose(got, authors, atol=1e-6)
+    above = cos > 0.1
+    assert torch.allclose(got[above], cos[above], atol=1e-6)  # identity: the cosine itself
+    # torch's default threshold (20) is smooth there: 0.031 above the cosine at cos = 0.1
+    smooth = torch.nn.functional.softplus(torch.tensor(0.1), beta=10)
+    assert float(smooth) - 0.1 == pytest.approx(0.0313, abs=1e-4)
+    # and theirs jumps down at 0.1, so it is not monotonic there (docs/method.md)
+    sp = torch.nn.Softplus(beta=10, threshold=1)
+    assert float(sp(torch.tensor(0.09))) > float(sp(torch.tensor(0.12)))
+
+
 def test_normalized_fusion_mixes_logits_with_scores_that_sum_to_one(backbone) -> None:
     batch = mixed_batch()
     personas = [e.persona for e in batch.examples]
@@ -140,7 +225,7 @@ def test_normalized_fusion_mixes_logits_with_scores_that_sum_to_one(backbone) ->
             parts = [reference_logits(backbone, prompts[k], batch, b) for k in range(3)]
             fused = sum(w[b, k] * parts[k][0] for k in range(3))
             ce.append(F.cross_entropy(fused, parts[0][1], reduction="none"))
-        expected = torch.cat(ce).mean()
+        expected = torch.stack([c.mean() for c in ce]).mean()
     assert logs["fusion"] == pytest.approx(float(expected), abs=1e-4)
     # same seed, same prompts and retriever: only the fusion term differs
     assert logs["nll"] == raw_logs["nll"] and logs["sel"] == raw_logs["sel"]
@@ -332,6 +417,8 @@ def test_prompt_pool_initialisations(backbone) -> None:
         ({"prompt_init": "zeros"}, "--prompt-init"),
         ({"retriever_query": "bm25"}, "--retriever-query"),
         ({"fusion_weights": "softmax"}, "--fusion-weights"),
+        ({"fusion_reduction": "sum"}, "--fusion-reduction"),
+        ({"softplus_threshold": 0.0}, "--softplus-threshold"),
         ({"tau_gold": 0.0}, "--tau-gold"),
         ({"selection_weight": -1.0}, "--selection-weight"),
         ({"contrastive_threshold": 150.0}, "--contrastive-threshold"),
@@ -390,7 +477,8 @@ def test_retriever_center_uses_the_training_query_mean_and_centred_keys() -> Non
         s = method.core.scores(batch.input_ids, batch.attention_mask, batch.prompt_mask)
         qc = retriever.proj(q - q.mean(0))
         kc = retriever.proj(keys - keys.mean(0))
-        ref = F.softplus(F.cosine_similarity(qc[:, None], kc[None], dim=-1), beta=10.0)
+        cos = F.cosine_similarity(qc[:, None], kc[None], dim=-1)
+        ref = F.softplus(cos, beta=10.0, threshold=1.0)  # the authors' activation
     assert torch.allclose(s, ref, atol=1e-5)
     # the centre travels with the trained state, so evaluation needs no training data
     state = method.trained_state()

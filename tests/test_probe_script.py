@@ -1,0 +1,41 @@
+"""scripts/collapse_probe.sh: seeds x variants, publish, and resume of an unfinished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_probe_script_runs_seeds_publishes_and_resumes(tmp_path: Path) -> None:
+    wrapper = tmp_path / "spt-bench"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        f'exec {sys.executable} -m cli "$@" --model tiny-random --max-steps 2 '
+        "--eval-limit 2 --no-model-metrics\n"
+    )
+    wrapper.chmod(0o755)
+    out, publish = tmp_path / "runs", tmp_path / "published"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SPT_BENCH": str(wrapper),
+           "PROBE_PRESET": "smoke", "PROBE_SEEDS": "0 1", "PROBE_VARIANTS": "authors",
+           "PROBE_PUBLISH": str(publish), "PROBE_THREADS": "1"}  # fmt: skip
+    cmd = ["bash", str(ROOT / "scripts/collapse_probe.sh"), str(out)]
+    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("authors-s0", "authors-s1"):
+        assert json.loads((out / name / "config.json").read_text())["seed"] == int(name[-1])
+        assert {p.name for p in (publish / name).iterdir()} == {
+            "config.json",
+            "metrics.json",
+            "train_log.jsonl",
+        }
+    # an unfinished run (no metrics.json) resumes from its saved config; a finished one is skipped
+    (out / "authors-s1" / "metrics.json").unlink()
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "== authors-s0: done" in again.stdout
+    assert (out / "authors-s1" / "metrics.json").is_file()
