@@ -114,8 +114,21 @@ def _literal(node: ast.AST | None) -> Any:
         return dataclasses.MISSING
 
 
+def _constants(tree: ast.Module) -> dict[str, Any]:
+    """Module-level `NAME = literal` assignments (defaults written as a named constant)."""
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            value = _literal(node.value)
+            if isinstance(target, ast.Name) and value is not dataclasses.MISSING:
+                out[target.id] = value
+    return out
+
+
 def _dataclass_fields(tree: ast.Module, source: str, cls_name: str) -> list[tuple] | None:
     lines = source.splitlines()
+    constants = _constants(tree)
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == cls_name:
             out = []
@@ -127,6 +140,8 @@ def _dataclass_fields(tree: ast.Module, source: str, cls_name: str) -> list[tupl
                 if ann.startswith("ClassVar"):
                     continue
                 default = _literal(stmt.value)
+                if isinstance(stmt.value, ast.Name) and stmt.value.id in constants:
+                    default = constants[stmt.value.id]
                 if isinstance(stmt.value, ast.Call):  # field(default=..., metadata={"help"})
                     for kw in stmt.value.keywords:
                         if kw.arg == "default":

@@ -271,6 +271,8 @@ class DecodeConfig(_Section):
                 "engine", f"must be one of {', '.join(DECODE_ENGINES)}, got {self.engine!r}"
             )
         self._positive("vllm_kv_cache_gb", "vllm_tensor_parallel_size", "vllm_data_parallel_size")
+        if self.clean not in CLEAN_RULES:
+            raise self._err("clean", f"must be one of {', '.join(CLEAN_RULES)}, got {self.clean!r}")
         if not 0 < self.top_p <= 1:
             raise self._err("top_p", f"must be in (0, 1], got {self.top_p}")
 

@@ -520,7 +520,9 @@ def decode(
     if settings.engine == "vllm" and settings.mode != "beam" and todo:
         from spt_bench.vllm_engine import VllmDecoder
 
-        vllm = VllmDecoder(method, settings, out_path.parent, max(len(p) for p in prompts))
+        vllm = VllmDecoder(
+            method, settings, out_path.parent, max(len(p) for p in prompts), row_stop
+        )
     gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
     method.set_train_mode(False)
     bar = ProgressBar(console, "decode", len(examples), len(done)) if progress and todo else None

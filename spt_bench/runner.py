@@ -612,9 +612,10 @@ def _decode_score_report(
 ) -> RunResult:
     """The tail shared by `run` and `evaluate`: decode the test split (sharded over processes),
     then on the main process add ppl/hits@k, score, and write metrics.json and report.md."""
-    from spt_bench.distributed import decode_all, get_dist
+    from spt_bench.distributed import get_dist
     from spt_bench.model_metrics import model_metrics_for_run
     from spt_bench.report import write_report
+    from spt_bench.sharded_decode import decode_all
 
     dist = get_dist()
     t = time.perf_counter()

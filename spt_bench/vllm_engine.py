@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,11 +300,12 @@ def sampling_params(s: DecodeSettings, stop_ids: list[int], seed: int) -> Any:
     return SamplingParams(temperature=s.temperature, top_p=s.top_p, seed=seed, **common)
 
 
-def finish_row(output: Any, backbone: Backbone, stops: Any) -> tuple[list[int], str]:
-    """A vLLM completion through the hf engine's per-row rule (`row_stop`): its new tokens (stop
-    token excluded) and why it stopped."""
-    from spt_bench.decode import row_stop
-
+def finish_row(
+    output: Any, backbone: Backbone, stops: Any, row_stop: Callable[..., str | None]
+) -> tuple[list[int], str]:
+    """A vLLM completion through the hf engine's per-row rule (`row_stop`, handed in by the
+    decoder so this module never imports it): its new tokens (stop token excluded) and why it
+    stopped."""
     tokens = list(output.token_ids)
     reason = getattr(output, "stop_reason", None)
     if isinstance(reason, int) and (not tokens or tokens[-1] != reason):
@@ -320,7 +322,12 @@ class VllmDecoder:
     """Decodes chunks of rows for `spt_bench.decode.decode` (see the module doc)."""
 
     def __init__(
-        self, method: Method, settings: DecodeSettings, run_dir: Path, max_prompt_len: int
+        self,
+        method: Method,
+        settings: DecodeSettings,
+        run_dir: Path,
+        max_prompt_len: int,
+        row_stop: Callable[..., str | None],
     ) -> None:
         require_vllm()
         check_single_process()
@@ -328,6 +335,7 @@ class VllmDecoder:
         self.settings = settings
         self.run_dir = run_dir
         self.max_prompt_len = max_prompt_len
+        self.row_stop = row_stop
         self.opts = settings.vllm or VllmOptions()
         self.engine: _Engine | None = None
         self.engine_start_s = 0.0
@@ -404,7 +412,7 @@ class VllmDecoder:
         outputs = engine.llm.generate(requests, params, use_tqdm=False)
         toks, reasons = [], []
         for o in outputs:
-            kept, why = finish_row(o.outputs[0], backbone, stops)
+            kept, why = finish_row(o.outputs[0], backbone, stops, self.row_stop)
             toks.append(kept)
             reasons.append(why)
         return toks, reasons, infos

@@ -46,8 +46,9 @@ def test_every_shipped_config_is_valid_and_starts_with_its_command(path: Path) -
 
 def test_probe_preset_at_the_authors_settings() -> None:
     c = resolve_config(preset="probe-spt-authors")
-    assert (c.lr, c.batch_size, c.max_grad_norm, c.bucket_by_length) == (1e-4, 2, 0.0, False)
-    assert (c.max_steps, c.max_input_tokens, c.method) == (200, 256, "spt")
+    t = c.train
+    assert (t.lr, t.batch_size, t.max_grad_norm, t.bucket_by_length) == (1e-4, 2, 0.0, False)
+    assert (t.max_steps, c.data.max_input_tokens, c.method.name) == (200, 256, "spt")
 
 
 def test_paper_preset_has_the_authors_settings() -> None:

@@ -155,7 +155,7 @@ def test_authors_clean_rule_cuts_at_the_first_marker_or_any_colon(
 def test_unknown_clean_rule_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="clean rule must be one of default, authors"):
         clean_response("x", "parlai")
-    with pytest.raises(ConfigError, match="clean rule"):
+    with pytest.raises(ConfigError, match="decode.clean must be one of default, authors"):
         DecodeSettings(clean="parlai")
 
 

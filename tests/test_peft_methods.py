@@ -177,16 +177,16 @@ def test_engines_that_cannot_serve_a_kv_prefix_refuse_it_in_one_line() -> None:
 
     backbone = load_backbone("tiny-random")
     prefix = _make("p-tuning-v2", backbone)
-    msg = prefix.engine_refusal("static")
+    msg = prefix.engine_refusal("vllm")
     assert msg and "'p-tuning-v2'" in msg and "\n" not in msg
     assert prefix.engine_refusal("hf") is None
     assert "beam" in prefix.engine_refusal("hf", "beam")
-    with pytest.raises(ConfigError, match="cannot be decoded by the 'static' engine"):
+    with pytest.raises(ConfigError, match="cannot be decoded by the 'vllm' engine"):
         check_decode_engine(
-            config_from_dict({"method": "p-tuning-v2", "decode_engine": "static"}), prefix
+            config_from_dict({"method": "p-tuning-v2", "decode_engine": "vllm"}), prefix
         )
     ia3 = _make("ia3", load_backbone("tiny-random"))
-    assert ia3.engine_refusal("static") is None and ia3.engine_refusal("hf", "beam") is None
+    assert ia3.engine_refusal("vllm") is None and ia3.engine_refusal("hf", "beam") is None
 
 
 def test_generic_peft_reads_peft_format_files_and_rejects_bad_configs(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_pat
     assert _run(*args, "--out", str(tmp_path), "--name", "a", "--clean", "authors").exit_code == 0
     run = tmp_path / "a"
     assert json.loads((run / "metrics.json").read_text())["clean_rule"] == "authors"
-    assert json.loads((run / "config.json").read_text())["clean"] == "authors"
+    assert json.loads((run / "config.json").read_text())["decode"]["clean"] == "authors"
     rows = _rows(run / "predictions.jsonl")
     assert all(r["prediction"] == clean_response(r["raw_prediction"], "authors") for r in rows)
     # known raw texts: re-cleaned by each rule without the model
@@ -218,7 +218,7 @@ def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_pat
         assert res.exit_code == 0, res.output
         assert [r["prediction"] for r in _rows(run / "predictions.jsonl")] == expected
         assert json.loads((run / "metrics.json").read_text())["clean_rule"] == rule
-        assert json.loads((run / "config.json").read_text())["clean"] == rule
+        assert json.loads((run / "config.json").read_text())["decode"]["clean"] == rule
     bad = _run(*args, "--out", str(tmp_path), "--name", "b", "--clean", "parlai")
     assert bad.exit_code == 2 and "clean" in bad.output
 
@@ -229,11 +229,11 @@ def test_authors_settings_flags_reach_the_saved_config(tmp_path: Path) -> None:
              "--softplus-threshold", "20"]  # fmt: skip
     assert _run(*args, *flags, "--out", str(tmp_path), "--name", "a").exit_code == 0
     config = json.loads((tmp_path / "a/config.json").read_text())
-    assert config["bucket_by_length"] is False and config["max_grad_norm"] == 0.0
-    assert config["method_options"]["fusion_reduction"] == "token"
-    assert config["method_options"]["softplus_threshold"] == 20.0
+    assert config["train"]["bucket_by_length"] is False and config["train"]["max_grad_norm"] == 0
+    assert config["method"]["options"]["fusion_reduction"] == "token"
+    assert config["method"]["options"]["softplus_threshold"] == 20.0
     assert _run(*args, "--out", str(tmp_path), "--name", "b").exit_code == 0
     config = json.loads((tmp_path / "b/config.json").read_text())
-    assert config["bucket_by_length"] is True and config["max_grad_norm"] == 1.0
-    assert config["method_options"]["fusion_reduction"] == "example"
-    assert config["method_options"]["softplus_threshold"] == 1.0
+    assert config["train"]["bucket_by_length"] is True and config["train"]["max_grad_norm"] == 1
+    assert config["method"]["options"]["fusion_reduction"] == "example"
+    assert config["method"]["options"]["softplus_threshold"] == 1.0
