@@ -10,11 +10,12 @@ from metrics.bertscore import BertScoreOptions
 from metrics.predictions import read_prediction_rows
 from metrics.scorer import ScoreReport, score_predictions
 from spt_bench.io import atomic_write_json, atomic_write_text
+from spt_bench.run_folder import RunFolder
 
-EXAMPLE_SCORES_NAME = "example_scores.jsonl"
+EXAMPLE_SCORES_NAME = RunFolder.EXAMPLE_SCORES
 # Text-free per-example scores: what compare needs for paired tests and re-derived CIs, with no
 # dialogue text at all (safe to commit next to metrics.json; docs/metrics.md).
-EXAMPLE_STATS_NAME = "example_stats.jsonl"
+EXAMPLE_STATS_NAME = RunFolder.EXAMPLE_STATS
 # Fields of a per-example score row that are (or may quote) text.
 TEXT_FIELDS = ("prediction", "reference", "persona", "history", "context", "input")
 
@@ -28,7 +29,7 @@ class ScoredFile:
 
 def example_scores_path(metrics_path: Path) -> Path:
     """example_scores.jsonl beside metrics.json; `<stem>.example_scores.jsonl` for other names."""
-    if metrics_path.name == "metrics.json":
+    if metrics_path.name == RunFolder.METRICS:
         return metrics_path.with_name(EXAMPLE_SCORES_NAME)
     return metrics_path.with_name(f"{metrics_path.stem}.{EXAMPLE_SCORES_NAME}")
 
@@ -58,8 +59,8 @@ def output_path(predictions: Path, out: str | Path | None) -> Path:
         return path
     folder = RunFolder(predictions.parent)
     if folder.is_run():
-        return folder.new_scores_dir() / "metrics.json"
-    return predictions.with_name("metrics.json")
+        return folder.new_scores_dir() / RunFolder.METRICS
+    return predictions.with_name(RunFolder.METRICS)
 
 
 def example_stats_rows(per_example: list[dict]) -> list[dict]:
@@ -116,7 +117,7 @@ def score_file(
     payload["predictions_file"] = str(predictions)
     payload["example_scores_file"] = examples_path.name
     write_example_scores(report, examples_path)
-    if metrics_path.name == "metrics.json":
+    if metrics_path.name == RunFolder.METRICS:
         write_example_stats(report.per_example, metrics_path.with_name(EXAMPLE_STATS_NAME))
     atomic_write_json(metrics_path, payload)
     return ScoredFile(report, metrics_path, examples_path)

