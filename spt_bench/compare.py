@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spt_bench.config import get_dotted
+from spt_bench.config import flatten, get_dotted
 from spt_bench.errors import InputError, SptBenchError
 from spt_bench.io import read_jsonl
 from spt_bench.paper import (
@@ -122,20 +122,6 @@ class ComparisonRefused(SptBenchError):
 
 
 # ------------------------------------------------------------------------------------ run folders
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}: reads the flat and the nested config.json alike."""
-    if not isinstance(obj, dict):
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, name))
-        else:
-            out[name] = value
-    return out
 
 
 @dataclass
@@ -250,7 +236,7 @@ class RunRecord:
         with the same key are seeds of one setting."""
         flat = {
             k: (Path(v).name if isinstance(v, str) and os.sep in v else v)
-            for k, v in _flatten(self.config).items()
+            for k, v in flatten(self.config).items()
             if k not in NON_SETTINGS | {"seed"}
         }
         flat["method"] = self.method
@@ -259,7 +245,7 @@ class RunRecord:
         return json.dumps(flat, sort_keys=True, default=str)
 
     def data_key(self) -> str:
-        flat = _flatten(self.config)
+        flat = flatten(self.config)
         data = {
             k: (Path(v).name if isinstance(v, str) else v)
             for k, v in flat.items()

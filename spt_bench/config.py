@@ -433,7 +433,7 @@ def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in values.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and (prefix or k in SECTIONS or k == "method"):
+        if isinstance(v, dict) and v and (prefix or k in SECTIONS):
             out.update(flatten(v, key + "."))
         else:
             out[key] = v

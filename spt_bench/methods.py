@@ -335,22 +335,30 @@ class BackboneWeightsMethod(Method):
         return PrefixOutput(embeds=None, row_info=[{} for _ in range(len(batch))])
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        # named_parameters() lists a tied weight once, which safetensors needs
-        return {
-            n: p.detach()
-            for n, p in self.backbone.model.named_parameters()
-            if n in self._trained_names
-        }
+        return named_parameter_state(self.backbone.model, self._trained_names)
 
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(self._trained_names - set(state))
-        unexpected = sorted(set(state) - self._trained_names)
-        if missing or unexpected:
-            raise ValueError(
-                f"{self.name} checkpoint does not match the model: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
-        self.backbone.model.load_state_dict(state, strict=False)
+        load_named_parameter_state(self.backbone.model, self._trained_names, state, self.name)
+
+
+def named_parameter_state(module: torch.nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+    """The named parameters a checkpoint saves (named_parameters() lists a tied weight once,
+    which safetensors needs)."""
+    return {n: p.detach() for n, p in module.named_parameters() if n in names}
+
+
+def load_named_parameter_state(
+    module: torch.nn.Module, names: set[str], state: dict[str, torch.Tensor], method: str
+) -> None:
+    """Inverse of `named_parameter_state`; a checkpoint of other parameters is refused."""
+    missing = sorted(names - set(state))
+    unexpected = sorted(set(state) - names)
+    if missing or unexpected:
+        raise ValueError(
+            f"{method} checkpoint does not match the model: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    module.load_state_dict(state, strict=False)
 
 
 # ---------------------------------------------------------------------------- registry

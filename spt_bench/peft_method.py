@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError, InputError
-from spt_bench.methods import KVPrefix, Method, PrefixOutput, prepend_prefix
+from spt_bench.methods import (
+    KVPrefix,
+    Method,
+    PrefixOutput,
+    load_named_parameter_state,
+    named_parameter_state,
+    prepend_prefix,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -176,19 +183,10 @@ class PeftMethod(Method):
     # ---- checkpoints
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        return {
-            n: p.detach() for n, p in self.peft_model.named_parameters() if n in self._trained_names
-        }
+        return named_parameter_state(self.peft_model, self._trained_names)
 
     def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(self._trained_names - set(state))
-        unexpected = sorted(set(state) - self._trained_names)
-        if missing or unexpected:
-            raise ValueError(
-                f"{self.name} checkpoint does not match the model: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
-        self.peft_model.load_state_dict(state, strict=False)
+        load_named_parameter_state(self.peft_model, self._trained_names, state, self.name)
 
     def save_adapter(self, folder: Path) -> None:
         """PEFT's own adapter folder (adapter_config.json + adapter_model.safetensors)."""

@@ -81,18 +81,11 @@ class RunFolder:
     def __str__(self) -> str:
         return str(self.path)
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     # ------------------------------------------------------------------ paths
 
     @property
     def config_path(self) -> Path:
         return self.path / self.CONFIG
-
-    @property
-    def env_path(self) -> Path:
-        return self.path / self.ENV
 
     @property
     def train_log(self) -> Path:

@@ -133,8 +133,6 @@ def resume_config(folder: RunFolder, layers: dict[str, Any]) -> RunConfig:
                 continue  # another method's defaults do not apply
             key = method_key
         before = stored_flat.get(key, get_dotted(stored, key))
-        if key.startswith("method.options.") and before is None:
-            before = stored_flat.get(key)
         if value is None and key == "train.lr":
             continue  # unset lr resolves to the method default, as stored
         if before == value:

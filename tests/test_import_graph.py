@@ -113,8 +113,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_project_modules_import_no_cycle() -> None:
     graph = import_graph()
-    assert len(graph) > 30 and "spt_bench.runner" in graph["cli"] | {
-        m for deps in graph.values() for m in deps
-    }
+    # the graph sees function-local imports (cli imports the runner only inside commands)
+    assert len(graph) > 30 and "spt_bench.runner" in graph["cli"]
     cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
