@@ -27,20 +27,20 @@ class SptOptions:
     contrastive terms are not computed, which makes SPT exactly single soft-prompt tuning.
     """
 
-    k: int = 4
-    prompt_len: int = 8
-    prompt_init: str = "vocab"
-    retriever_query: str = "embeddings"
+    k: int = 4  # number of soft prompts K
+    prompt_len: int = 8  # virtual tokens per prompt L
+    prompt_init: str = "vocab"  # vocab (sampled vocabulary embeddings) | normal (the authors')
+    retriever_query: str = "embeddings"  # embeddings | hidden: what the retriever reads
     # centre queries (by the training queries' mean) and keys (by the pool's mean key) before
     # the Linear, whose bias starts at zero: mean input embeddings share one dominant direction
     # (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt
     retriever_center: bool = False
-    selection_loss: bool = True
-    fusion: bool = True
-    contrastive: bool = True
-    selection_weight: float = 0.4
-    contrastive_weight: float = 0.4
-    fusion_weight: float = 1.0
+    selection_loss: bool = True  # L_sel: KL to the LM-loss ranking of the prompts
+    fusion: bool = True  # L_fusion: CE of the score-weighted fused logits
+    contrastive: bool = True  # L_ctr: persona-similarity contrastive loss
+    selection_weight: float = 0.4  # lambda_sel
+    contrastive_weight: float = 0.4  # lambda_ctr
+    fusion_weight: float = 1.0  # weight of L_fusion
     # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
     # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
     fusion_weights: str = "raw"
@@ -51,9 +51,9 @@ class SptOptions:
     # cos > 0.1, smooth below: a jump of 0.031 at cos = 0.1, so not monotonic for cos in
     # (0.054, 0.131)); 20 = torch's default (smooth and monotonic)
     softplus_threshold: float = SOFTPLUS_THRESHOLD
-    tau_gold: float = 1.0
-    tau_sim: float = 1.0
-    contrastive_threshold: float = 20.0
+    tau_gold: float = 1.0  # temperature of the LM-loss ranking
+    tau_sim: float = 1.0  # temperature of the retriever scores
+    contrastive_threshold: float = 20.0  # persona BLEU above which two inputs count as similar
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -120,8 +120,8 @@ class SptOptions:
 
 @dataclass
 class PromptTuningOptions:
-    prompt_len: int = 8
-    prompt_init: str = "vocab"
+    prompt_len: int = 8  # virtual tokens per prompt L
+    prompt_init: str = "vocab"  # vocab (sampled vocabulary embeddings) | normal (the authors')
 
     def __post_init__(self) -> None:
         # Same validation (and messages) as SPT's options.
