@@ -10,7 +10,7 @@
 # PROBE_PRESET (default probe-spt-collapse); PROBE_SEEDS (default: PROBE_SEED, default 0) are
 # training seeds (prompts, retriever, data order); seed s > 0 names the run VARIANT-sS, and with
 # PROBE_SEEDS every run is named VARIANT-sS. PROBE_PUBLISH: after each finished run, copy its
-# text-free files (config.json, metrics.json, train_log.jsonl) to PUBLISH/NAME/.
+# text-free files (config.json, metrics.json, example_stats.jsonl, train_log.jsonl) to PUBLISH/NAME/.
 # SPT_BENCH: the command to run (default spt-bench). PROBE_THREADS: torch threads (default 1: on
 # a shared, oversubscribed 2-core CPU (load ~10) one thread took 11-39 s per probe-spt-authors
 # step and two threads 56-110 s - OpenMP threads wait for each other when descheduled).
@@ -52,8 +52,8 @@ for seed in $SEEDS; do
         fi
         if [ -n "$PUBLISH" ]; then
             mkdir -p "$PUBLISH/$name"
-            cp "$OUT/$name/config.json" "$OUT/$name/metrics.json" "$OUT/$name/train_log.jsonl" \
-                "$PUBLISH/$name/"
+            cp "$OUT/$name/config.json" "$OUT/$name/metrics.json" "$OUT/$name/example_stats.jsonl" \
+                "$OUT/$name/train_log.jsonl" "$PUBLISH/$name/"
         fi
     done
 done

@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from spt_bench.config import is_flat, upgrade_flat
+
 
 def usage(counts: list[int]) -> str:
     return "/".join(str(c) for c in counts)
@@ -22,6 +24,8 @@ def usage(counts: list[int]) -> str:
 
 def row(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if is_flat(config):  # a run folder written before the nested schema
+        config = upgrade_flat(config)
     log_path = folder / "train_log.jsonl"
     lines = log_path.read_text(encoding="utf-8").splitlines() if log_path.is_file() else []
     entries = []
@@ -32,10 +36,10 @@ def row(folder: Path) -> str:
             continue
     train = [e for e in entries if e.get("type") == "train"]
     dev = [e for e in entries if e.get("type") == "dev"]
-    opts = config.get("method_options") or {}
+    opts = config["method"].get("options") or {}
     variant = "centred" if opts.get("retriever_center") else "authors'"
     steps = train[-1]["step"] if train else 0
-    total = config.get("max_steps")
+    total = config["train"].get("max_steps")
     dev_usage = " · ".join(usage(e["prompt_usage"]) for e in dev if "prompt_usage" in e) or "-"
     last = [e["selection_agreement"] for e in train[-20:] if "selection_agreement" in e]
     agreement = f"{sum(last) / len(last):.2f}" if last else "-"

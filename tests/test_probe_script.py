@@ -1,4 +1,5 @@
-"""scripts/collapse_probe.sh: seeds x variants, publish, and resume of an unfinished run."""
+"""scripts/collapse_probe.sh: seeds x variants, publish, and resume of an unfinished run;
+scripts/probe_table.py reads what it publishes."""
 
 from __future__ import annotations
 
@@ -31,8 +32,22 @@ def test_probe_script_runs_seeds_publishes_and_resumes(tmp_path: Path) -> None:
         assert {p.name for p in (publish / name).iterdir()} == {
             "config.json",
             "metrics.json",
+            "example_stats.jsonl",  # text-free per-example scores, so compare can re-derive tables
             "train_log.jsonl",
         }
+        stats = (publish / name / "example_stats.jsonl").read_text()
+        reference = json.loads((out / name / "predictions.jsonl").read_text().splitlines()[0])
+        assert reference["reference"] not in stats
+    table = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/probe_table.py"), *sorted(publish.iterdir())],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-2000:]
+    rows = [line for line in table.stdout.splitlines() if line.startswith("| authors'")]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| authors', 0", "done"],
+        ["| authors', 1", "done"],
+    ]
     # an unfinished run (no metrics.json) resumes from its saved config; a finished one is skipped
     (out / "authors-s1" / "metrics.json").unlink()
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
