@@ -51,7 +51,9 @@ def test_response_nll_equals_the_full_logits_loss_on_response_tokens(tiny) -> No
     assert out.n_tokens.tolist() == [6, 6, 3]
     # logits exist only at the 15 scored positions, not at all 3 x 12
     assert out.logits.shape == (15, tiny.model.config.vocab_size)
-    assert float(out.mean_over_tokens().detach()) == pytest.approx(float(ref.sum() / 15), rel=1e-5)
+    assert float(out.mean_over_tokens().detach()) == pytest.approx(
+        float(ref.detach().sum() / 15), rel=1e-5
+    )
 
 
 def test_left_and_right_padding_give_the_same_loss(tiny) -> None:
