@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -139,10 +140,14 @@ def data_split(
     from spt_bench.data import resolve_source, splits_by_protocol, write_splits
     from spt_bench.data.resolve import load_source, narrow_source
     from spt_bench.data.splits import get_protocol
+    from spt_bench.io import check_output_place
+    from spt_bench.run_folder import refuse_inside_run_folder
 
     get_protocol(protocol)
     if file_format not in ("jsonl", "parlai"):
         raise SptBenchError(f"--format must be jsonl or parlai, got {file_format!r}")
+    refuse_inside_run_folder(Path(out) / "split.json")
+    check_output_place(out, folder=True)
     source = narrow_source(resolve_source(path), split=split, variant=variant)
     examples = load_source(source, split=split, variant=variant)
     splits = splits_by_protocol(examples, str(source), protocol, seed)
@@ -167,7 +172,13 @@ def data_convert(
 ) -> None:
     """Convert any source to canonical JSONL or ParlAI/ConvAI2 text (written atomically)."""
     from spt_bench.data import load_examples, write_examples_jsonl, write_parlai
+    from spt_bench.io import check_output_place
+    from spt_bench.run_folder import refuse_inside_run_folder
 
+    if not out.endswith((".jsonl", ".txt")):
+        raise SptBenchError(f"output {out!r} must end in .jsonl or .txt")
+    refuse_inside_run_folder(out)
+    check_output_place(out)
     examples = load_examples(path, split=split, variant=variant)
     if out.endswith(".jsonl"):
         write_examples_jsonl(examples, out)
@@ -237,7 +248,7 @@ def score(
             device=device,
         )
     if out is not None:
-        from spt_bench.io import output_file
+        from spt_bench.run_folder import output_file
 
         out = str(output_file(out, "metrics.json"))
     status = Console(stderr=True)
@@ -368,9 +379,17 @@ def evaluate_cmd(
         "--clean",
         help="Post-processing: default | authors (with --rescore: re-clean raw_prediction).",
     ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Where the run's data file is now, if it moved (must have the sha256 in the run's "
+        "inputs.json; default: the recorded file).",
+    ),
+    train_data: str = typer.Option(None, "--train-data", help="Same, for --train-data runs."),
+    test_data: str = typer.Option(None, "--test-data", help="Same, for --test-data runs."),
 ) -> None:
-    """Re-decode and re-score a saved run from its checkpoint (the results it replaces move to
-    the run's history/ folder)."""
+    """Re-decode and re-score a saved run from its checkpoint, on the data files it recorded
+    (checked by sha256; the results it replaces move to the run's history/ folder)."""
     from rich.console import Console
 
     from spt_bench.config import flatten, parse_set
@@ -393,7 +412,8 @@ def evaluate_cmd(
         "decode.clean": clean,
         **flatten(parse_set(set_)),
     }
-    result = evaluate_run(run_dir, changes=changes, console=console)
+    moved = {"source": data, "train_data": train_data, "test_data": test_data}
+    result = evaluate_run(run_dir, changes=changes, data=moved, console=console)
     print_result(result, console)
 
 
@@ -436,6 +456,11 @@ def compare_cmd(
 ) -> None:
     """Compare finished runs: metrics with 95% CIs, gains and seed-aware bootstrap p-values."""
     from spt_bench.compare import compare_command
+
+    if out is not None:  # a bad output place fails before any run folder is read
+        from spt_bench.run_folder import output_file
+
+        output_file(out, "comparison.md")
 
     compare_command(
         runs,
@@ -605,7 +630,8 @@ def bench_cmd(
     from rich.console import Console
 
     from spt_bench.bench import BenchSettings, render_bench, run_bench
-    from spt_bench.io import atomic_write_json, output_file
+    from spt_bench.io import atomic_write_json
+    from spt_bench.run_folder import output_file
 
     settings = BenchSettings(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
@@ -615,7 +641,13 @@ def bench_cmd(
         max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
         profile_dir=profile, checkpointing=checkpointing, train=not no_train,
     )  # fmt: skip
+    # every output place is checked before anything is benchmarked
     json_out = output_file(out, "bench.json") if out else None
+    predictions_out = output_file(predictions, "predictions.jsonl") if predictions else None
+    if profile:
+        from spt_bench.io import check_output_place
+
+        check_output_place(profile, folder=True)
     console = Console(stderr=as_json)
     partial = None
     if json_out is not None:  # a run cut off while decoding keeps its training figures
@@ -625,7 +657,7 @@ def bench_cmd(
 
     result = run_bench(
         settings,
-        predictions_out=output_file(predictions, "predictions.jsonl") if predictions else None,
+        predictions_out=predictions_out,
         log=lambda msg: console.print(f"[dim]{msg}[/dim]"),
         on_partial=partial,
     )

@@ -9,8 +9,9 @@ from pathlib import Path
 from metrics.bertscore import BertScoreOptions
 from metrics.predictions import read_prediction_rows
 from metrics.scorer import ScoreReport, score_predictions
+from spt_bench.inputs import file_sha256
 from spt_bench.io import atomic_write_json, atomic_write_text
-from spt_bench.run_folder import RunFolder
+from spt_bench.run_folder import RunFolder, enclosing_run_folder
 
 EXAMPLE_SCORES_NAME = RunFolder.EXAMPLE_SCORES
 # Text-free per-example scores: what compare needs for paired tests and re-derived CIs, with no
@@ -29,9 +30,7 @@ class ScoredFile:
 
 def example_scores_path(metrics_path: Path) -> Path:
     """example_scores.jsonl beside metrics.json; `<stem>.example_scores.jsonl` for other names."""
-    if metrics_path.name == RunFolder.METRICS:
-        return metrics_path.with_name(EXAMPLE_SCORES_NAME)
-    return metrics_path.with_name(f"{metrics_path.stem}.{EXAMPLE_SCORES_NAME}")
+    return metrics_path.with_name(_prefixed(metrics_path, EXAMPLE_SCORES_NAME))
 
 
 def write_example_scores(report: ScoreReport, path: str | Path) -> None:
@@ -40,27 +39,49 @@ def write_example_scores(report: ScoreReport, path: str | Path) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def output_path(predictions: Path, out: str | Path | None) -> Path:
-    """Where `score` writes metrics.json. Beside the input by default - except inside a run
-    folder, whose own metrics.json and example_scores.jsonl belong to its run: there the
-    scores go to a new `scores/<time>/` folder of the run, and an explicit --out naming one of
-    the run's result files is refused. Never overwrites another command's result."""
-    from spt_bench.errors import ConfigError
-    from spt_bench.run_folder import RunFolder
+def example_stats_path(metrics_path: Path) -> Path:
+    """example_stats.jsonl beside metrics.json; `<stem>.example_stats.jsonl` for other names."""
+    return metrics_path.with_name(_prefixed(metrics_path, EXAMPLE_STATS_NAME))
 
-    if out is not None:
-        path = Path(out)
-        folder = RunFolder(path.parent)
-        if folder.is_run() and path.name in (*folder.RESULT_FILES, folder.CONFIG):
+
+def _prefixed(metrics_path: Path, name: str) -> str:
+    """`name` for metrics.json; `<stem>.name` for `<stem>.metrics.json` or `<stem>.json`."""
+    if metrics_path.name == RunFolder.METRICS:
+        return name
+    stem = metrics_path.name.removesuffix("." + RunFolder.METRICS)
+    return f"{Path(stem).stem if stem == metrics_path.name else stem}.{name}"
+
+
+def output_path(predictions: Path, out: str | Path | None) -> Path | None:
+    """Where `score` writes metrics.json; None: a new `scores/<time>/` folder of the run whose
+    predictions these are (made when the scores are written). A run folder's files belong to
+    its run, so an --out inside any run folder is refused; a standalone file's scores go
+    beside it as `<stem>.metrics.json`, so two files scored in one folder never replace each
+    other's; an --out that holds the scores of another predictions file is refused."""
+    from spt_bench.errors import ConfigError
+
+    if out is None:
+        if RunFolder(predictions.parent).is_run():
+            return None
+        return predictions.with_name(f"{predictions.stem}.{RunFolder.METRICS}")
+    path = Path(out)
+    run = enclosing_run_folder(path.parent)
+    if run is not None:
+        raise ConfigError(
+            f"--out {path} is inside run folder {run.path}, whose files only its run writes; "
+            f"leave out --out (a run's predictions are scored into "
+            f"{run.path / run.SCORES}/<time>/) or write elsewhere"
+        )
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8")).get("predictions_sha256")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ConfigError(f"--out {path} exists and is not a metrics file") from None
+        if previous and previous != file_sha256(predictions):
             raise ConfigError(
-                f"--out {path} would overwrite the run's own {path.name}; "
-                f"name another file (default: {folder.path / folder.SCORES}/<time>/)"
+                f"--out {path} holds the scores of another predictions file; choose another --out"
             )
-        return path
-    folder = RunFolder(predictions.parent)
-    if folder.is_run():
-        return folder.new_scores_dir() / RunFolder.METRICS
-    return predictions.with_name(RunFolder.METRICS)
+    return path
 
 
 def example_stats_rows(per_example: list[dict]) -> list[dict]:
@@ -106,18 +127,25 @@ def score_file(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> ScoredFile:
-    """Score a predictions JSONL; write metrics.json (default: beside the input) and the
-    per-example scores beside it, both atomically."""
+    """Score a predictions JSONL; write metrics.json and the per-example scores (see
+    `output_path` for where), atomically. Bad output places are refused before scoring."""
     predictions = Path(predictions)
     metrics_path = output_path(predictions, out)
     rows = read_prediction_rows(predictions)
     report = score_predictions(rows, bertscore=bertscore, n_resamples=n_resamples, seed=seed)
-    examples_path = example_scores_path(metrics_path)
     payload = report.to_json()
-    payload["predictions_file"] = str(predictions)
-    payload["example_scores_file"] = examples_path.name
-    write_example_scores(report, examples_path)
-    if metrics_path.name == RunFolder.METRICS:
-        write_example_stats(report.per_example, metrics_path.with_name(EXAMPLE_STATS_NAME))
-    atomic_write_json(metrics_path, payload)
-    return ScoredFile(report, metrics_path, examples_path)
+    payload["predictions_file"] = str(predictions.resolve())
+    payload["predictions_sha256"] = file_sha256(predictions)
+
+    def write(metrics: Path) -> None:
+        payload["example_scores_file"] = example_scores_path(metrics).name
+        write_example_scores(report, example_scores_path(metrics))
+        write_example_stats(report.per_example, example_stats_path(metrics))
+        atomic_write_json(metrics, payload)
+
+    if metrics_path is None:  # a run's predictions: a fresh scores/<time>/ of the run
+        dest = RunFolder(predictions.parent).publish_scores(lambda d: write(d / RunFolder.METRICS))
+        metrics_path = dest / RunFolder.METRICS
+    else:
+        write(metrics_path)
+    return ScoredFile(report, metrics_path, example_scores_path(metrics_path))

@@ -265,8 +265,9 @@ def _method_flags() -> list[Flag]:
             by_name.setdefault(s.name, []).append(s)
     flags = []
     for name, specs in sorted(by_name.items()):
-        if any(t in specs[0].annotation for t in ("dict", "list")):
-            continue  # structured values: --set method.options.NAME={...}
+        alternatives = specs[0].annotation.replace(" ", "").split("|")
+        if any(t.startswith(("dict", "list")) for t in alternatives) and "str" not in alternatives:
+            continue  # structured values only: --set method.options.NAME={...}
         methods = tuple(sorted(s.method for s in specs))
         kind = _option_kind(specs[0].annotation)
         help_ = next((s.help for s in specs if s.help), "")

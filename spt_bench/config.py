@@ -28,6 +28,7 @@ No torch import here: configs are built and validated before any heavy library l
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -69,8 +70,20 @@ class _Section:
             v = getattr(self, n)
             if v is None and allow_none:
                 continue
-            if v is None or v <= 0:
-                raise self._err(n, f"must be > 0, got {v!r}")
+            if v is None or not _finite(v) or v <= 0:
+                raise self._err(n, f"must be > 0 and finite, got {v!r}")
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's CUDA generators take seeds in [0, 2**32)
+
+
+def check_seed(key: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= MAX_SEED:
+        raise key_error(key, f"must be in [0, {MAX_SEED}], got {value}")
+
+
+def _finite(v: Any) -> bool:
+    return not isinstance(v, float) or math.isfinite(v)
 
 
 def key_error(key: str, problem: str) -> ConfigError:
@@ -115,6 +128,7 @@ class DataConfig(_Section):
         )
         if self.source is not None and (self.train_data or self.test_data):
             raise ConfigError("give either data.source (--data) or data.train_data/test_data")
+        check_seed("data.split_seed", self.split_seed)
 
 
 @dataclass
@@ -218,8 +232,8 @@ class TrainConfig(_Section):
         if not 0 <= self.warmup_ratio < 1:
             raise self._err("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         for n in ("weight_decay", "max_grad_norm"):
-            if getattr(self, n) < 0:
-                raise self._err(n, f"must be >= 0, got {getattr(self, n)}")
+            if not _finite(getattr(self, n)) or getattr(self, n) < 0:
+                raise self._err(n, f"must be >= 0 and finite, got {getattr(self, n)}")
 
 
 @dataclass
@@ -330,6 +344,9 @@ class RunConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self) -> None:
+        check_seed("seed", self.seed)
 
     def to_dict(self, *, with_output: bool = True) -> dict:
         d = dataclasses.asdict(self)

@@ -9,24 +9,82 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spt_bench.errors import InputError
+from spt_bench.errors import InputError, SptBenchError
+
+# Run folders held by this process (RunFolder.acquire): absolute path -> (st_dev, st_ino) of the
+# folder when it was locked. Every writer here checks them first, so a process whose folder was
+# moved or removed stops instead of recreating an empty folder under the old name.
+_HELD_FOLDERS: dict[str, tuple[int, int]] = {}
 
 
-def output_file(out: str | Path, default_name: str) -> Path:
-    """The one rule for a command's output file: a path that ends in a separator or names an
-    existing folder means `default_name` inside that folder; any other path is the file itself.
-    Missing parent folders are created when the file is written (every writer here does so)."""
-    text = str(out)
-    path = Path(text)
-    if text.endswith(("/", os.sep)) or path.is_dir():
-        return path / default_name
+class FolderMovedError(SptBenchError):
+    """The run folder this process writes was moved or removed while it ran."""
+
+
+def hold_folder(path: str | Path) -> None:
+    st = os.stat(path)
+    _HELD_FOLDERS[os.path.abspath(path)] = (st.st_dev, st.st_ino)
+
+
+def release_folder(path: str | Path) -> None:
+    _HELD_FOLDERS.pop(os.path.abspath(path), None)
+
+
+def check_held_folder(target: str | Path) -> None:
+    """Raise FolderMovedError when `target` lies in a held run folder that is no longer where
+    (and what) it was when this process locked it."""
+    if not _HELD_FOLDERS:
+        return
+    target_abs = os.path.abspath(target)
+    for folder, identity in list(_HELD_FOLDERS.items()):
+        if target_abs != folder and not target_abs.startswith(folder.rstrip(os.sep) + os.sep):
+            continue
+        try:
+            st = os.stat(folder)
+            here = (st.st_dev, st.st_ino) == identity
+        except FileNotFoundError:
+            here = False
+        if not here:
+            raise FolderMovedError(
+                f"run folder {folder} was moved or removed while this process was writing it; "
+                "stopped without writing (continue the moved folder with --resume)"
+            )
+
+
+def make_dirs(path: str | Path) -> Path:
+    """mkdir -p, refusing to recreate a held run folder that was moved away (see above)."""
+    path = Path(path)
+    check_held_folder(path)
+    path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_output_place(path: str | Path, *, folder: bool = False) -> None:
+    """Fail now, in one line, when `path` (a file, or with `folder` a folder) cannot be
+    written: something on its way is a file, or nothing can be created where it would go
+    (checked by making and removing a probe folder: permissions, read-only file systems)."""
+    from spt_bench.errors import ConfigError
+
+    p = Path(os.path.abspath(path))
+    if folder and p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {path} exists and is not a folder")
+    if not folder and p.is_dir():
+        raise ConfigError(f"--out {path} is a folder, expected a file name")
+    nearest = p if folder else p.parent
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise ConfigError(f"--out {path}: {nearest} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=nearest, prefix=".spt-bench-probe-"))
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot write in {nearest} ({e.strerror})") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temp file + rename (readers see the old or the new file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -50,7 +108,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
     """Append rows and fsync: a kill loses at most the batch being written, never earlier rows."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

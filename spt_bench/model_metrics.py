@@ -697,13 +697,8 @@ def model_metrics_for_run(
     so every method, training seed and eval limit of a comparison ranks the same candidates."""
     if not config.score.model_metrics:
         return None
-    pool = None
     data = config.data
-    if config.score.hits_k and not all(ex.candidates for ex in examples):
-        from spt_bench.data.splits import splits_for_config
-
-        splits = splits_for_config(data)
-        pool = [*splits.train, *splits.dev, *splits.test]
+    pool = distractor_pool(config, examples)
     return add_model_metrics_to_predictions(
         method,
         formatter,
@@ -718,6 +713,33 @@ def model_metrics_for_run(
         progress=progress,
         console=console,
     )
+
+
+def distractor_pool(config: Any, examples: Sequence[Example]) -> list[Example] | None:
+    """The examples synthetic hits@k distractors are drawn from (None: the data has candidates
+    or no hits@k is asked): every split of the run's data, before any --*-limit."""
+    if not (config.score.hits_k and not all(ex.candidates for ex in examples)):
+        return None
+    from spt_bench.data.splits import splits_for_config
+
+    splits = splits_for_config(config.data)
+    return [*splits.train, *splits.dev, *splits.test]
+
+
+def check_model_metrics_inputs(config: Any, examples: Sequence[Example]) -> None:
+    """Everything perplexity/hits@k will refuse, checked before any training or decoding: the
+    k asked, a mix of dataset and synthetic candidates, too few dialogues for the distractors."""
+    if not config.score.model_metrics or not config.score.hits_k:
+        return
+    _check_hits_k(config.score.hits_k)
+    mode = resolve_candidate_mode(examples, "auto")
+    if mode == "synthetic":
+        synthetic_candidates(
+            examples,
+            config.score.hits_candidates,
+            seed=config.data.split_seed,
+            pool=distractor_pool(config, examples),
+        )
 
 
 def model_metrics_note(summary: dict[str, Any] | None) -> str | None:

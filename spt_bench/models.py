@@ -515,6 +515,11 @@ def build_tiny_random(tokenizer: Any, seed: int = 0) -> Any:
     return model
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:300] if lines else type(e).__name__
+
+
 def load_backbone(
     name_or_path: str,
     *,
@@ -547,13 +552,21 @@ def load_backbone(
                     f"model {name_or_path!r} is neither a built-in name "
                     f"({', '.join(BUILTIN_MODELS)}), a local folder, nor a hub id"
                 )
+        if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            raise ConfigError(
+                f"--model {name_or_path}: a folder with no config.json is not a model"
+            )
         try:
             tokenizer = _load_tokenizer(path, remote)
             model = AutoModelForCausalLM.from_pretrained(
                 str(path), dtype=torch.float32, trust_remote_code=remote, attn_implementation="sdpa"
             )
         except OSError as e:
-            raise MissingAssetError(f"cannot load model {name_or_path!r}: {e}") from None
+            raise MissingAssetError(
+                f"cannot load model {name_or_path!r}: {_first_line(e)}"
+            ) from None
+        except (ValueError, KeyError, TypeError) as e:  # e.g. an unknown model_type, no tokenizer
+            raise ConfigError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from None
         model.hf_quantizer = None
         _fix_pad_token(tokenizer, model)
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -100,6 +100,12 @@ def build_peft_config(values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"{where}: {cls.__name__} has no field {unknown[0]!r}")
+    if "num_virtual_tokens" in fields and values.get("num_virtual_tokens") is None:
+        # PEFT leaves it None and fails deep inside get_peft_model with a TypeError
+        raise ConfigError(
+            f"{where}: {cls.__name__} needs num_virtual_tokens (peft_args: "
+            "'{\"num_virtual_tokens\": 8}' on the command line)"
+        )
     try:
         return cls(**values, task_type="CAUSAL_LM", inference_mode=False)
     except (TypeError, ValueError) as e:
@@ -123,7 +129,13 @@ class PeftMethod(Method):
         self.peft_type = str(getattr(config.peft_type, "value", config.peft_type))
         # get_peft_model injects weight adapters into backbone.model in place (the harness's
         # forward then runs them); prompt-learning types live in the wrapper's prompt encoder.
-        self.peft_model = get_peft_model(backbone.model, config)
+        try:
+            self.peft_model = get_peft_model(backbone.model, config)
+        except (TypeError, ValueError, AttributeError) as e:  # a field PEFT needs, unset or bad
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(
+                f"method {self.name!r}: PEFT cannot build {type(config).__name__}: {first}"
+            ) from None
         if self.peft_type in KV_PREFIX_TYPES:
             self.supports_engines = ("hf",)
             self.engine_note = "its per-layer key/value prefix runs in the hf engine only"

@@ -20,8 +20,8 @@ from typing import Any
 
 from spt_bench.compare import SHORT_NAMES, RunRecord
 from spt_bench.errors import InputError, SptBenchError
-from spt_bench.io import output_file, read_jsonl
-from spt_bench.run_folder import RunFolder
+from spt_bench.io import read_jsonl
+from spt_bench.run_folder import RunFolder, output_file
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
 OKABE_ITO: tuple[str, ...] = (

@@ -10,8 +10,11 @@ A run folder holds:
 - example_scores.jsonl, metrics.json - the scorer's output (+ method summary, timings);
 - example_stats.jsonl - the per-example scores without any text (safe to commit);
 - report.md - a human-readable summary;
-- processes.jsonl - one row per process that worked on the run (command, pid, host, start,
-  end, its timings): `metrics.json` timings are sums over them;
+- processes.jsonl - every process that worked on the run: a start row when it begins, then
+  heartbeats with its stage times, an end row when it finishes (`ProcessLog`); `metrics.json`
+  timings are sums over them, killed processes included;
+- inputs.json - what the run read, bound by content: each data file's absolute path and
+  sha256, the model's path and fingerprint (`spt_bench.inputs`);
 - resume_log.jsonl - settings changed on `--resume` (memory/speed settings only);
 - history/<time>/ - results a later `evaluate` replaced (nothing is dropped);
 - vllm-model/ - the weights the vllm engine exported for decoding (full-ft, merged LoRA);
@@ -30,7 +33,9 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,7 +43,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError, InputError
-from spt_bench.io import append_jsonl, atomic_write_json, read_jsonl
+from spt_bench.io import (
+    append_jsonl,
+    atomic_write_json,
+    check_output_place,
+    hold_folder,
+    read_jsonl,
+    release_folder,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.config import RunConfig
@@ -60,6 +72,7 @@ class RunFolder:
     REPORT = "report.md"
     PROCESSES = "processes.jsonl"
     RESUME_LOG = "resume_log.jsonl"
+    INPUTS = "inputs.json"
     HISTORY = "history"
     SCORES = "scores"  # `spt-bench score` of the run's predictions, one folder per call
     VLLM_MODEL = "vllm-model"  # weights the vllm engine exports (full-ft, merged LoRA)
@@ -70,6 +83,7 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock_file: IO[str] | None = None
+        self._process_log: ProcessLog | None = None
 
     @classmethod
     def of(cls, path: str | Path | RunFolder) -> RunFolder:
@@ -203,16 +217,36 @@ class RunFolder:
             os.replace(self.path / name, dest / name)
         return dest
 
-    def new_scores_dir(self) -> Path:
-        """A new scores/<time>/ path for `spt-bench score` of this run's files (made when the
-        scores are written, so a failed scoring leaves nothing behind)."""
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        dest = self.path / self.SCORES / stamp
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.path / self.SCORES / f"{stamp}-{n}"
-        return dest
+    def publish_scores(self, write: Any) -> Path:
+        """Write a `spt-bench score` result into a new scores/<time>/ folder: `write(tmp)`
+        fills a hidden temp folder, which is then renamed to the first free
+        `<time>[-n]` name (a rename onto a folder that exists fails, so two scorings in the
+        same second get two folders; a failed scoring leaves nothing)."""
+        import errno
+        import tempfile
+
+        from spt_bench.io import make_dirs
+
+        root = make_dirs(self.path / self.SCORES)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        try:
+            write(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            for n in range(1, 10_000):
+                dest = root / (stamp if n == 1 else f"{stamp}-{n}")
+                try:
+                    os.rename(tmp, dest)
+                    return dest
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+            raise OSError(f"no free folder name under {root}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def clear_for_overwrite(self) -> None:
         """Remove everything but the lock (held by us) - `run --overwrite`."""
@@ -226,26 +260,65 @@ class RunFolder:
 
     # ------------------------------------------------------------------ processes / timings
 
-    def record_process(self, command: str, started: float, timings: dict[str, float]) -> None:
-        """One row per process that worked on the run (appended when it finishes)."""
-        self.append(
-            self.PROCESSES,
-            [
-                {
-                    "command": command,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "started": round(started, 3),
-                    "ended": round(time.time(), 3),
-                    "timings": {k: round(v, 3) for k, v in timings.items()},
-                }
-            ],
-        )
+    def start_process_log(
+        self, kind: str, started: float, timings: dict[str, float] | None = None
+    ) -> ProcessLog:
+        """Record this process in processes.jsonl now (so a killed process is never missing)
+        and keep its stage times there while it works; see ProcessLog."""
+        log = ProcessLog(self, kind, started, timings)
+        log.start()
+        self._process_log = log  # stopped by release(), whatever way the process leaves
+        return log
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def drop_vllm_export(self) -> None:
+        """Remove vllm-model/ (weights exported for the vllm engine; rebuilt from the
+        checkpoint when that engine is used again): a run decoded by hf does not keep them."""
+        export = self.path / self.VLLM_MODEL
+        if export.is_dir() and not export.is_symlink():
+            shutil.rmtree(export)
 
     def processes(self) -> list[dict]:
         if not (self.path / self.PROCESSES).is_file():
             return []
         return list(self.read_jsonl(self.PROCESSES, tolerate_truncated_tail=True))
+
+    def process_timings(self, kind: str = "run") -> dict[str, Any]:
+        """Stage seconds summed over every process of `kind` that worked on the folder, from
+        each process's last record in processes.jsonl (killed ones included: they left a start
+        row and heartbeats). `total_s` sums each process's wall time, so it is never below the
+        sum of the stages; `processes` counts them; `by_process` lists each."""
+        last: dict[str, dict] = {}
+        for n, row in enumerate(self.processes()):
+            if row.get("event") is None:  # a row of the older format: one per finished process
+                row = {**row, "process": f"old-{n}", "kind": kind,
+                       "elapsed": (row.get("ended") or 0) - (row.get("started") or 0)}  # fmt: skip
+            if row.get("kind", "run") != kind:
+                continue
+            last[str(row.get("process"))] = {**last.get(str(row.get("process")), {}), **row}
+        total: dict[str, float] = {}
+        by_process = []
+        for row in last.values():
+            t = {k: float(v) for k, v in (row.get("timings") or {}).items()
+                 if k != "total_s" and isinstance(v, int | float)}  # fmt: skip
+            elapsed = max(float(row.get("elapsed") or 0.0), sum(t.values()))
+            for k, v in t.items():
+                total[k] = total.get(k, 0.0) + v
+            total["total_s"] = total.get("total_s", 0.0) + elapsed
+            by_process.append(
+                {
+                    "command": row.get("command"),
+                    "pid": row.get("pid"),
+                    "finished": row.get("event") == "end" or "ended" in row,
+                    **{k: round(v, 3) for k, v in t.items()},
+                    "total_s": round(elapsed, 3),
+                }
+            )
+        out: dict[str, Any] = {k: round(v, 3) for k, v in total.items()}
+        out["processes"] = len(by_process)
+        return out | {"by_process": by_process}
 
     # ------------------------------------------------------------------ lock
 
@@ -311,10 +384,18 @@ class RunFolder:
                     f"cannot check; if no process there runs it, delete {self.lock_path}"
                 )
             if warn is not None:
-                warn(
-                    f"stale lock in {self.path}: pid {old.get('pid')} "
-                    f"(started {old.get('started_iso', '?')}) is gone; taking it over"
-                )
+                pid = old.get("pid")
+                if _alive(pid):  # e.g. the folder is a copy of a run folder still being written
+                    warn(
+                        f"lock record in {self.path} names pid {pid} (started "
+                        f"{old.get('started_iso', '?')}), which is alive but does not hold this "
+                        "folder (a copy of a live run folder?); taking the lock"
+                    )
+                else:
+                    warn(
+                        f"stale lock in {self.path}: pid {pid} "
+                        f"(started {old.get('started_iso', '?')}) is gone; taking it over"
+                    )
         now = time.time()
         record = {
             "pid": os.getpid(),
@@ -329,16 +410,21 @@ class RunFolder:
         f.flush()
         os.fsync(f.fileno())
         self._lock_file = f
+        hold_folder(self.path)  # from now on every write checks the folder is still here
 
     def release(self) -> None:
         """Drop the lock; the lock file is emptied (a clean exit leaves no stale record) but
         kept: unlinking it would let a waiting process lock a file no newcomer sees."""
         import fcntl
 
+        if self._process_log is not None:
+            self._process_log.stop(finished=False)
+            self._process_log = None
         f = self._lock_file
         if f is None:
             return
         self._lock_file = None
+        release_folder(self.path)
         try:
             f.seek(0)
             f.truncate()
@@ -356,7 +442,149 @@ class RunFolder:
             self.release()
 
 
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def enclosing_run_folder(path: str | Path) -> RunFolder | None:
+    """The run folder `path` is (or lies in), if any. A run folder holds config.json and at
+    least one other file only runs write (a model folder's config.json alone is not one)."""
+    start = Path(os.path.abspath(path))
+    for parent in [start, *start.parents]:
+        folder = RunFolder(parent)
+        if folder.is_run() and any(
+            (parent / name).exists()
+            for name in (folder.ENV, folder.TRAIN_LOG, folder.PREDICTIONS, folder.PROCESSES)
+        ):
+            return folder
+    return None
+
+
+def output_file(out: str | Path, default_name: str) -> Path:
+    """The one rule for a command's output file: a path that ends in a separator or names an
+    existing folder means `default_name` inside that folder; any other path is the file itself.
+    Missing parent folders are created when the file is written (every writer here does so)."""
+    text = str(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        path = path / default_name
+    refuse_inside_run_folder(path)
+    check_output_place(path)
+    return path
+
+
+def refuse_inside_run_folder(path: str | Path) -> None:
+    """A command's output may not land inside a run folder (or any folder below one): only
+    the run itself writes there (`spt-bench score` of a run's predictions uses its own fresh
+    scores/<time>/ folder)."""
+    run = enclosing_run_folder(Path(os.path.abspath(path)).parent)
+    if run is not None:
+        raise ConfigError(
+            f"--out {path} is inside run folder {run.path}, whose files only its run writes; "
+            "write elsewhere"
+        )
+
+
 def command_line() -> str:
     """This process's command line, for lock and process records."""
     argv = [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv else []
     return " ".join(argv)[:500]
+
+
+class ProcessLog:
+    """One process's record in processes.jsonl: a `start` row when it begins, a `beat` row
+    with its cumulative stage times at every stage end and every HEARTBEAT_S seconds (a
+    daemon thread), and an `end` row when it finishes. A process killed with -9 loses at most
+    the last HEARTBEAT_S seconds of its record, never the record itself."""
+
+    HEARTBEAT_S = float(os.environ.get("SPT_BENCH_HEARTBEAT_S", "10"))
+
+    def __init__(
+        self, folder: RunFolder, kind: str, started: float, timings: dict[str, float] | None
+    ) -> None:
+        self.folder = folder
+        self.kind = kind
+        self.id = uuid.uuid4().hex[:12]
+        self.started = started  # time.time() when the process began its work
+        self.timings: dict[str, float] = dict(timings or {})
+        self._stage: tuple[str, float] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _row(self, event: str) -> dict:
+        with self._lock:
+            t = dict(self.timings)
+            if self._stage is not None:  # the stage in progress counts up to now
+                name, t0 = self._stage
+                t[name] = t.get(name, 0.0) + (time.perf_counter() - t0)
+        return {
+            "event": event,
+            "process": self.id,
+            "kind": self.kind,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command_line(),
+            "started": round(self.started, 3),
+            "elapsed": round(time.time() - self.started, 3),
+            "timings": {k: round(v, 3) for k, v in t.items()},
+        }
+
+    def _write(self, event: str) -> None:
+        self.folder.append(self.folder.PROCESSES, [self._row(event)])
+
+    def beat(self) -> None:
+        """Record this process's stage times now."""
+        self._write("beat")
+
+    def start(self) -> None:
+        self._write("start")
+        self._thread = threading.Thread(target=self._beat_loop, daemon=True, name="spt-heartbeat")
+        self._thread.start()
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                self._write("beat")
+            except Exception:  # noqa: BLE001 - the main thread reports folder problems
+                return
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time a stage (`train_s`, `decode_s`, ...): added to this process's timings."""
+        with self._lock:
+            self._stage = (name, time.perf_counter())
+        try:
+            yield
+        finally:
+            with self._lock:
+                stage_name, t0 = self._stage or (name, time.perf_counter())
+                self.timings[stage_name] = self.timings.get(stage_name, 0.0) + (
+                    time.perf_counter() - t0
+                )
+                self._stage = None
+            try:
+                self._write("beat")
+            except Exception:  # noqa: BLE001 - a failing stage's own error is the one to show
+                pass
+
+    def stop(self, finished: bool) -> None:
+        """Stop the heartbeat; `finished`: write the `end` row (once)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if finished:
+            self._write("end")
+
+    def own_timings(self) -> dict[str, Any]:
+        """This process's stage times and wall time so far (rounded)."""
+        row = self._row("beat")
+        return {**row["timings"], "total_s": row["elapsed"]}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +34,7 @@ from spt_bench.config import (
     resolve_layers,
 )
 from spt_bench.errors import ConfigError
-from spt_bench.run_folder import RunFolder, command_line
+from spt_bench.run_folder import ProcessLog, RunFolder, command_line
 
 DEFAULT_OUT = "runs"
 
@@ -76,9 +78,12 @@ def check_run_dir_usable(folder: RunFolder, *, overwrite: bool, resume: bool) ->
     once, before any model is loaded) and again under the lock."""
     if overwrite and resume:
         raise ConfigError("--overwrite and --resume exclude each other")
+    from spt_bench.io import check_output_place
+
     path = folder.path
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{path} exists and is not a folder")
+    check_output_place(path, folder=True)
     if folder.is_locked():
         raise folder.busy_error()
     if resume:
@@ -117,8 +122,10 @@ def resume_config(folder: RunFolder, layers: dict[str, Any]) -> RunConfig:
 
     Every key the command line sets (preset, config file, flags, --set) must agree with the
     saved config - so a script can re-run its own command with `--resume` appended - except
-    the output location and the memory/speed settings of RESUME_ADJUSTABLE, which may change
-    (recorded in resume_log.jsonl). Real changes are refused, listed.
+    the output location, the memory/speed settings of RESUME_ADJUSTABLE and stages that may be
+    skipped (RESUME_SKIPPABLE), which may change (recorded in resume_log.jsonl), and a data
+    file given at a new place with the content the run recorded (inputs.json). Real changes
+    are refused, listed.
     """
     stored = folder.read_config().to_dict(with_output=False)
     given = flatten({k: v for k, v in layers.items() if k != "output"})
@@ -137,7 +144,11 @@ def resume_config(folder: RunFolder, layers: dict[str, Any]) -> RunConfig:
             continue  # unset lr resolves to the method default, as stored
         if before == value:
             continue
-        if key in RESUME_ADJUSTABLE:
+        if (
+            key in RESUME_ADJUSTABLE
+            or (key, value) in RESUME_SKIPPABLE
+            or _same_data_file(folder, key, before, value)
+        ):
             adjusted[key] = {"from": before, "to": value}
             continue
         changed.append(f"{key} ({before!r} -> {value!r})")
@@ -156,6 +167,29 @@ def resume_config(folder: RunFolder, layers: dict[str, Any]) -> RunConfig:
     return config
 
 
+# Stages a resumed run may skip (skipping changes no result it keeps).
+RESUME_SKIPPABLE = (("score.model_metrics", False), ("score.bertscore", False))
+
+
+def _same_data_file(folder: RunFolder, key: str, stored: Any, given: Any) -> bool:
+    """A data key spelled differently (relative vs absolute) or naming a moved copy: the same
+    input when its content has the recorded sha256 (the data is read from the recorded path,
+    checked, unless the recorded file is gone - then from the given one)."""
+    from spt_bench.inputs import DATA_ROLES, describe_data
+
+    role = key.removeprefix("data.")
+    if not key.startswith("data.") or role not in DATA_ROLES or not stored or not given:
+        return False
+    if not folder.has(folder.INPUTS):
+        from spt_bench.inputs import normalize_data_value
+
+        return normalize_data_value(str(stored)) == normalize_data_value(str(given))
+    recorded = (folder.read_json(folder.INPUTS).get("data") or {}).get(role) or {}
+    return (
+        bool(recorded.get("sha256")) and describe_data(str(given))["sha256"] == recorded["sha256"]
+    )
+
+
 def config_for_run(
     layers: dict[str, Any],
     *,
@@ -167,7 +201,9 @@ def config_for_run(
     resuming, the run's saved config (checked against the same layers)."""
     from spt_bench.cli_flags import preflight_method
 
-    merged = resolve_layers(preset=preset, config_file=config_file, overrides=layers)
+    merged = normalize_input_paths(
+        resolve_layers(preset=preset, config_file=config_file, overrides=layers)
+    )
     config = config_from_dict(merged)
     # the method and its options are checked now, before torch loads (seconds on a busy CPU)
     preflight_method(config.method.name, config.method.resolved_options())
@@ -183,6 +219,26 @@ def config_for_run(
 
 
 # ---------------------------------------------------------------------------- data
+
+
+def normalize_input_paths(layers: dict[str, Any]) -> dict[str, Any]:
+    """Local data files and model folders as absolute paths, so that config.json names the
+    same files whatever directory a later `evaluate` or `--resume` runs from. A data value
+    that names no file fails here, with its name (before anything else is done)."""
+    from spt_bench.inputs import DATA_ROLES, normalize_data_value
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in layers.items()}
+    data = out.get("data")
+    if isinstance(data, dict):
+        for role in DATA_ROLES:
+            if isinstance(data.get(role), str):
+                data[role] = normalize_data_value(data[role])
+    model = out.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        name = model["name"]
+        if Path(name).expanduser().is_dir() and name not in ("tiny-random", "smollm2-135m"):
+            model["name"] = os.path.abspath(Path(name).expanduser())
+    return out
 
 
 # How each limit samples (spt_bench/data/sampling.py): the test subset is whole dialogues so
@@ -273,10 +329,12 @@ def check_decode_engine(config: RunConfig, method: Any) -> None:
     if refusal is not None:
         raise ConfigError(refusal)
     if config.decode.engine == "vllm" and config.decode.mode != "beam":
-        from spt_bench.vllm_engine import check_single_process, require_vllm
+        from spt_bench.vllm_engine import check_model_supported, check_single_process, require_vllm
 
         require_vllm()
         check_single_process()
+        backbone = method.backbone
+        check_model_supported(backbone.model.config, backbone.device, backbone.name)
 
 
 def check_decode_length(config: RunConfig, method: Any, n_examples: int, console: Any) -> None:
@@ -352,33 +410,6 @@ def score_and_write(
     return payload, report
 
 
-def summed_timings(folder: RunFolder, current: dict[str, float]) -> dict[str, Any]:
-    """Per-phase seconds summed over the run's processes (processes.jsonl + this one)."""
-    total: dict[str, float] = {}
-    by_process = []
-    for row in folder.processes():
-        t = row.get("timings") or {}
-        by_process.append({"command": row.get("command"), "pid": row.get("pid"), **t})
-        for k, v in t.items():
-            if isinstance(v, int | float):
-                total[k] = total.get(k, 0.0) + float(v)
-    for k, v in current.items():
-        total[k] = total.get(k, 0.0) + v
-    by_process.append(
-        {
-            "command": command_line(),
-            "pid": os.getpid(),
-            **{k: round(v, 3) for k, v in current.items()},
-        }
-    )
-    out: dict[str, Any] = {k: round(v, 3) for k, v in total.items()}
-    out["processes"] = len(by_process)
-    return out | {"by_process": by_process}
-
-
-# ---------------------------------------------------------------------------- run / evaluate
-
-
 def run(
     config: RunConfig,
     *,
@@ -395,7 +426,6 @@ def run(
 
     started = time.time()
     timings: dict[str, float] = {}
-    t_all = time.perf_counter()
     dist = get_dist()
     folder = resolve_run_dir(config)
     if dist.enabled:  # every process uses the main process's folder (default names hold a time)
@@ -407,11 +437,10 @@ def run(
     try:
         return _run_locked(
             config, folder, overwrite=overwrite, resume=resume, console=console,
-            progress=progress, on_train_step=on_train_step, timings=timings, t_all=t_all,
-            started=started,
+            progress=progress, on_train_step=on_train_step, timings=timings, started=started,
         )  # fmt: skip
     finally:
-        folder.release()
+        folder.release()  # also stops this process's heartbeat in processes.jsonl
 
 
 def _warner(console: Any) -> Any:
@@ -420,6 +449,26 @@ def _warner(console: Any) -> Any:
             console.print(f"[yellow]warning:[/yellow] {msg}", highlight=False)
 
     return warn
+
+
+class _NoLog:
+    """Stands in for the ProcessLog on processes that do not write the folder."""
+
+    timings: dict[str, float]
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
+
+    def stop(self, finished: bool) -> None:
+        pass
 
 
 def _run_locked(
@@ -432,30 +481,31 @@ def _run_locked(
     progress: bool,
     on_train_step: Any,
     timings: dict[str, float],
-    t_all: float,
     started: float,
 ) -> RunResult:
     from spt_bench.distributed import get_dist
     from spt_bench.env import collect_env
+    from spt_bench.inputs import describe_inputs
     from spt_bench.train import load_trained_weights, read_checkpoint_state, train
 
     dist = get_dist()
     config, cls, options = finalize_config(config)
+    plog: Any = _NoLog(timings)
+    if dist.is_main and resume:  # recorded before any work: a killed resume still counts
+        plog = folder.start_process_log("run", started, timings)
+        config = _bind_resumed_inputs(folder, config, console)
 
     # -- everything that can fail on bad input fails here, before the folder exists
-    t = time.perf_counter()
-    train_ex, dev_ex, test_ex, data_desc = load_run_data(config)
-    timings["data_s"] = time.perf_counter() - t
-    if not test_ex:
-        raise ConfigError("the test split is empty: nothing to evaluate")
-    if cls.trains and not train_ex:
-        raise ConfigError(f"the train split is empty: method {cls.name!r} has nothing to train on")
-    t = time.perf_counter()
+    with plog.stage("data_s"):
+        train_ex, dev_ex, test_ex, data_desc = load_run_data(config)
+        check_split_sizes(config, cls, train_ex, test_ex)
+        inputs = describe_inputs(config.data, config.model.name) if dist.is_main else None
     checkpoint = read_checkpoint_state(folder) if resume else None
-    method = build_method(
-        config, cls, options, train_ex, from_checkpoint=bool(checkpoint and checkpoint.get("last"))
-    )
-    timings["model_load_s"] = time.perf_counter() - t
+    with plog.stage("model_load_s"):
+        method = build_method(
+            config, cls, options, train_ex,
+            from_checkpoint=bool(checkpoint and checkpoint.get("last")),
+        )  # fmt: skip
     check_decode_engine(config, method)
     check_decode_length(config, method, len(test_ex), console)
 
@@ -468,6 +518,9 @@ def _run_locked(
         elif not folder.is_empty():  # made by someone else since the first check
             raise ConfigError(f"run folder {folder.path} already exists")
         folder.write_config(config)
+        plog = folder.start_process_log("run", started, timings)
+    if dist.is_main and inputs is not None and (not resume or not folder.has(folder.INPUTS)):
+        folder.write_json(folder.INPUTS, inputs)
     dist.wait()
     backbone = method.backbone
     if dist.is_main:
@@ -477,24 +530,55 @@ def _run_locked(
 
     train_result = None
     if cls.trains:
-        t = time.perf_counter()
-        if not (checkpoint and checkpoint.get("finished")):
-            encoded = [formatter.encode_train(ex) for ex in train_ex]
-            dev = dev_batches(formatter, dev_ex, config.decode.batch_size, backbone.pad_token_id)
-            train_result = train(
-                method, encoded, dev, train_settings(config), folder,
-                pad_id=backbone.pad_token_id, resume=resume, progress=progress,
-                console=console, on_step=on_train_step,
-            )  # fmt: skip
-        timings["train_s"] = time.perf_counter() - t
-        load_trained_weights(method, folder, "final")
+        with plog.stage("train_s"):
+            if not (checkpoint and checkpoint.get("finished")):
+                encoded = [formatter.encode_train(ex) for ex in train_ex]
+                dev = dev_batches(
+                    formatter, dev_ex, config.decode.batch_size, backbone.pad_token_id
+                )
+                train_result = train(
+                    method, encoded, dev, train_settings(config), folder,
+                    pad_id=backbone.pad_token_id, resume=resume, progress=progress,
+                    console=console, on_step=on_train_step,
+                )  # fmt: skip
+            load_trained_weights(method, folder, "final")
 
     return _decode_score_report(
-        method, formatter, test_ex, config, folder, timings, t_all, started,
+        method, formatter, test_ex, config, folder, plog,
         train_result=train_result,
         extra={"data": data_desc, "train": _train_json(train_result, folder)},
         progress=progress, console=console,
     )  # fmt: skip
+
+
+def check_split_sizes(config: RunConfig, cls: type, train_ex: list, test_ex: list) -> None:
+    """Refuse splits a run cannot use, before any model is loaded (including too few
+    dialogues for the hits@k distractors, which would otherwise fail after training)."""
+    from spt_bench.model_metrics import check_model_metrics_inputs
+
+    if not test_ex:
+        raise ConfigError("the test split is empty: nothing to evaluate")
+    if cls.trains and not train_ex:
+        raise ConfigError(f"the train split is empty: method {cls.name!r} has nothing to train on")
+    check_model_metrics_inputs(config, test_ex)
+
+
+def _bind_resumed_inputs(folder: RunFolder, config: RunConfig, console: Any) -> RunConfig:
+    """The resumed run reads the data it recorded (checked by sha256); see spt_bench.inputs."""
+    from spt_bench.inputs import DATA_ROLES, bind_recorded_inputs, model_drift
+
+    if not folder.has(folder.INPUTS):
+        return config
+    recorded = folder.read_json(folder.INPUTS)
+    given = {r: getattr(config.data, r) for r in DATA_ROLES if getattr(config.data, r)}
+    use, notes = bind_recorded_inputs(recorded, given)
+    for note in notes:
+        _warner(console)(note)
+    drift = model_drift(recorded, config.model.name)
+    if drift:
+        _warner(console)(drift)
+    changes = {f"data.{r}": p for r, p in use.items() if getattr(config.data, r) != p}
+    return config.replace(**changes) if changes else config
 
 
 def _train_json(result: Any, folder: RunFolder) -> dict | None:
@@ -532,12 +616,14 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     changes: dict[str, Any] | None = None,
+    data: dict[str, str | None] | None = None,
     console: Any = None,
     progress: bool = True,
 ) -> RunResult:
     """Re-decode and re-score a saved run from its checkpoint. `changes`: dotted config keys
-    to change for this evaluation (e.g. {"decode.batch_size": 8}). The results it replaces
-    move to history/<time>/ first."""
+    to change for this evaluation (e.g. {"decode.batch_size": 8}). `data`: where the run's
+    data files are now ({"source": path}), accepted only with the recorded content. The
+    results it replaces move to history/<time>/ first."""
     from spt_bench.distributed import get_dist
     from spt_bench.methods import get_method, make_options
     from spt_bench.train import load_trained_weights, read_checkpoint_state
@@ -548,6 +634,7 @@ def evaluate_run(
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     if changes:
         config = config.replace(**changes)
+    config, input_notes = _evaluation_inputs(folder, config, data or {}, console)
     cls = get_method(config.method.name)
     options = make_options(cls, config.method.options)
     dist = get_dist()
@@ -555,11 +642,14 @@ def evaluate_run(
         if folder.is_locked():
             raise folder.busy_error()
         folder.acquire(command_line(), warn=_warner(console))
+    plog: Any = _NoLog({})
     try:
-        timings: dict[str, float] = {}
-        t_all = time.perf_counter()
-        train_ex, _, test_ex, data_desc = load_run_data(config)
-        method = build_method(config, cls, options, train_ex, from_checkpoint=True)
+        if dist.is_main:
+            plog = folder.start_process_log("evaluate", started)
+        with plog.stage("data_s"):
+            train_ex, _, test_ex, data_desc = load_run_data(config)
+        with plog.stage("model_load_s"):
+            method = build_method(config, cls, options, train_ex, from_checkpoint=True)
         check_decode_engine(config, method)
         formatter = make_formatter(method, config)
         loaded = None
@@ -579,17 +669,48 @@ def evaluate_run(
             "train": _train_json(None, folder),
             "evaluated_from": loaded,
             "evaluation_overrides": changes,
+            "evaluation_inputs": input_notes,
             "previous_results": None
             if archived is None
             else str(archived.relative_to(folder.path)),
         }
         return _decode_score_report(
-            method, formatter, test_ex, config, folder, timings, t_all, started,
+            method, formatter, test_ex, config, folder, plog,
             train_result=None, extra=extra, progress=progress, console=console,
-            sum_processes=False,
+            kind="evaluate",
         )  # fmt: skip
     finally:
         folder.release()
+
+
+def _evaluation_inputs(
+    folder: RunFolder, config: RunConfig, data: dict[str, str | None], console: Any
+) -> tuple[RunConfig, list[str]]:
+    """The data an evaluation reads: the run's recorded files, checked by sha256 (a moved copy
+    given through `data` is accepted when its content matches). Runs made before inputs.json
+    existed are read as their config names them, with a warning."""
+    from spt_bench.inputs import bind_recorded_inputs, model_drift
+
+    data = {k: v for k, v in data.items() if v is not None}
+    if not folder.has(folder.INPUTS):
+        notes = [
+            f"{folder.path} records no input hashes (made before inputs.json): its data is "
+            "read as its config names it, unchecked"
+        ]
+        _warner(console)(notes[0])
+        changes = {f"data.{r}": p for r, p in data.items()}
+        return (config.replace(**changes) if changes else config), notes
+    recorded = folder.read_json(folder.INPUTS)
+    unknown = sorted(set(data) - set(recorded.get("data") or {}))
+    if unknown:
+        raise ConfigError(f"this run read no {unknown[0]} data (it recorded: "
+                          f"{', '.join(recorded.get('data') or {})})")  # fmt: skip
+    use, notes = bind_recorded_inputs(recorded, data)
+    drift = model_drift(recorded, config.model.name)
+    for note in [*notes, *([drift] if drift else [])]:
+        _warner(console)(note)
+    changes = {f"data.{r}": p for r, p in use.items() if getattr(config.data, r) != p}
+    return (config.replace(**changes) if changes else config), [*notes, *([drift] if drift else [])]
 
 
 def _decode_score_report(
@@ -598,15 +719,13 @@ def _decode_score_report(
     test_ex: list,
     config: RunConfig,
     folder: RunFolder,
-    timings: dict[str, float],
-    t_all: float,
-    started: float,
+    plog: Any,
     *,
     train_result: Any,
     extra: dict[str, Any],
     progress: bool,
     console: Any,
-    sum_processes: bool = True,
+    kind: str = "run",
 ) -> RunResult:
     """The tail shared by `run` and `evaluate`: decode the test split (sharded over processes),
     then on the main process add ppl/hits@k, score, and write metrics.json and report.md."""
@@ -616,55 +735,56 @@ def _decode_score_report(
     from spt_bench.sharded_decode import decode_all
 
     dist = get_dist()
-    t = time.perf_counter()
-    rows, dstats = decode_all(
-        method,
-        formatter,
-        test_ex,
-        decode_settings(config),
-        folder.predictions,
-        progress=progress,
-        console=console,
-    )
-    timings["decode_s"] = time.perf_counter() - t
-    if config.decode.engine == "vllm":  # free its memory and worker processes for scoring
-        from spt_bench.vllm_engine import shutdown_engine
+    with plog.stage("decode_s"):
+        rows, dstats = decode_all(
+            method, formatter, test_ex, decode_settings(config), folder.predictions,
+            progress=progress, console=console,
+        )  # fmt: skip
+        if config.decode.engine == "vllm":  # free its memory and worker processes for scoring
+            from spt_bench.vllm_engine import shutdown_engine
 
-        shutdown_engine()
+            shutdown_engine()
+        elif dist.is_main:  # an export left by an earlier vllm decode is of no further use
+            folder.drop_vllm_export()
     if not dist.is_main:  # scores and reports are the main process's job
-        return RunResult(folder.path, config, {}, train_result, dstats, timings, None)
-    t = time.perf_counter()
-    model_metrics = model_metrics_for_run(
-        method, formatter, test_ex, rows, folder.predictions, config,
-        progress=progress, console=console,
-    )  # fmt: skip
-    if model_metrics is not None:
-        timings["model_metrics_s"] = time.perf_counter() - t
+        return RunResult(folder.path, config, {}, train_result, dstats, plog.timings, None)
+    model_metrics = None
+    if config.score.model_metrics:
+        with plog.stage("model_metrics_s"):
+            model_metrics = model_metrics_for_run(
+                method, formatter, test_ex, rows, folder.predictions, config,
+                progress=progress, console=console,
+            )  # fmt: skip
+    decode_json = dstats.to_json()
+    if kind == "run":  # rows decoded by earlier (killed) processes of the run count too
+        decode_json["n_decoded_this_process"] = decode_json["n_decoded"]
+        decode_json["n_decoded"] = len(rows)
     extra = {
         "method": method.summary(),
         "template_used": formatter.template_used,
         **extra,
-        "decode": dstats.to_json(),
+        "decode": decode_json,
         "model_metrics": model_metrics,
         "distributed": dist.info(),
         "diagnostics": method.prediction_diagnostics(rows),
     }
-    t = time.perf_counter()
-    metrics, report = score_and_write(folder, rows, config, extra)
-    timings["score_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_all
-    if sum_processes:
-        summed = summed_timings(folder, timings)
-        train_s = (extra.get("train") or {}).get("seconds")
-        if train_s is not None:  # includes processes killed after their last checkpoint
-            summed["train_s"] = round(float(train_s), 3)
-        metrics["timings"] = summed
+    with plog.stage("score_s"):
+        metrics, report = score_and_write(folder, rows, config, extra)
+    if isinstance(plog, ProcessLog) and kind == "run":
+        plog.stop(finished=True)  # the `end` row: this process's work is done
+        summed = folder.process_timings("run")
+    elif isinstance(plog, ProcessLog):  # evaluate: its own decode and scoring only
+        summed = plog.own_timings()
+        plog.stop(finished=True)
     else:
-        metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        summed = {k: round(v, 3) for k, v in plog.timings.items()}
+    if kind == "run" and "decode_s" in summed:
+        decode_json["seconds"] = summed["decode_s"]  # every process's decoding time
+    metrics["decode"] = decode_json
+    metrics["timings"] = summed
     folder.write_json(folder.METRICS, metrics)
     write_report(folder, config, metrics, rows, type(method))
-    folder.record_process(command_line(), started, timings)
-    return RunResult(folder.path, config, metrics, train_result, dstats, timings, report)
+    return RunResult(folder.path, config, metrics, train_result, dstats, summed, report)
 
 
 def rescore_run(

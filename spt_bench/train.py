@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from spt_bench.config import TrainConfig
 from spt_bench.errors import SptBenchError
-from spt_bench.io import append_jsonl, atomic_write_json, read_jsonl
+from spt_bench.io import append_jsonl, atomic_write_json, make_dirs, read_jsonl
 from spt_bench.models import autocast
 from spt_bench.progress import ProgressBar, format_rate
 from spt_bench.run_folder import RunFolder
@@ -197,7 +197,7 @@ def save_trained_state(method: Method, folder: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in method.trained_state().items()}
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"method": method.name})
     method.save_adapter(folder / ADAPTER_DIR)  # PEFT methods: a folder plain PEFT loads
 
@@ -227,7 +227,7 @@ def load_trained_weights(
 class _Checkpointer:
     def __init__(self, run_dir: RunFolder) -> None:
         self.root = run_dir.checkpoint_dir
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root)
         self.state: dict[str, Any] = read_checkpoint_state(run_dir) or {}
 
     def save(self, method: Method, trainer: dict[str, Any], step: int, *, best: bool) -> None:

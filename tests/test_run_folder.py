@@ -127,7 +127,7 @@ def test_scoring_a_runs_predictions_keeps_every_key_of_its_metrics(finished, tmp
     assert _json(written)["overall"] == _json(run / "metrics.json")["overall"]
     res = runner.invoke(app, ["score", str(run / "predictions.jsonl"), "--no-bertscore",
                               "--out", str(run / "metrics.json")])  # fmt: skip
-    assert res.exit_code == 2 and "would overwrite the run's own metrics.json" in res.output
+    assert res.exit_code == 2 and "is inside run folder" in res.output
     assert (run / "metrics.json").read_bytes() == metrics_before
 
 
@@ -223,9 +223,13 @@ def test_a_resumed_run_reports_the_time_of_every_process(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     m = _json(tmp_path / "r/metrics.json")
     assert m["train"]["seconds"] > first and m["train"]["seconds_this_process"] > 0
-    assert m["timings"]["train_s"] == pytest.approx(m["train"]["seconds"], abs=1e-3)
-    assert m["timings"]["train_s"] > 0 and m["timings"]["total_s"] > 0
-    assert m["timings"]["by_process"][-1]["pid"] == os.getpid()
+    t = m["timings"]
+    # every process's training stage (the killed one's included) is in train_s
+    assert t["train_s"] >= m["train"]["seconds"] - 1e-3
+    assert t["processes"] == 2 and t["total_s"] >= sum(
+        v for k, v in t.items() if k.endswith("_s") and k != "total_s"
+    )
+    assert t["by_process"][-1]["pid"] == os.getpid()
 
 
 # ---------------------------------------------------------------- 6. every key a flag
