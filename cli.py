@@ -443,7 +443,13 @@ def compare_cmd(
         None, "--metric", "-m", help="Columns to show (repeatable; default: F1s, BLEU, ROUGE, ...)."
     ),
     p_adjust: str = typer.Option(
-        "holm", "--p-adjust", help="holm|none: adjust p-values across the metrics of a row."
+        "holm", "--p-adjust", help="holm|none: Holm-adjust p-values (family: --p-adjust-scope)."
+    ),
+    p_adjust_scope: str = typer.Option(
+        "row",
+        "--p-adjust-scope",
+        help="row|table: Holm across the metrics of each row, or across every p-value of the "
+        "table.",
     ),
     per_seed: bool = typer.Option(
         False,
@@ -471,6 +477,7 @@ def compare_cmd(
         force=force,
         metrics=metric,
         p_adjust=p_adjust,
+        p_adjust_scope=p_adjust_scope,
         per_seed=per_seed,
         compact=compact,
     )

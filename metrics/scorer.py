@@ -16,7 +16,13 @@ from metrics.bootstrap import bootstrap_ci
 from metrics.predictions import validate_rows
 from metrics.registry import HITS_KS, METRICS
 from metrics.table import ScoreTable, nltk_bleu_stats
-from metrics.text import normalized_tokens, persona_f1, token_f1, whitespace_tokens
+from metrics.text import (
+    normalized_tokens,
+    persona_f1,
+    reference_sha,
+    token_f1,
+    whitespace_tokens,
+)
 from metrics.turns import RULE_TEXT, min_bucket_size, turn_buckets
 
 _CARRIED_FIELDS = ("dialog_id", "turn", "selected_prompt")
@@ -148,6 +154,7 @@ def _per_example_scores(rows: list[dict]) -> list[dict]:
         rg = rouge.score(ref, pred)
         ex: dict = {"id": row["id"]}
         ex.update({k: row[k] for k in _CARRIED_FIELDS if k in row})
+        ex["reference_sha"] = reference_sha(ref)  # text-free: compare checks references match
         ex["prediction"] = pred
         ex["f1"] = 100.0 * token_f1(normalized_tokens(pred), normalized_tokens(ref))
         ex["f1_raw"] = 100.0 * token_f1(pred_ws, ref_ws)

@@ -6,6 +6,7 @@ spaces, the articles a/an/the removed as whole words, whitespace collapsed.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from collections import Counter
@@ -23,6 +24,17 @@ def normalize_answer(text: str) -> str:
     text = _PUNCTUATION.sub(" ", text)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
+
+
+# Hex digits of sha256 kept per example: enough to tell two references apart, no text.
+REFERENCE_SHA_DIGITS = 16
+
+
+def reference_sha(text: str) -> str:
+    """The first 16 hex digits of sha256 of a reference's exact text (UTF-8): stored with each
+    example's scores (`reference_sha`) so compare can check that two runs scored the same
+    references, not only the same ids, without keeping the text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:REFERENCE_SHA_DIGITS]
 
 
 def normalized_tokens(text: str) -> list[str]:

@@ -14,9 +14,14 @@ Definitions (also in docs/reports.md):
 - AVG: the SPT paper's summary figure, the mean relative gain over its ten metrics
   (F1, BLEU, ROUGE-1/2/L, BERTScore F1/P/R, Dist-1/2). The paper's F1 is unnormalised, so AVG
   uses our `f1_raw` (not the ParlAI-normalised `f1`).
-- p-values: two-level bootstrap over the test examples and each row's seeds
-  (metrics.seed_bootstrap; the paired bootstrap when both rows have one seed), Holm-adjusted
-  across the metrics of a row by default; `*` marks p < 0.05 and `**` p < 0.01.
+- p-values: the paired bootstrap over the test examples when the row and the baseline have one
+  seed each; with several seeds on a side, a t-test on the per-seed values (metrics.ttest:
+  Welch's, calibrated at the seed level; docs/metrics.md); Holm-adjusted across the metrics of
+  a row by default (`p_adjust_scope="table"`: across every p-value of the table); `*` marks
+  p < 0.05 and `**` p < 0.01. The legend names each row's test.
+- example sets: ids must match, and so must the references where the per-example files carry
+  their hashes (`reference_sha`); `force` compares anyway, the paired statistics on the
+  examples that match.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from spt_bench.run_folder import RunFolder
 
 FORMATS = ("rich", "md", "csv", "json", "latex")
 P_ADJUST = ("holm", "none")
+P_ADJUST_SCOPES = ("row", "table")  # Holm's family: the metrics of a row, or the whole table
 SUFFIX_FORMATS = {".md": "md", ".csv": "csv", ".json": "json", ".tex": "latex", ".txt": "rich"}
 
 # Default columns, in display order: ours (`f1`) then the paper's ten. Extra model metrics
@@ -93,6 +99,7 @@ KEY_OPTIONS: dict[str, str] = {
     "peft_type": "type",  # the generic `peft` method
 }
 # config fields shown in labels only when they differ between the compared runs of one method
+# (labelled by their last part, e.g. `lr=`, except those in FIELD_LABELS)
 VARYING_FIELDS: tuple[str, ...] = (
     "model.name",
     "seed",
@@ -102,6 +109,7 @@ VARYING_FIELDS: tuple[str, ...] = (
     "data.train_limit",
     "decode.mode",
 )
+FIELD_LABELS: dict[str, str] = {"model.name": "model"}
 # config fields that do not change a run's numbers (where and how it was written); left out
 # when deciding whether two runs differ only in their seed
 NON_SETTINGS: frozenset[str] = frozenset(
@@ -230,6 +238,15 @@ class RunRecord:
                 path = self.path / RunFolder.PREDICTIONS
                 self._ids = frozenset(str(r["id"]) for r in _rows_with_id(path))
         return self._ids
+
+    @property
+    def reference_shas(self) -> dict[str, str] | None:
+        """id -> `reference_sha` (hash of the reference text) from the per-example scores; None
+        when the run has none, or its files predate the hashes (no reference check then)."""
+        rows = self.per_example
+        if not rows or any("reference_sha" not in r for r in rows):
+            return None
+        return {str(r["id"]): str(r["reference_sha"]) for r in rows}
 
     def settings_key(self) -> str:
         """Everything that defines the run except its seed and where it was written: two runs
@@ -378,7 +395,7 @@ def assign_labels(runs: Sequence[RunRecord], *, exclude: Sequence[str] = ()) -> 
             ]
             parts += [f"{k}={_fmt_setting(run.method_options.get(k))}" for k in varying_opts]
             parts += [
-                f"{f.rsplit('.', 1)[-1]}={_fmt_setting(get_dotted(run.config, f))}"
+                f"{_field_label(f)}={_fmt_setting(get_dotted(run.config, f))}"
                 for f in varying_fields
             ]
             run.label = method + (f" ({', '.join(parts)})" if parts else "")
@@ -388,6 +405,10 @@ def assign_labels(runs: Sequence[RunRecord], *, exclude: Sequence[str] = ()) -> 
     for run in runs:
         if counts[run.label] > 1:
             run.label = f"{run.label} [{run.path.name}]"
+
+
+def _field_label(name: str) -> str:
+    return FIELD_LABELS.get(name, name.rsplit(".", 1)[-1])
 
 
 def _seed_order(run: RunRecord) -> tuple:
@@ -459,6 +480,8 @@ class ComparisonRow:
     gain: dict[str, float] = field(default_factory=dict)  # relative gain (%) vs `baseline`
     p_value: dict[str, float] = field(default_factory=dict)  # raw
     p_adjusted: dict[str, float] = field(default_factory=dict)  # what marks and tables show
+    p_test: str | None = None  # the test behind p_value (P_TEST_*)
+    p_fallback: list[str] = field(default_factory=list)  # metrics tested by seed_bootstrap
     avg_gain: float | None = None
     avg_gain_metrics: list[str] = field(default_factory=list)
     baseline: str | None = None  # label of what `gain` is relative to
@@ -504,6 +527,8 @@ class ComparisonRow:
             "gain_pct": self.gain,
             "p_value": self.p_value,
             "p_adjusted": self.p_adjusted,
+            "p_test": self.p_test,
+            "p_fallback": self.p_fallback,
             "avg_gain_pct": self.avg_gain,
             "avg_gain_metrics": self.avg_gain_metrics,
             "best": self.best,
@@ -520,6 +545,7 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     p_adjust: str = "holm"
     compact: bool = False  # no CIs / stds in md, latex and rich (narrow tables)
+    p_adjust_scope: str = "row"
 
     def to_json(self) -> dict:
         return {
@@ -530,16 +556,19 @@ class Comparison:
             "significance": {mark: level for level, mark in SIGNIFICANCE},
             "significance_test": SIGNIFICANCE_TEST,
             "p_adjust": self.p_adjust,
+            "p_adjust_scope": self.p_adjust_scope,
             "rows": [r.to_json() for r in self.rows],
             "notes": self.notes,
         }
 
 
 SIGNIFICANCE_TEST = (
-    "two-level bootstrap (metrics.seed_bootstrap): 1000 resamples, seed 0; each resample draws "
-    "the test examples with replacement (the same draws for every run) and each row's seeds "
-    "with replacement; statistic = difference of seed means; two-sided shift test with +1 "
-    "correction; with one seed per row it is the paired bootstrap"
+    "one seed per side: paired bootstrap over the test examples (metrics.paired_bootstrap via "
+    "seed_bootstrap: 1000 resamples, seed 0, two-sided shift test with +1 correction); several "
+    "seeds on a side: Welch's t-test on the per-seed values of each metric (metrics.ttest; with "
+    "one seed on the other side, that side takes the other's seed variance); a metric whose "
+    "per-seed values do not vary falls back to the two-level bootstrap (rows' p_fallback); "
+    "each row's p_test names its test"
 )
 
 
@@ -612,6 +641,9 @@ def check_comparable(
             "example sets checked by count and data settings only (no per-example scores, so "
             f"no ids and no p-values) for: {', '.join(names)}"
         )
+    _, ref_problems, ref_notes = reference_mismatches(runs, reference)
+    problems += ref_problems
+    notes += ref_notes
     encoders = {r.bertscore_encoder for r in runs if r.bertscore_encoder is not None}
     if len(encoders) > 1:
         listing = "; ".join(
@@ -641,6 +673,53 @@ def check_comparable(
                 + ", ".join(models)
             )
     return notes
+
+
+def reference_mismatches(
+    runs: Sequence[RunRecord], reference: RunRecord | None = None
+) -> tuple[frozenset[str], list[str], list[str]]:
+    """Check that runs sharing example ids also share their references (per-example
+    `reference_sha`, e.g. not one run on a modified copy of the data file).
+
+    Returns (ids whose reference differs between two runs, problems, notes). Only runs whose
+    per-example files carry the hashes are checked; older files have none, so there is nothing
+    to check: no note when no run has hashes, a note naming the unchecked runs otherwise."""
+    hashed = [r for r in runs if r.reference_shas is not None]
+    notes: list[str] = []
+    if hashed and len(hashed) < len(runs):
+        names = sorted({r.path.name for r in runs if r.reference_shas is None})
+        notes.append(
+            "references not checked for: " + ", ".join(names) + " (per-example files without "
+            "reference_sha, written before it existed)"
+        )
+    if len(hashed) < 2:
+        return frozenset(), [], notes
+    anchor = reference if any(r is reference for r in hashed) else hashed[0]
+    anchor_shas = anchor.reference_shas or {}
+    seen: dict[str, set[str]] = {}
+    for run in hashed:
+        for i, sha in (run.reference_shas or {}).items():
+            seen.setdefault(i, set()).add(sha)
+    problems = []
+    for run in hashed:
+        if run is anchor:
+            continue
+        shas = run.reference_shas or {}
+        shared = anchor_shas.keys() & shas.keys()
+        differ = sum(1 for i in shared if shas[i] != anchor_shas[i])
+        if differ:
+            problems.append(
+                f"runs share example ids but not their references: {differ} of the "
+                f"{len(shared)} shared examples have another reference in {run.label} "
+                f"({run.path}) than in {anchor.label} ({anchor.path}) (a modified data file?)"
+            )
+    if not problems and any(len(v) > 1 for v in seen.values()):  # two non-anchor runs differ
+        problems.append(
+            "runs share example ids but not their references: "
+            f"{sum(1 for v in seen.values() if len(v) > 1)} examples have different references "
+            "in different runs (a modified data file?)"
+        )
+    return frozenset(i for i, v in seen.items() if len(v) > 1), problems, notes
 
 
 def _higher_is_better(runs: Sequence[RunRecord], metric: str) -> bool | None:
@@ -712,6 +791,52 @@ def seed_p_values(
     return {m: float(v["p_value"]) for m, v in result.items() if m in metric_names}
 
 
+# The test behind a row's p-values (ComparisonRow.p_test), as the legend names it.
+P_TEST_PAIRED = "paired bootstrap"
+P_TEST_WELCH = "Welch t"
+P_TEST_ONE_SIDE = "t (one-seed side)"
+P_TEST_TEXT = {
+    P_TEST_PAIRED: "the paired bootstrap over the test examples",
+    P_TEST_WELCH: "Welch's t-test on the per-seed values",
+    P_TEST_ONE_SIDE: "t-test on the per-seed values, the one-seed side taking the other "
+    "side's seed spread",
+}
+
+
+def row_p_values(
+    group: RunGroup,
+    baseline: RunGroup,
+    metric_names: Sequence[str],
+    *,
+    ids: frozenset[str] | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, float], str | None, list[str]]:
+    """p-values of a row vs the baseline over `ids` (default: all; the runs must then share
+    their examples): (p by metric, the test used, metrics that fell back to the two-level
+    bootstrap). One seed on both sides: the paired bootstrap over examples. Several seeds on a
+    side: a t-test on the per-seed values (metrics.ttest: Welch's, or with the other side's
+    spread when one side has one seed), calibrated at the seed level; a metric whose per-seed
+    values do not vary at all (nothing to estimate a spread from) falls back to
+    metrics.seed_bootstrap. ({}, None, []) when a run has no per-example scores."""
+    if any(r.per_example is None for r in (*group.runs, *baseline.runs)):
+        return {}, None, []
+    if len(group.runs) == 1 and len(baseline.runs) == 1:
+        return seed_p_values(group, baseline, metric_names, ids=ids, seed=seed), P_TEST_PAIRED, []
+    from metrics.bootstrap import seed_bootstrap
+    from metrics.ttest import seed_t_test
+
+    a = [_restricted(r.per_example, ids) for r in group.runs]
+    b = [_restricted(r.per_example, ids) for r in baseline.runs]
+    tested = {m: v for m, v in seed_t_test(a, b).items() if m in metric_names}
+    p = {m: float(v["p_value"]) for m, v in tested.items() if v["p_value"] is not None}
+    flat = [m for m, v in tested.items() if v["p_value"] is None]
+    if flat:
+        boot = seed_bootstrap(a, b, seed=seed)
+        p.update({m: float(boot[m]["p_value"]) for m in flat})
+    test = P_TEST_WELCH if min(len(a), len(b)) >= 2 else P_TEST_ONE_SIDE
+    return {m: p[m] for m in tested}, test, flat
+
+
 def paired_p_values(
     run: RunRecord, baseline: RunRecord, metric_names: Sequence[str], *, seed: int = 0
 ) -> dict[str, float]:
@@ -719,8 +844,9 @@ def paired_p_values(
     return seed_p_values(RunGroup([run]), RunGroup([baseline]), metric_names, seed=seed)
 
 
-def adjust_p_values(p_values: dict[str, float], method: str) -> dict[str, float]:
-    """Holm across the metrics of one row (`holm`), or unchanged (`none`)."""
+def adjust_p_values(p_values: dict[Any, float], method: str) -> dict[Any, float]:
+    """Holm across the family given (the metrics of one row, or every p-value of a table),
+    or unchanged (`none`)."""
     from metrics.bootstrap import holm_adjust
 
     if method not in P_ADJUST:
@@ -796,12 +922,18 @@ def build_comparison(
     p_adjust: str = "holm",
     group_seeds: bool = True,
     compact: bool = False,
+    p_adjust_scope: str = "row",
 ) -> Comparison:
     """Compare finished runs (see the module docstring for the definitions used)."""
     if not runs:
         raise SptBenchError("nothing to compare: no runs")
     if p_adjust not in P_ADJUST:
         raise SptBenchError(f"unknown --p-adjust {p_adjust!r}; choose one of {', '.join(P_ADJUST)}")
+    if p_adjust_scope not in P_ADJUST_SCOPES:
+        raise SptBenchError(
+            f"unknown --p-adjust-scope {p_adjust_scope!r}; choose one of "
+            + ", ".join(P_ADJUST_SCOPES)
+        )
     runs = list(runs)
     if not all(r.label for r in runs):
         assign_labels(runs)
@@ -834,6 +966,22 @@ def build_comparison(
                 "forced: values are each run's own example set (a run has no per-example "
                 f"scores to rescore); p-values use the {len(shared)} shared examples"
             )
+    # forced past different references: the paired statistics use the examples whose
+    # references match in every run
+    bad_refs = reference_mismatches(runs)[0]
+    if bad_refs:
+        common = shared
+        if common is None:
+            common = next(s for s in id_sets if s is not None)
+        matched = common - bad_refs
+        if not matched:
+            raise ComparisonRefused("the runs share no example with the same reference")
+        shared = matched
+        notes.append(
+            f"forced: references differ between runs on {len(common & bad_refs)} examples, "
+            f"dropped from the paired statistics: p-values use the {len(matched)} examples "
+            "whose references match in every run (values and CIs still include the others)"
+        )
 
     if metrics:
         columns = list(dict.fromkeys(metrics))
@@ -874,11 +1022,25 @@ def build_comparison(
                         row.gain[m] = g
             row.avg_gain, row.avg_gain_metrics = _avg_gain(row.gain)
             row.gain = {m: g for m, g in row.gain.items() if m in columns}
-            row.p_value = seed_p_values(group, base, columns, ids=shared, seed=bootstrap_seed)
+            row.p_value, row.p_test, row.p_fallback = row_p_values(
+                group, base, columns, ids=shared, seed=bootstrap_seed
+            )
             if not row.p_value:
                 no_p.append(group.label)
             row.p_adjusted = adjust_p_values(row.p_value, p_adjust)
         rows.append(row)
+    if p_adjust_scope == "table":  # one Holm family: every p-value of the table
+        family = {(i, m): p for i, r in enumerate(rows) for m, p in r.p_value.items()}
+        adjusted = adjust_p_values(family, p_adjust)
+        for i, r in enumerate(rows):
+            r.p_adjusted = {m: adjusted[i, m] for m in r.p_value}
+    fallback = [f"{r.label}: {', '.join(r.p_fallback)}" for r in rows if r.p_fallback]
+    if fallback:
+        notes.append(
+            "per-seed values that do not vary (no seed spread to test against), so the "
+            "two-level bootstrap over examples and seeds gives their p-values: "
+            + "; ".join(fallback)
+        )
     if base is not None:
         if no_p:
             notes.append(
@@ -917,9 +1079,11 @@ def build_comparison(
         scored = [r for r in rows if m in r.values]
         if len(scored) < 2:
             continue
-        best = (max if hib[m] else min)(r.values[m] for r in scored)
+        # on the values as displayed (rounded), so rows that show the same value are all bold
+        shown = {id(r): float(fmt_value(r.values[m])) for r in scored}
+        best = (max if hib[m] else min)(shown.values())
         for r in scored:
-            if r.values[m] == best:  # ties: all best
+            if shown[id(r)] == best:  # ties: all best
                 r.best.append(m)
 
     if paper:
@@ -956,6 +1120,7 @@ def build_comparison(
         notes=notes,
         p_adjust=p_adjust,
         compact=compact,
+        p_adjust_scope=p_adjust_scope,
     )
 
 
@@ -1058,22 +1223,40 @@ def _legend_lines(c: Comparison) -> list[str]:
     ]
     if _has_gains(c):
         n_tested = max((len(r.p_value) for r in c.rows), default=0)
-        adjust = (
-            f"Holm-adjusted across the {n_tested} metrics of each row (raw values in json/csv)"
-            if c.p_adjust == "holm"
-            else "not adjusted for multiple comparisons"
-        )
+        if c.p_adjust != "holm":
+            adjust = "not adjusted for multiple comparisons"
+        elif c.p_adjust_scope == "table":
+            total = sum(len(r.p_value) for r in c.rows)
+            adjust = (
+                f"Holm-adjusted across all {total} p-values of the table (raw values in json/csv)"
+            )
+        else:
+            adjust = (
+                f"Holm-adjusted across the {n_tested} metrics of each row (raw values in json/csv)"
+            )
         line = (
             "Gain = relative change vs the baseline in % (positive = better); AVG = mean gain over "
             "the paper's ten metrics (F1 raw, BLEU, R-1/2/L, BS-F1/P/R, Dist-1/2)"
         )
         if n_tested:
-            line += (
-                "; p = bootstrap p-value vs the baseline over test examples and seeds (paired "
-                f"bootstrap for single runs), {adjust}; * p<0.05, ** p<0.01"
-            )
+            line += f"; p = p-value vs the baseline by {_tests_text(c)}, {adjust}; "
+            line += "* p<0.05, ** p<0.01"
         lines.append(line + ".")
     return lines + c.notes
+
+
+def _tests_text(c: Comparison) -> str:
+    """Which test gave each row's p-values: one name when all rows share it, else the rows of
+    each test."""
+    by_test: dict[str, list[str]] = {}
+    for r in c.rows:
+        if r.p_value and r.p_test:
+            by_test.setdefault(r.p_test, []).append(r.label)
+    if len(by_test) == 1:
+        return P_TEST_TEXT[next(iter(by_test))]
+    return ", by ".join(
+        f"{P_TEST_TEXT[test]} (rows: {'; '.join(labels)})" for test, labels in by_test.items()
+    )
 
 
 def _value_cell(c: Comparison, r: ComparisonRow, m: str, bold: Callable[[str], str]) -> str:
@@ -1268,10 +1451,14 @@ def render_latex(c: Comparison) -> str:
         lines.append(_tex(label) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if _has_gains(c):
-        adjusted = ", Holm-adjusted per row" if c.p_adjust == "holm" else ""
+        adjusted = ""
+        if c.p_adjust == "holm":
+            adjusted = ", Holm-adjusted " + (
+                "per row" if c.p_adjust_scope == "row" else "per table"
+            )
         lines += [
             "",
-            f"% relative gain (%) vs baseline; * p<0.05, ** p<0.01 (bootstrap{adjusted})",
+            f"% relative gain (%) vs baseline; * p<0.05, ** p<0.01 (see the legend{adjusted})",
             r"\begin{tabular}{l" + "r" * (len(c.metrics) + 1) + "}",
             r"\toprule",
             "Run & " + " & ".join(_tex(_header(m)) for m in c.metrics) + r" & AVG \\",
@@ -1325,7 +1512,7 @@ def render_rich(c: Comparison, console: Any) -> None:
         if params:
             cells.insert(0, Text(fmt_params(r.trainable_params) or "–", style="dim"))
         table.add_row(label, *cells, end_section=i == last_run)
-    console.print(table)
+    _print_whole(console, table)
     if _has_gains(c):
         gains = Table(title="Relative gain (%) vs baseline", title_style="bold")
         gains.add_column("Run", overflow="fold", min_width=14)
@@ -1349,9 +1536,26 @@ def render_rich(c: Comparison, console: Any) -> None:
                 cells.append(t)
             cells.append(Text(fmt_gain(r.avg_gain) or "–"))
             gains.add_row(r.label, r.baseline, *cells)
-        console.print(gains)
+        _print_whole(console, gains)
     for line in _legend_lines(c):
-        console.print(Text(line, style="dim"))
+        console.print(Text(line, style="dim"), soft_wrap=not console.is_terminal)
+
+
+def _print_whole(console: Any, table: Any) -> None:
+    """Print a table; off a terminal (a log, a pipe, a file) at its natural width, so rich never
+    shortens a label or a number to fit 80 columns ("…")."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)  # print() caps its width at the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 RENDERERS: dict[str, Callable[[Comparison], str]] = {
@@ -1414,6 +1618,7 @@ def compare_command(
     per_seed: bool = False,
     compact: bool = False,
     console: Any = None,
+    p_adjust_scope: str = "row",
     err: Callable[[str], None] | None = None,
 ) -> Comparison:
     """What `spt-bench compare` does: load, check, compare, then print or write one format.
@@ -1438,6 +1643,7 @@ def compare_command(
         p_adjust=p_adjust,
         group_seeds=not per_seed,
         compact=compact,
+        p_adjust_scope=p_adjust_scope,
     )
     for note in comparison.notes:
         if note.startswith("forced:"):

@@ -87,9 +87,11 @@ def test_row_p_values_account_for_seeds_and_are_holm_adjusted(seeded):
     runs = [p for paths in seeded.values() for p in paths]
     c = build_comparison(load_runs(runs), baseline="prompt-tuning")
     spt, lora = c.rows[1], c.rows[2]
+    from metrics.ttest import seed_t_test
+
     base = [_rows(p) for p in seeded["prompt-tuning"]]
-    direct = seed_bootstrap([_rows(p) for p in seeded["spt"]], base)
-    assert spt.p_value == {m: direct[m]["p_value"] for m in c.metrics}
+    direct = seed_t_test([_rows(p) for p in seeded["spt"]], base)
+    assert spt.p_value == pytest.approx({m: direct[m]["p_value"] for m in c.metrics})
     assert spt.p_adjusted == holm_adjust(spt.p_value)
     assert spt.p_adjusted["f1"] < 0.01  # consistently better on every seed
     # lora's first seed alone beats the baseline clearly; over its seeds it does not
@@ -278,3 +280,188 @@ def test_nested_config_schema_gives_method_seed_and_options(tmp_path):
     assert RunRecord(tmp_path, lr, {}).settings_key() != run.settings_key()
     model = {**config, "model": {"name": "smollm2-135m"}}  # a last key "name" still counts
     assert RunRecord(tmp_path, model, {}).settings_key() != run.settings_key()
+
+
+def test_rows_of_several_seeds_get_a_seed_level_t_test_named_in_the_legend(seeded):
+    """Issue 23 item 7: Welch's t on the per-seed values for rows of several seeds (the
+    seed-grouped bootstrap over-rejects true nulls); one seed on both sides keeps the paired
+    bootstrap; one seed on one side: a t-test with the other side's spread."""
+    from metrics.ttest import welch_t_test
+
+    runs = [p for paths in seeded.values() for p in paths]
+    c = build_comparison(load_runs(runs), baseline="prompt-tuning")
+    spt, lora = c.rows[1], c.rows[2]
+    assert spt.p_test == lora.p_test == "Welch t"
+    a = [ScoreTable.from_per_example(_rows(p)).point()["f1"] for p in seeded["lora"]]
+    b = [ScoreTable.from_per_example(_rows(p)).point()["f1"] for p in seeded["prompt-tuning"]]
+    assert lora.p_value["f1"] == pytest.approx(welch_t_test(a, b)["p_value"])
+    assert lora.per_seed["f1"] == pytest.approx(a)
+    md = render(c, "md")
+    assert "p = p-value vs the baseline by Welch's t-test on the per-seed values," in md
+    assert json.loads(render(c, "json"))["rows"][1]["p_test"] == "Welch t"
+    # one seed each: the paired bootstrap, as before
+    pair = build_comparison(
+        load_runs([seeded["prompt-tuning"][0], seeded["spt"][0]]), baseline="prompt-tuning"
+    )
+    direct = seed_bootstrap([_rows(seeded["spt"][0])], [_rows(seeded["prompt-tuning"][0])])
+    assert pair.rows[1].p_test == "paired bootstrap"
+    assert pair.rows[1].p_value == {m: direct[m]["p_value"] for m in pair.metrics}
+    assert "by the paired bootstrap over the test examples," in render(pair, "md")
+    # a one-seed row against a 3-seed baseline: t with the baseline's seed spread; the legend
+    # names the test of each row when they differ
+    mixed = build_comparison(
+        load_runs([*seeded["prompt-tuning"], seeded["spt"][0], *seeded["lora"]]),
+        baseline="prompt-tuning",
+    )
+    one = next(r for r in mixed.rows if r.method == "spt")
+    assert one.p_test == "t (one-seed side)" and one.p_value["f1"] < 0.01
+    legend = render(mixed, "md")
+    assert "the one-seed side taking the other side's seed spread (rows: spt (K=4, L=8))" in legend
+    assert "by Welch's t-test on the per-seed values (rows: lora [3 seeds])" in legend
+
+
+def test_p_adjust_scope_table_holm_adjusts_every_p_value_of_the_table(seeded):
+    runs = [p for paths in seeded.values() for p in paths]
+    row = build_comparison(load_runs(runs), baseline="prompt-tuning")
+    table = build_comparison(load_runs(runs), baseline="prompt-tuning", p_adjust_scope="table")
+    assert [r.p_value for r in table.rows] == [r.p_value for r in row.rows]
+    family = {(i, m): p for i, r in enumerate(table.rows) for m, p in r.p_value.items()}
+    adjusted = holm_adjust(family)
+    for i, r in enumerate(table.rows):
+        assert r.p_adjusted == {m: adjusted[i, m] for m in r.p_value}
+    assert table.rows[2].p_adjusted["f1"] >= row.rows[2].p_adjusted["f1"]
+    assert f"Holm-adjusted across all {len(family)} p-values of the table" in render(table, "md")
+    assert "Holm-adjusted per table" in render(table, "latex")
+    with pytest.raises(SptBenchError, match="--p-adjust-scope"):
+        build_comparison(load_runs(runs), baseline="prompt-tuning", p_adjust_scope="column")
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(
+        app,
+        ["compare", *map(str, runs), "-b", "prompt-tuning", "-f", "json", "--p-adjust-scope",
+         "table"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["p_adjust_scope"] == "table"
+    assert "--p-adjust-scope" in CliRunner().invoke(app, ["compare", "--help"]).output
+
+
+def _with_changed_references(src: Path, dst: Path, n_changed: int) -> Path:
+    """A copy of a run whose first `n_changed` references were edited (as if run on a modified
+    copy of the data file), rescored by the real scorer."""
+    from metrics import score_predictions
+
+    shutil.copytree(src, dst)
+    rows = [{k: v for k, v in r.items() if k != "prompt_scores"} for r in
+            read_jsonl(dst / "predictions.jsonl")]  # fmt: skip
+    for r in rows[:n_changed]:
+        r["reference"] = r["reference"] + " indeed ."
+    report = score_predictions(rows, bertscore=None, n_resamples=0)
+    (dst / "example_scores.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in report.per_example)
+    )
+    atomic_write_json(dst / "metrics.json", report.to_json())
+    return dst
+
+
+def test_runs_on_the_same_ids_but_other_references_are_refused_unless_forced(seeded, tmp_path):
+    """Issue 23 item 2: compare checked ids, not references."""
+    pt, spt = seeded["prompt-tuning"][0], seeded["spt"][0]
+    assert all(len(r["reference_sha"]) == 16 for r in _rows(pt))  # kept per example, no text
+    free = tmp_path / "free.jsonl"
+    write_example_stats(_rows(pt), free)
+    assert all("reference_sha" in r for r in read_jsonl(free))
+    changed = _with_changed_references(spt, tmp_path / "spt-modified", 8)
+    with pytest.raises(ComparisonRefused, match="share example ids but not their references") as e:
+        build_comparison(load_runs([pt, changed]), baseline="prompt-tuning")
+    assert "8 of the 200 shared examples" in str(e.value) and "pass --force" in str(e.value)
+    c = build_comparison(load_runs([pt, changed]), baseline="prompt-tuning", force=True)
+    assert any("p-values use the 192 examples whose references match" in n for n in c.notes)
+    assert any("references differ between runs on 8 examples" in n for n in c.notes)
+    keep = {r["id"] for r in _rows(pt)[8:]}
+    direct = seed_bootstrap(
+        [[r for r in _rows(changed) if r["id"] in keep]],
+        [[r for r in _rows(pt) if r["id"] in keep]],
+    )
+    assert c.rows[1].p_value == {m: direct[m]["p_value"] for m in c.metrics}
+    # the CLI refuses with the message, and --force warns
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    res = CliRunner().invoke(app, ["compare", str(pt), str(changed), "-f", "md"])
+    assert res.exit_code != 0 and "not their references" in res.output
+    forced = CliRunner().invoke(app, ["compare", str(pt), str(changed), "-f", "md", "--force"])
+    assert forced.exit_code == 0 and "warning: forced: runs share example ids" in forced.output
+
+
+def test_per_example_files_without_reference_hashes_still_compare(seeded, tmp_path):
+    old = []
+    for p in (seeded["prompt-tuning"][0], seeded["spt"][0]):
+        dst = tmp_path / p.name
+        shutil.copytree(p, dst)
+        rows = [{k: v for k, v in r.items() if k != "reference_sha"} for r in _rows(dst)]
+        (dst / "example_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        old.append(dst)
+    c = build_comparison(load_runs(old), baseline="prompt-tuning")
+    assert c.rows[1].p_value and not any("reference" in n for n in c.notes)
+    # one run with hashes, one without: compared, with a short note
+    mixed = build_comparison(load_runs([old[0], seeded["spt"][0]]), baseline="prompt-tuning")
+    assert mixed.rows[1].p_value
+    assert any(n.startswith("references not checked for: prompt-tuning-s0") for n in mixed.notes)
+
+
+def test_model_label_and_ties_of_displayed_values(seeded, tmp_path):
+    """Issue 23 item 14: `model=`, not `name=`; equal displayed values are all bold."""
+    from spt_bench.compare import RunRecord, assign_labels
+
+    def run(model: str) -> RunRecord:
+        config = {"method": {"name": "lora"}, "model": {"name": model}, "seed": 0}
+        return RunRecord(tmp_path / model, config, {"overall": {}})
+
+    runs = [run("tiny-random"), run("smollm2-135m")]
+    assign_labels(runs)
+    assert [r.label for r in runs] == ["lora (model=tiny-random)", "lora (model=smollm2-135m)"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(seeded["spt"][0], a)
+    shutil.copytree(seeded["spt"][1], b)
+    for path, f1 in ((a, 12.341), (b, 12.344)):  # both shown as 12.34
+        m = json.loads((path / "metrics.json").read_text())
+        m["overall"]["f1"] = f1
+        atomic_write_json(path / "metrics.json", m)
+    c = build_comparison(load_runs([a, b]), group_seeds=False)
+    assert all("f1" in r.best for r in c.rows)
+    header, body = md_table_cells(render(c, "md"))
+    assert [body[i][header.index("F1 ↑")][:9] for i in (0, 1)] == ["**12.34**"] * 2
+
+
+def test_rich_output_off_a_terminal_never_truncates_labels_or_numbers(seeded, tmp_path):
+    """Issue 23 item 10: compare's default (rich) output read in a log (stdout not a TTY)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    long = make_run(
+        tmp_path, "long", method="spt", quality=0.5, n_resamples=50,
+        method_options={"k": 4, "prompt_len": 8, "a_rather_long_option_name": "a-long-value-xyz"},
+    )  # fmt: skip
+    other = make_run(
+        tmp_path, "other", method="spt", quality=0.4, n_resamples=50,
+        method_options={"k": 4, "prompt_len": 8, "a_rather_long_option_name": "another-value"},
+    )  # fmt: skip
+    res = CliRunner().invoke(app, ["compare", str(long), str(other), "-b", str(other)])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    c = build_comparison(load_runs([long, other]), baseline=str(other))
+    label = c.rows[0].label
+    assert "a_rather_long_option_name=a-long-value-xyz" in label
+    lines = res.output.splitlines()
+    assert any(label in ln for ln in lines)  # on one line, not folded
+    for m in c.metrics:
+        lo, hi = c.rows[0].ci95[m]
+        assert f"[{lo:.2f}, {hi:.2f}]" in res.output
+        assert any(f"{c.rows[0].gain[m]:+.2f}" in ln for ln in lines)
+    text = render(c, "rich")  # --out t.txt
+    assert "…" not in text and any(label in ln for ln in text.splitlines())
