@@ -167,6 +167,8 @@ def test_score_out_never_lands_inside_a_run_folder(finished, tmp_path, target) -
 
 
 def test_two_scorings_in_the_same_second_get_two_folders(finished, tmp_path, monkeypatch) -> None:
+    """A second scoring starts while the first is writing, within the same second."""
+    import metrics.files as files
     import spt_bench.run_folder as rf
 
     class Frozen(rf.datetime):
@@ -177,11 +179,20 @@ def test_two_scorings_in_the_same_second_get_two_folders(finished, tmp_path, mon
     monkeypatch.setattr(rf, "datetime", Frozen)
     run = tmp_path / "r"
     shutil.copytree(finished, run)
-    for _ in range(2):
-        res = runner.invoke(app, ["score", str(run / "predictions.jsonl"), "--no-bertscore"])
-        assert res.exit_code == 0, res.output
-    names = sorted(p.name for p in (run / "scores").iterdir())
-    assert names == ["20261204-120000", "20261204-120000-2"]
+    original, calls = files.write_example_scores, []
+
+    def write_and_race(report, path):
+        calls.append(path)
+        if len(calls) == 1:  # the other scoring runs now, start to end
+            files.score_file(run / "predictions.jsonl", bertscore=None, n_resamples=0)
+        original(report, path)
+
+    monkeypatch.setattr(files, "write_example_scores", write_and_race)
+    files.score_file(run / "predictions.jsonl", bertscore=None, n_resamples=0)
+    folders = sorted(p for p in (run / "scores").iterdir())
+    assert [p.name for p in folders] == ["20261204-120000", "20261204-120000-2"]
+    for folder in folders:  # each holds one complete scoring
+        assert {p.name for p in folder.iterdir()} >= {"metrics.json", "example_scores.jsonl"}
 
 
 def test_scoring_two_standalone_files_in_one_folder_keeps_both_results(finished, tmp_path) -> None:
@@ -273,13 +284,17 @@ def test_a_run_killed_while_decoding_counts_every_process_and_row(tmp_path, conv
 # ---------------------------------------------------------------- 9. resume may skip a stage
 
 
-def test_resume_may_skip_model_metrics_and_bertscore(finished, tmp_path) -> None:
-    run = tmp_path / "r"
-    shutil.copytree(finished, run)
-    (run / "metrics.json").unlink()
-    res = runner.invoke(app, ["run", "--resume", "--out", str(run), "--no-model-metrics"])
+def test_resume_may_skip_model_metrics_and_bertscore(tmp_path) -> None:
+    base = ["run", "--model", "tiny-random", "--method", "text-prompt", "--eval-limit", "3",
+            "--max-new-tokens", "4", "--out", str(tmp_path / "r")]  # fmt: skip
+    res = runner.invoke(app, [*base, "--no-bertscore"])  # perplexity and hits@1 on
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["run", "--resume", "--out", str(run), "--max-steps", "3"])
+    assert _json(tmp_path / "r" / "config.json")["score"]["model_metrics"] is True
+    (tmp_path / "r" / "metrics.json").unlink()
+    res = runner.invoke(app, [*base, "--no-bertscore", "--resume", "--no-model-metrics"])
+    assert res.exit_code == 0, res.output
+    assert _json(tmp_path / "r" / "metrics.json")["model_metrics"] is None
+    res = runner.invoke(app, [*base, "--resume", "--max-new-tokens", "5"])
     assert res.exit_code == 2 and "changed settings" in res.output
 
 
