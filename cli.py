@@ -233,7 +233,8 @@ def score(
 
     from rich.console import Console
 
-    from metrics import BertScoreOptions, render_score_report, score_file
+    from metrics import BertScoreOptions, render_score_report
+    from metrics.files import score_file
     from spt_bench.errors import ConfigError
 
     if resamples < 0:

@@ -3,18 +3,16 @@
     from metrics import score_predictions, ScoreReport, BertScoreOptions, paired_bootstrap,
                         METRICS, render_score_report
 
+Scoring a file into a run folder (`metrics.files`: score_file, write_example_scores, ...)
+is imported from that module: it depends on the harness's run folders, which this package's
+core does not.
+
 Importing this package is cheap (numpy only); sacrebleu, rouge-score, bert-score and torch load
 inside the functions that use them. Definitions of every metric: docs/metrics.md.
 """
 
 from metrics.bertscore import BertScoreOptions
 from metrics.bootstrap import bootstrap_ci, paired_bootstrap
-from metrics.files import (
-    read_example_scores,
-    score_file,
-    write_example_scores,
-    write_example_stats,
-)
 from metrics.predictions import read_prediction_rows, validate_rows
 from metrics.registry import METRICS, Metric, MetricRegistry
 from metrics.render import render_score_report
@@ -32,10 +30,6 @@ __all__ = [
     "paired_bootstrap",
     "read_prediction_rows",
     "render_score_report",
-    "score_file",
     "score_predictions",
     "validate_rows",
-    "read_example_scores",
-    "write_example_scores",
-    "write_example_stats",
 ]

@@ -7,6 +7,7 @@ generation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -89,3 +90,16 @@ class GenBatch:
     def prompt_mask(self) -> torch.Tensor:
         """Same meaning as TrainBatch.prompt_mask: 1 on persona+history tokens."""
         return self.attention_mask
+
+
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices by length, longest first (stable): the one order in which decoding, sharded
+    decoding, perplexity/hits@k and the benchmark batch prompts, so they form the same batches
+    for the same prompts."""
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """`longest_first` cut into batches of `batch_size`."""
+    order = longest_first(lengths)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.batches import longest_first
 from spt_bench.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -692,7 +693,7 @@ def plain_generate(
     stop, newline = stop_and_newline_ids(backbone)
     stop_set, newline_set = set(stop), set(newline)
     prompts = [formatter.prompt_ids(ex) for ex in examples]
-    order = sorted(range(len(examples)), key=lambda i: -len(prompts[i]))
+    order = longest_first([len(p) for p in prompts])
     out: dict[str, str] = {}
     n_tokens = 0
     method.set_train_mode(False)
@@ -731,7 +732,7 @@ def plain_generate(
 
 def _longest(examples: list[Example], formatter: Any, n: int) -> list[Example]:
     lengths = [len(formatter.prompt_ids(ex)) for ex in examples]
-    order = sorted(range(len(examples)), key=lambda i: -lengths[i])[:n]
+    order = longest_first(lengths)[:n]
     return [examples[i] for i in sorted(order)]
 
 

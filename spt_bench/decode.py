@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.batches import longest_first
 from spt_bench.config import CLEAN_RULES, DecodeConfig
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
@@ -515,7 +516,7 @@ def decode(
     backbone = method.backbone
     check_method_engine(method, settings)  # before any row is decoded
     prompts = [formatter.prompt_ids(ex) for ex in todo]
-    order = sorted(range(len(todo)), key=lambda i: -len(prompts[i]))
+    order = longest_first([len(p) for p in prompts])
     vllm = None
     if settings.engine == "vllm" and settings.mode != "beam" and todo:
         from spt_bench.vllm_engine import VllmDecoder

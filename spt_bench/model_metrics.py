@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.batches import longest_first
 from spt_bench.errors import ConfigError
 from spt_bench.progress import ProgressBar
 
@@ -429,7 +430,7 @@ def score_candidate_tokens(
         raise ValueError("empty candidate token sequence")
     examples, prompts = list(examples), [list(p) for p in prompts]
     cands = [[list(s) for s in c] for c in candidates]
-    order = sorted(range(len(examples)), key=lambda i: -len(prompts[i]))
+    order = longest_first([len(p) for p in prompts])
     results: list[list[tuple[float, int]]] = [[] for _ in examples]
     backbone = method.backbone
     method.set_train_mode(False)

@@ -374,13 +374,12 @@ def decode_settings(config: RunConfig) -> Any:
 
 
 def dev_batches(formatter: Any, dev: list, batch_size: int, pad_id: int) -> list:
+    from spt_bench.batches import length_sorted_batches
     from spt_bench.data.formatting import collate_train
 
-    encoded = sorted((formatter.encode_train(ex) for ex in dev), key=lambda e: -len(e.input_ids))
-    return [
-        collate_train(encoded[i : i + batch_size], pad_id)
-        for i in range(0, len(encoded), batch_size)
-    ]
+    encoded = [formatter.encode_train(ex) for ex in dev]
+    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
+    return [collate_train([encoded[i] for i in batch], pad_id) for batch in batches]
 
 
 def score_and_write(
@@ -389,12 +388,8 @@ def score_and_write(
     config: RunConfig,
     extra: dict,
 ) -> tuple[dict, Any]:
-    from metrics import (
-        BertScoreOptions,
-        score_predictions,
-        write_example_scores,
-        write_example_stats,
-    )
+    from metrics import BertScoreOptions, score_predictions
+    from metrics.files import write_example_scores, write_example_stats
 
     report = score_predictions(
         rows, bertscore=BertScoreOptions() if config.score.bertscore else None, seed=config.seed

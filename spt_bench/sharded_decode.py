@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.batches import length_sorted_batches
 from spt_bench.decode import DecodeStats, decode, existing_prediction_ids
 from spt_bench.distributed import get_dist
 from spt_bench.io import atomic_write_text, read_jsonl
@@ -57,13 +58,6 @@ def merge_part_files(out_path: Path, ids_in_order: list[str] | None = None) -> l
     for p in parts:
         p.unlink(missing_ok=True)
     return ordered
-
-
-def length_sorted_batches(prompt_lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length, longest first (stable), cut into batches: exactly the batches
-    `spt_bench.decode.decode` forms for the same prompts."""
-    order = sorted(range(len(prompt_lengths)), key=lambda i: -prompt_lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def decode_all(

@@ -302,229 +302,318 @@ def train(
     `on_step(step)` is called after every optimiser step (1-based step count, after any
     checkpoint for that step was written) - tests use it to simulate a kill.
     """
-    import torch
-
-    from spt_bench.data.formatting import collate_train
-    from spt_bench.distributed import ddp_wrap, get_dist, shard_rows
-
-    folder = RunFolder.of(run_dir)
     if settings.lr is None:
         raise SptBenchError("train.lr is unset: resolve the run config first")
     if not train_encoded:
         raise SptBenchError("the train split is empty: nothing to train on")
-    params = [p for p in method.trainable_parameters() if p.requires_grad]
-    if not params:
-        raise SptBenchError(f"method {method.name!r} reports no trainable parameters")
-    device = method.backbone.device
-    # Several processes (accelerate launch): each takes its rows of every micro-batch and DDP
-    # averages the gradients; only the main process writes logs and checkpoints.
-    dist = get_dist()
-    ddp = ddp_wrap(method, params)
-    loss_fn = ddp if ddp is not None else method.training_loss
-    n_total = total_steps(len(train_encoded), settings)
-    warmup = int(round(settings.warmup_ratio * n_total))
-    lengths = [len(e.input_ids) for e in train_encoded] if settings.bucket_by_length else None
-    stream = MicroBatchStream(len(train_encoded), settings, lengths)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _lr_factor(s, n_total, warmup, settings.lr_schedule)
-    )
-    eval_every = settings.eval_every
-    save_every = settings.save_every or eval_every
-    ckpt = _Checkpointer(folder)
-    log_path = folder.train_log
+    loop = _TrainingLoop(method, train_encoded, dev_batches, settings, RunFolder.of(run_dir),
+                         pad_id=pad_id)  # fmt: skip
+    if resume and loop.ckpt.state.get("last"):
+        loop.restore()
+    else:
+        loop.start_fresh()
+    loop.dist.wait()
+    loop.t_start = time.perf_counter()
+    if loop.start_step >= loop.n_total and loop.ckpt.state.get("finished"):
+        return loop.already_finished()
+    with loop.memory_settings():
+        bar = _progress(progress and loop.dist.is_main, console, loop.n_total, loop.start_step)
+        try:
+            loop.run(bar, on_step)
+        finally:
+            if bar is not None:
+                bar.close()
+    return loop.finish()
 
-    start_step = 0
-    prior_seconds = 0.0  # training time of earlier processes, up to the checkpoint resumed
-    best_loss = float("inf")
-    bad_evals = 0
-    if resume and ckpt.state.get("last"):
-        folder = ckpt.root / ckpt.state["last"]
+
+class _TrainingLoop:
+    """The state of one `train` call: optimiser, schedule, data order, checkpoints, counters.
+    Its methods are the loop's stages (restore, one optimiser step, evaluation, saving)."""
+
+    def __init__(
+        self,
+        method: Method,
+        train_encoded: list[EncodedExample],
+        dev_batches: list[TrainBatch],
+        settings: TrainSettings,
+        folder: RunFolder,
+        *,
+        pad_id: int,
+    ) -> None:
+        import torch
+
+        from spt_bench.distributed import ddp_wrap, get_dist
+
+        self.method, self.train_encoded, self.dev_batches = method, train_encoded, dev_batches
+        self.settings, self.folder, self.pad_id = settings, folder, pad_id
+        self.params = [p for p in method.trainable_parameters() if p.requires_grad]
+        if not self.params:
+            raise SptBenchError(f"method {method.name!r} reports no trainable parameters")
+        self.device = method.backbone.device
+        # Several processes (accelerate launch): each takes its rows of every micro-batch and
+        # DDP averages the gradients; only the main process writes logs and checkpoints.
+        self.dist = get_dist()
+        self.ddp = ddp_wrap(method, self.params)
+        self.loss_fn = self.ddp if self.ddp is not None else method.training_loss
+        self.n_total = total_steps(len(train_encoded), settings)
+        warmup = int(round(settings.warmup_ratio * self.n_total))
+        lengths = [len(e.input_ids) for e in train_encoded] if settings.bucket_by_length else None
+        self.stream = MicroBatchStream(len(train_encoded), settings, lengths)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=settings.lr, weight_decay=settings.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _lr_factor(s, self.n_total, warmup, settings.lr_schedule)
+        )
+        self.eval_every = settings.eval_every
+        self.save_every = settings.save_every or settings.eval_every
+        self.ckpt = _Checkpointer(folder)
+        self.log_path = folder.train_log
+        self.start_step = 0
+        self.prior_seconds = 0.0  # training time of earlier processes, up to the checkpoint
+        self.best_loss = float("inf")
+        self.bad_evals = 0
+        self.t_start = time.perf_counter()
+        self.result = TrainResult(steps=0)
+        self.step_times: list[float] = []
+        self.n_seen = 0
+        self.stopped_early = False
+        self.step = 0
+
+    # ---- where training starts
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint: weights, optimiser, schedule, RNG, counters."""
+        import torch
         from safetensors.torch import load_file
 
-        method.load_trained_state(load_file(str(folder / WEIGHTS_FILE), device=str(device)))
-        trainer = torch.load(folder / TRAINER_FILE, weights_only=True, map_location="cpu")
-        optimizer.load_state_dict(trainer["optimizer"])
-        scheduler.load_state_dict(trainer["scheduler"])
+        last = self.ckpt.root / self.ckpt.state["last"]
+        state = load_file(str(last / WEIGHTS_FILE), device=str(self.device))
+        self.method.load_trained_state(state)
+        trainer = torch.load(last / TRAINER_FILE, weights_only=True, map_location="cpu")
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.scheduler.load_state_dict(trainer["scheduler"])
         _set_rng_state(trainer["rng"])
-        start_step = int(trainer["step"])
-        best_loss = float(trainer.get("best_loss", float("inf")))
-        bad_evals = int(trainer.get("bad_evals", 0))
-        prior_seconds = float(trainer.get("train_seconds") or 0.0)
-        if log_path.is_file() and dist.is_main:  # rows after the checkpoint are written again
-            rows = [r for r in read_jsonl(log_path, tolerate_truncated_tail=True)]
-            kept = [r for r in rows if int(r.get("step", 0)) <= start_step]
-            tmp = log_path.with_suffix(".jsonl.tmp")
+        self.start_step = int(trainer["step"])
+        self.best_loss = float(trainer.get("best_loss", float("inf")))
+        self.bad_evals = int(trainer.get("bad_evals", 0))
+        self.prior_seconds = float(trainer.get("train_seconds") or 0.0)
+        if self.log_path.is_file() and self.dist.is_main:  # later rows are written again
+            rows = list(read_jsonl(self.log_path, tolerate_truncated_tail=True))
+            kept = [r for r in rows if int(r.get("step", 0)) <= self.start_step]
+            tmp = self.log_path.with_suffix(".jsonl.tmp")
             tmp.unlink(missing_ok=True)
             append_jsonl(tmp, kept)
-            tmp.replace(log_path)
-    else:
-        ckpt.state = {}
-        if dist.is_main:
-            log_path.unlink(missing_ok=True)
-            for d in ckpt.root.glob("step-*"):
+            tmp.replace(self.log_path)
+
+    def start_fresh(self) -> None:
+        import torch
+
+        self.ckpt.state = {}
+        if self.dist.is_main:
+            self.log_path.unlink(missing_ok=True)
+            for d in self.ckpt.root.glob("step-*"):
                 shutil.rmtree(d, ignore_errors=True)
-            (ckpt.root / STATE_FILE).unlink(missing_ok=True)
-        torch.manual_seed(settings.seed)
-    dist.wait()
+            (self.ckpt.root / STATE_FILE).unlink(missing_ok=True)
+        torch.manual_seed(self.settings.seed)
 
-    def trainer_state(step: int) -> dict[str, Any]:
-        return {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-            "step": step,
-            "best_loss": best_loss,
-            "bad_evals": bad_evals,
-            "train_seconds": prior_seconds + (time.perf_counter() - t_start),
-        }
-
-    result = TrainResult(steps=start_step)
-    t_start = time.perf_counter()
-    if start_step >= n_total and ckpt.state.get("finished"):
-        result.total_seconds = float(ckpt.state.get("train_seconds") or prior_seconds)
-        result.best_step = ckpt.state.get("best_step")
-        result.best_dev_loss = ckpt.state.get("best_dev_loss")
+    def already_finished(self) -> TrainResult:
+        result = TrainResult(steps=self.start_step)
+        result.total_seconds = float(self.ckpt.state.get("train_seconds") or self.prior_seconds)
+        result.best_step = self.ckpt.state.get("best_step")
+        result.best_dev_loss = self.ckpt.state.get("best_dev_loss")
         return result
 
-    if settings.activation_checkpointing:
-        from spt_bench.models import set_activation_checkpointing
+    @contextlib.contextmanager
+    def memory_settings(self) -> Any:
+        """Activation checkpointing and lean activations for the loop only."""
+        model, s = self.method.backbone.model, self.settings
+        if s.activation_checkpointing:
+            from spt_bench.models import set_activation_checkpointing
 
-        set_activation_checkpointing(method.backbone.model, settings.activation_checkpointing)
-    if settings.lean_activations:
-        from spt_bench.lean_autograd import set_lean_activations
+            set_activation_checkpointing(model, s.activation_checkpointing)
+        if s.lean_activations:
+            from spt_bench.lean_autograd import set_lean_activations
 
-        set_lean_activations(method.backbone.model, True)
-    bar = _progress(progress and dist.is_main, console, n_total, start_step)
-    step_times: list[float] = []
-    n_seen = 0
-    stopped_early = False
-    step = start_step
-    try:
-        while step < n_total:
+            set_lean_activations(model, True)
+        try:
+            yield
+        finally:
+            if s.activation_checkpointing:
+                set_activation_checkpointing(model, 0.0)
+            if s.lean_activations:
+                set_lean_activations(model, False)
+
+    # ---- the loop
+
+    def run(self, bar: ProgressBar | None, on_step: Callable[[int], None] | None) -> None:
+        self.result.steps = self.step = self.start_step
+        while self.step < self.n_total:
             t0 = time.perf_counter()
-            method.set_train_mode(True)
-            micro = stream.micro_batches(step)
-            n_micro = len(micro)
-            comps_sum: dict[str, float] = {}
-            loss_sum = 0.0
-            n_ex = n_tok = 0
-            optimizer.zero_grad(set_to_none=True)
-            for m, (_, idx) in enumerate(micro):
-                idx = shard_rows(idx, dist)
-                batch = collate_train([train_encoded[i] for i in idx], pad_id).to(device)
-                # DDP: average gradients once per optimiser step, at its last micro-batch
-                sync = ddp is None or m == n_micro - 1
-                with autocast(device), contextlib.nullcontext() if sync else ddp.no_sync():
-                    loss, comps = loss_fn(batch)
-                finite = bool(torch.isfinite(loss.detach()).all())
-                if not (all(dist.all_gather(finite)) if dist.enabled else finite):
-                    raise TrainingDiverged(_diverged_msg(step + 1, "loss", ckpt.state))
-                with contextlib.nullcontext() if sync else ddp.no_sync():
-                    (loss / n_micro).backward()
-                loss_sum += float(loss.detach())
-                for k, v in comps.items():
-                    comps_sum[k] = comps_sum.get(k, 0.0) + float(v)
-                n_ex += len(batch)
-                n_tok += int(batch.attention_mask.sum())
-            if settings.max_grad_norm > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm))
-            else:
-                grad_norm = float(
-                    torch.linalg.vector_norm(
-                        torch.stack([p.grad.norm() for p in params if p.grad is not None])
-                    )
-                )
-            if not math.isfinite(grad_norm):
-                raise TrainingDiverged(_diverged_msg(step + 1, "gradient", ckpt.state))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            loss, comps, grad_norm, lr, n_ex, n_tok = self.optimizer_step()
             dt = time.perf_counter() - t0
-            step_times.append(dt)
-            row_loss = loss_sum / n_micro
-            comps_mean = {k: v / n_micro for k, v in comps_sum.items()}
-            if dist.enabled:  # log the mean over processes, count every process's rows
-                means = dist.mean({"loss": row_loss, **comps_mean})
-                row_loss = means.pop("loss")
-                comps_mean = means
-                n_ex, n_tok = int(dist.sum(n_ex)), int(dist.sum(n_tok))
-            n_seen += n_ex
-            if dist.is_main and (step % settings.log_every == 0 or step == n_total):
-                row = {
-                    "type": "train",
-                    "step": step,
-                    "epoch": round(stream.epoch_float(step - 1), 4),
-                    "lr": lr,
-                    "loss": row_loss,
-                    **comps_mean,
-                    "grad_norm": grad_norm,
-                    "examples_per_s": n_ex / dt,
-                    "tokens_per_s": n_tok / dt,
-                    "step_seconds": dt,
-                }
-                append_jsonl(log_path, [row])
+            self.step_times.append(dt)
+            loss, comps, n_ex, n_tok = self.reduce_over_processes(loss, comps, n_ex, n_tok)
+            self.n_seen += n_ex
+            self.log_train(loss, comps, grad_norm, lr, n_ex, n_tok, dt)
             if bar is not None:
-                bar.update(step, loss=f"{row_loss:.3f}", speed=format_rate(n_ex, dt))
-
-            is_last = step == n_total
-            do_eval = bool(dev_batches) and (
-                is_last or (eval_every is not None and step % eval_every == 0)
-            )
-            improved = False
-            if do_eval:
-                dev = evaluate_dev(method, dev_batches)
-                dev_loss = float(dev["dev_loss"])
-                improved = dev_loss < best_loss
-                if improved:
-                    best_loss = dev_loss
-                    bad_evals = 0
-                    ckpt.mark_best(dev_loss, step)
-                else:
-                    bad_evals += 1
-                if dist.is_main:
-                    dev_row = {"type": "dev", "step": step, **dev, "best": improved}
-                    append_jsonl(log_path, [dev_row])
-                result.final_dev = dev
-                if (
-                    settings.early_stopping_patience is not None
-                    and bad_evals >= settings.early_stopping_patience
-                ):
-                    stopped_early = True
-            do_save = is_last or stopped_early or improved
-            do_save = do_save or (save_every is not None and step % save_every == 0)
-            if do_save and dist.is_main:
-                ckpt.save(method, trainer_state(step), step, best=improved)
-            if do_save:
-                dist.wait()
+                bar.update(self.step, loss=f"{loss:.3f}", speed=format_rate(n_ex, dt))
+            improved = self.maybe_evaluate()
+            self.maybe_save(improved)
             if on_step is not None:
-                on_step(step)
-            if stopped_early:
+                on_step(self.step)
+            if self.stopped_early:
                 break
-    finally:
-        if bar is not None:
-            bar.close()
-        if settings.activation_checkpointing:
-            set_activation_checkpointing(method.backbone.model, 0.0)
-        if settings.lean_activations:
-            set_lean_activations(method.backbone.model, False)
-    result.steps = step
-    result.stopped_early = stopped_early
-    result.best_step = ckpt.state.get("best_step")
-    result.best_dev_loss = best_loss if math.isfinite(best_loss) else None
-    result.seconds = time.perf_counter() - t_start
-    result.total_seconds = prior_seconds + result.seconds
-    if step_times:
-        timed = step_times[1:] or step_times  # the first step pays one-off warm-up costs
-        result.mean_step_seconds = sum(timed) / len(timed)
-        result.examples_per_s = n_seen / sum(step_times)
-    if dist.is_main:
-        ckpt.finish(result)
-    dist.wait()
-    return result
+
+    def optimizer_step(self) -> tuple[float, dict[str, float], float, float, int, int]:
+        """One optimiser step over its micro-batches: (mean loss, mean components, grad norm,
+        lr used, examples, tokens) of this process."""
+        import torch
+
+        from spt_bench.data.formatting import collate_train
+        from spt_bench.distributed import shard_rows
+
+        self.method.set_train_mode(True)
+        micro = self.stream.micro_batches(self.step)
+        n_micro = len(micro)
+        comps_sum: dict[str, float] = {}
+        loss_sum = 0.0
+        n_ex = n_tok = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for m, (_, idx) in enumerate(micro):
+            idx = shard_rows(idx, self.dist)
+            rows = [self.train_encoded[i] for i in idx]
+            batch = collate_train(rows, self.pad_id).to(self.device)
+            # DDP: average gradients once per optimiser step, at its last micro-batch
+            sync = self.ddp is None or m == n_micro - 1
+            no_sync = contextlib.nullcontext() if sync else self.ddp.no_sync()
+            with autocast(self.device), no_sync:
+                loss, comps = self.loss_fn(batch)
+            self._check_finite(bool(torch.isfinite(loss.detach()).all()), "loss")
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                (loss / n_micro).backward()
+            loss_sum += float(loss.detach())
+            for k, v in comps.items():
+                comps_sum[k] = comps_sum.get(k, 0.0) + float(v)
+            n_ex += len(batch)
+            n_tok += int(batch.attention_mask.sum())
+        grad_norm = self._grad_norm()
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        comps_mean = {k: v / n_micro for k, v in comps_sum.items()}
+        return loss_sum / n_micro, comps_mean, grad_norm, lr, n_ex, n_tok
+
+    def _check_finite(self, finite: bool, what: str) -> None:
+        if not (all(self.dist.all_gather(finite)) if self.dist.enabled else finite):
+            raise TrainingDiverged(_diverged_msg(self.step + 1, what, self.ckpt.state))
+
+    def _grad_norm(self) -> float:
+        import torch
+
+        if self.settings.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm)
+        else:
+            grads = [p.grad.norm() for p in self.params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(grads))
+        if not math.isfinite(float(norm)):
+            raise TrainingDiverged(_diverged_msg(self.step + 1, "gradient", self.ckpt.state))
+        return float(norm)
+
+    def reduce_over_processes(
+        self, loss: float, comps: dict[str, float], n_ex: int, n_tok: int
+    ) -> tuple[float, dict[str, float], int, int]:
+        """The mean over processes of the logged values; every process's rows counted."""
+        if not self.dist.enabled:
+            return loss, comps, n_ex, n_tok
+        means = self.dist.mean({"loss": loss, **comps})
+        loss = means.pop("loss")
+        return loss, means, int(self.dist.sum(n_ex)), int(self.dist.sum(n_tok))
+
+    def log_train(self, loss: float, comps: dict, grad_norm: float, lr: float, n_ex: int,
+                  n_tok: int, dt: float) -> None:  # fmt: skip
+        step = self.step
+        if not self.dist.is_main or not (
+            step % self.settings.log_every == 0 or step == self.n_total
+        ):
+            return
+        row = {
+            "type": "train",
+            "step": step,
+            "epoch": round(self.stream.epoch_float(step - 1), 4),
+            "lr": lr,
+            "loss": loss,
+            **comps,
+            "grad_norm": grad_norm,
+            "examples_per_s": n_ex / dt,
+            "tokens_per_s": n_tok / dt,
+            "step_seconds": dt,
+        }
+        append_jsonl(self.log_path, [row])
+
+    def maybe_evaluate(self) -> bool:
+        """Dev loss at evaluation steps (and the last); True when it improved. Sets
+        `stopped_early` when the patience runs out."""
+        step, every = self.step, self.eval_every
+        is_last = step == self.n_total
+        if not (self.dev_batches and (is_last or (every is not None and step % every == 0))):
+            return False
+        dev = evaluate_dev(self.method, self.dev_batches)
+        dev_loss = float(dev["dev_loss"])
+        improved = dev_loss < self.best_loss
+        if improved:
+            self.best_loss = dev_loss
+            self.bad_evals = 0
+            self.ckpt.mark_best(dev_loss, step)
+        else:
+            self.bad_evals += 1
+        if self.dist.is_main:
+            append_jsonl(self.log_path, [{"type": "dev", "step": step, **dev, "best": improved}])
+        self.result.final_dev = dev
+        patience = self.settings.early_stopping_patience
+        if patience is not None and self.bad_evals >= patience:
+            self.stopped_early = True
+        return improved
+
+    def maybe_save(self, improved: bool) -> None:
+        step, every = self.step, self.save_every
+        do_save = step == self.n_total or self.stopped_early or improved
+        do_save = do_save or (every is not None and step % every == 0)
+        if do_save and self.dist.is_main:
+            self.ckpt.save(self.method, self.trainer_state(), step, best=improved)
+        if do_save:
+            self.dist.wait()
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "step": self.step,
+            "best_loss": self.best_loss,
+            "bad_evals": self.bad_evals,
+            "train_seconds": self.prior_seconds + (time.perf_counter() - self.t_start),
+        }
+
+    def finish(self) -> TrainResult:
+        result = self.result
+        result.steps = self.step
+        result.stopped_early = self.stopped_early
+        result.best_step = self.ckpt.state.get("best_step")
+        result.best_dev_loss = self.best_loss if math.isfinite(self.best_loss) else None
+        result.seconds = time.perf_counter() - self.t_start
+        result.total_seconds = self.prior_seconds + result.seconds
+        if self.step_times:
+            timed = self.step_times[1:] or self.step_times  # step 1 pays one-off warm-up costs
+            result.mean_step_seconds = sum(timed) / len(timed)
+            result.examples_per_s = self.n_seen / sum(self.step_times)
+        if self.dist.is_main:
+            self.ckpt.finish(result)
+        self.dist.wait()
+        return result
 
 
 def _diverged_msg(step: int, what: str, state: dict) -> str:

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from spt_bench.batches import length_sorted_batches
 from spt_bench.data import Example, write_examples_jsonl
 from spt_bench.distributed import Dist, shard_rows
 from spt_bench.io import append_jsonl, read_jsonl
-from spt_bench.sharded_decode import length_sorted_batches, merge_part_files, part_path
+from spt_bench.sharded_decode import merge_part_files, part_path
 
 REPO = Path(__file__).resolve().parents[1]
 # Loss curves of 1 and 2 processes: the same global batches, gradients averaged over shards

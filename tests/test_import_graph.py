@@ -21,10 +21,17 @@ def _module_name(path: Path) -> str:
 
 def project_modules() -> dict[str, Path]:
     mods = {"cli": REPO / "cli.py"}
-    for pkg in PACKAGES:
+    for pkg in (*PACKAGES, "scripts"):
         for path in (REPO / pkg).rglob("*.py"):
             mods[_module_name(path)] = path
     return mods
+
+
+def _with_parent_packages(name: str, mods: dict[str, Path]) -> list[str]:
+    """`name` and every project package above it: importing `metrics.files` runs
+    `metrics/__init__.py` first, so an importer depends on that package's imports too."""
+    parts = name.split(".")
+    return [p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if p in mods]
 
 
 def _resolve(name: str, mods: dict[str, Path]) -> str | None:
@@ -63,8 +70,12 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [f"{base}.{a.name}" for a in node.names] + [base]
             for t in targets:
                 r = _resolve(t, mods)
-                if r is not None and r != mod:
-                    graph[mod].add(r)
+                if r is None:
+                    continue
+                for dep in _with_parent_packages(r, mods):
+                    # a module's own parent packages run before it: not an edge from it
+                    if dep != mod and not mod.startswith(dep + "."):
+                        graph[mod].add(dep)
     return graph
 
 
@@ -109,6 +120,13 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycles(g) == [["a", "b", "c"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_graph_follows_package_init_and_scripts() -> None:
+    graph = import_graph()
+    # run_folder imports spt_bench.io; cli imports metrics' submodules, which run metrics/__init__
+    assert "metrics" in graph["cli"]
+    assert any(name.startswith("scripts.") for name in graph)
 
 
 def test_project_modules_import_no_cycle() -> None:

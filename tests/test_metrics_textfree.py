@@ -65,12 +65,12 @@ def test_read_example_scores_prefers_the_full_file_then_the_text_free_one(report
 
 
 def test_score_file_writes_the_text_free_file_beside_metrics_json(tmp_path):
-    from metrics import score_file
+    from metrics.files import score_file
     from spt_bench.io import append_jsonl
 
     preds = tmp_path / "predictions.jsonl"
     append_jsonl(preds, _scoring_rows(0.5, 1)[:20])
-    scored = score_file(preds, bertscore=None, n_resamples=0)
+    scored = score_file(preds, out=tmp_path / "metrics.json", bertscore=None, n_resamples=0)
     rows, path = read_example_scores(tmp_path)
     assert path.name == "example_scores.jsonl"  # the full file wins when both exist
     stats = [json.loads(x) for x in (tmp_path / "example_stats.jsonl").read_text().splitlines()]
