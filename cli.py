@@ -273,7 +273,7 @@ def methods_cmd() -> None:
     """List the registered methods: what trains, which prompt template, their options."""
     from rich.console import Console
 
-    from spt_bench.runner import methods_table
+    from spt_bench.cli_render import methods_table
 
     methods_table(Console())
 
@@ -327,8 +327,10 @@ def run_cmd(
     from rich.console import Console
 
     from spt_bench.cli_flags import layer_from_flags
+    from spt_bench.cli_render import dry_run_text, print_result
     from spt_bench.config import merge_layer, parse_set
-    from spt_bench.runner import config_for_run, dry_run_text, print_result, run
+    from spt_bench.launch import config_for_run
+    from spt_bench.runner import run
 
     layer = merge_layer(layer_from_flags(flags), parse_set(set_))
     cfg = config_for_run(layer, preset=preset, config_file=config, resume=resume)
@@ -393,9 +395,11 @@ def evaluate_cmd(
     (checked by sha256; the results it replaces move to the run's history/ folder)."""
     from rich.console import Console
 
+    from spt_bench.cli_render import print_result
     from spt_bench.config import flatten, parse_set
+    from spt_bench.evaluation import evaluate_run
     from spt_bench.model_metrics import parse_hits_k
-    from spt_bench.runner import evaluate_run, print_result, rescore_run
+    from spt_bench.rescore import rescore_run
 
     console = Console()
     if rescore:

@@ -171,14 +171,9 @@ def load_responder(
     import dataclasses
 
     from spt_bench.config import RunConfig
+    from spt_bench.data.run_data import load_run_data
     from spt_bench.methods import get_method, make_options
-    from spt_bench.runner import (
-        build_method,
-        decode_settings,
-        finalize_config,
-        load_run_data,
-        make_formatter,
-    )
+    from spt_bench.session import build_method, decode_settings, finalize_config, make_formatter
 
     check_chat_max_new_tokens(max_new_tokens)
     run = None if run_dir is None else Path(run_dir)

@@ -47,9 +47,25 @@ CLEAN_RULES = ("default", "authors")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
-def setting(default: Any = None, help: str = "", *, flag: str | None = None, **kw: Any) -> Any:
-    """A config field with its help text (and its CLI flag when not `--<field-name>`)."""
-    meta = {"help": help}
+# How `run --resume` treats a changed value of a field (metadata["resume"]):
+# "fixed" - refused (it changes what is trained or predicted); "adjustable" - accepted and
+# recorded (memory/speed only: the decode engines give the same outputs, tested);
+# "skippable" - accepted when it turns a stage off (False), e.g. --no-model-metrics.
+RESUME_RULES = ("fixed", "adjustable", "skippable")
+
+
+def setting(
+    default: Any = None,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    resume: str = "fixed",
+    **kw: Any,
+) -> Any:
+    """A config field with its help text, its CLI flag when not `--<field-name>`, and what a
+    resumed run may do with it (RESUME_RULES)."""
+    assert resume in RESUME_RULES, resume
+    meta = {"help": help, "resume": resume}
     if flag:
         meta["flag"] = flag
     if "default_factory" in kw:
@@ -214,10 +230,14 @@ class TrainConfig(_Section):
         flag="--bucket-by-length/--random-batches",
     )
     activation_checkpointing: float = setting(
-        0.0, "Share of LM layers recomputed in backward (0-1): less memory, more time."
+        0.0,
+        "Share of LM layers recomputed in backward (0-1): less memory, more time.",
+        resume="adjustable",
     )
     lean_activations: bool = setting(
-        True, "Lean RMSNorm/MLP backward: same gradients, ~1/3 less activation memory."
+        True,
+        "Lean RMSNorm/MLP backward: same gradients, ~1/3 less activation memory.",
+        resume="adjustable",
     )
 
     def __post_init__(self) -> None:
@@ -246,12 +266,15 @@ class DecodeConfig(_Section):
     temperature: float = setting(0.7, "Sampling temperature (decode.mode sample).")
     top_p: float = setting(0.9, "Nucleus mass (decode.mode sample).")
     num_beams: int = setting(4, "Beams (decode.mode beam).")
-    batch_size: int = setting(16, "Decoding / dev / ppl batch size.", flag="--eval-batch-size")
+    batch_size: int = setting(
+        16, "Decoding / dev / ppl batch size.", flag="--eval-batch-size", resume="adjustable"
+    )
     engine: str = setting(
         "hf",
         "hf (transformers' forward; every method) | vllm (vLLM; token prompts, soft prompts, "
         "LoRA, full-ft; pip install 'spt-bench[vllm]'); same greedy outputs.",
         flag="--decode-engine",
+        resume="adjustable",
     )
     clean: Literal["default", "authors"] = setting(
         "default",
@@ -259,10 +282,16 @@ class DecodeConfig(_Section):
         "code's cut at the first R:|Q:|Summary:|newline|colon; exact reproduction only).",
     )
     vllm_kv_cache_gb: float = setting(
-        1.0, "vllm engine: KV cache size in GiB (explicit, never a share of the machine's RAM)."
+        1.0,
+        "vllm engine: KV cache size in GiB (explicit, never a share of the machine's RAM).",
+        resume="adjustable",
     )
-    vllm_tensor_parallel_size: int = setting(1, "vllm engine: vLLM's tensor parallelism (GPUs).")
-    vllm_data_parallel_size: int = setting(1, "vllm engine: vLLM's data parallelism (GPUs).")
+    vllm_tensor_parallel_size: int = setting(
+        1, "vllm engine: vLLM's tensor parallelism (GPUs).", resume="adjustable"
+    )
+    vllm_data_parallel_size: int = setting(
+        1, "vllm engine: vLLM's data parallelism (GPUs).", resume="adjustable"
+    )
 
     def __post_init__(self) -> None:
         self._positive("max_new_tokens", "num_beams", "batch_size", "temperature")
@@ -296,8 +325,10 @@ class ScoreConfig(_Section):
     """What is scored after decoding (docs/metrics.md, docs/model-metrics.md)."""
 
     _prefix: typing.ClassVar[str] = "score"
-    bertscore: bool = setting(True, "BERTScore (offline all-MiniLM-L6-v2 by default).")
-    model_metrics: bool = setting(True, "Perplexity and hits@k after decoding.")
+    bertscore: bool = setting(
+        True, "BERTScore (offline all-MiniLM-L6-v2 by default).", resume="skippable"
+    )
+    model_metrics: bool = setting(True, "Perplexity and hits@k after decoding.", resume="skippable")
     hits_k: list[int] = setting(help="k for hits@k, e.g. 1,5.", default_factory=lambda: [1])
     hits_candidates: int = setting(20, "Candidates per example when the data has none.")
 
@@ -407,6 +438,12 @@ def check_run_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------- schema walk
+
+
+def resume_rule(key: str) -> str:
+    """RESUME_RULES entry of a dotted config key (method options: fixed)."""
+    entry = leaf_fields().get(key)
+    return entry[0].metadata.get("resume", "fixed") if entry else "fixed"
 
 
 def leaf_fields() -> dict[str, tuple[dataclasses.Field, Any]]:

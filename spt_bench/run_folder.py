@@ -200,6 +200,12 @@ class RunFolder:
     def write_config(self, config: RunConfig) -> None:
         self.write_json(self.CONFIG, config.to_dict(with_output=False))
 
+    def write_env(self, device: Any, dtype: Any, **extra: Any) -> None:
+        """env.json: package versions, git commit, device (+ `extra`, e.g. the launch)."""
+        from spt_bench.env import collect_env
+
+        self.write_json(self.ENV, {**collect_env(device, dtype), **extra})
+
     def archive_results(self) -> Path | None:
         """Move the current results (predictions, scores, metrics, report) into
         history/<time>/ before they are replaced; returns that folder (None: nothing to move)."""

@@ -71,7 +71,29 @@ def decode_all(
     console: Any = None,
 ) -> tuple[list[dict], DecodeStats]:
     """`spt_bench.decode.decode`, sharded over the launched processes when there are several
-    (see the module doc); every process returns all rows in dataset order."""
+    (see the module doc); every process returns all rows in dataset order. The vllm engine is
+    shut down afterwards (its memory and worker processes freed for scoring)."""
+    try:
+        return _decode_all(
+            method, formatter, examples, settings, out_path, progress=progress, console=console
+        )
+    finally:
+        if settings.engine == "vllm":
+            from spt_bench.vllm_engine import shutdown_engine
+
+            shutdown_engine()
+
+
+def _decode_all(
+    method: Method,
+    formatter: Any,
+    examples: list[Example],
+    settings: DecodeSettings,
+    out_path: str | Path,
+    *,
+    progress: bool = False,
+    console: Any = None,
+) -> tuple[list[dict], DecodeStats]:
 
     dist = get_dist()
     out_path = Path(out_path)

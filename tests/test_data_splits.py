@@ -230,7 +230,7 @@ def test_whole_dialogue_sampling_covers_every_turn_with_exactly_n_examples(conva
 
 def test_eval_limit_takes_whole_test_dialogues_and_the_run_records_its_samplers():
     from spt_bench.config import config_from_dict
-    from spt_bench.runner import load_run_data
+    from spt_bench.data.run_data import load_run_data
 
     config = config_from_dict({"data": {"train_limit": 20, "eval_limit": 12}})
     train, dev, test, desc = load_run_data(config)

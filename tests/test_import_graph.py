@@ -43,9 +43,12 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
     return None
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(*, with_packages: bool = True) -> dict[str, set[str]]:
     """module -> project modules it imports anywhere in its body (TYPE_CHECKING blocks
-    excluded: they never run). `from pkg import sub` counts as importing pkg.sub."""
+    excluded: they never run). `from pkg import sub` counts as importing pkg.sub; with
+    `with_packages`, importing pkg.sub also counts as importing pkg (its __init__ runs first:
+    what cycles are made of); without, only the modules named (what import-count targets
+    measure)."""
     mods = project_modules()
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, path in mods.items():
@@ -72,7 +75,7 @@ def import_graph() -> dict[str, set[str]]:
                 r = _resolve(t, mods)
                 if r is None:
                     continue
-                for dep in _with_parent_packages(r, mods):
+                for dep in _with_parent_packages(r, mods) if with_packages else [r]:
                     # a module's own parent packages run before it: not an edge from it
                     if dep != mod and not mod.startswith(dep + "."):
                         graph[mod].add(dep)

@@ -173,7 +173,7 @@ def test_kv_prefix_hits_at_1_with_prefix_sharing_equals_full_forwards() -> None:
 
 def test_engines_that_cannot_serve_a_kv_prefix_refuse_it_in_one_line() -> None:
     from spt_bench.config import config_from_dict
-    from spt_bench.runner import check_decode_engine
+    from spt_bench.session import check_decode_engine
 
     backbone = load_backbone("tiny-random")
     prefix = _make("p-tuning-v2", backbone)
@@ -254,8 +254,9 @@ def test_prefix_tuning_run_resumes_evaluates_chats_and_exports_a_peft_adapter(
 
     from spt_bench.chat import load_responder
     from spt_bench.config import RunConfig, config_from_dict
+    from spt_bench.evaluation import evaluate_run
     from spt_bench.io import read_jsonl
-    from spt_bench.runner import evaluate_run, run
+    from spt_bench.runner import run
 
     class Killed(Exception):
         pass

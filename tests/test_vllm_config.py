@@ -10,7 +10,7 @@ import pytest
 from spt_bench.config import config_from_dict
 from spt_bench.errors import ConfigError
 from spt_bench.models import load_backbone
-from spt_bench.runner import decode_settings
+from spt_bench.session import decode_settings
 from spt_bench.vllm_engine import VllmOptions, engine_kwargs, source_view
 
 
