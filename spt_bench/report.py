@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spt_bench.io import atomic_write_text, read_jsonl
+from spt_bench.io import atomic_write_text
 
 SUMMARY_KEYS = (
     "method.name", "model.name", "data.source", "data.train_data", "data.test_data",
@@ -30,7 +30,7 @@ def fmt(v: Any) -> str:
 
 def fmt_score(v: Any) -> str:
     """A score: compare's precision rule (2 decimals), so report.md and compare agree."""
-    from spt_bench.compare import fmt_value
+    from spt_bench.compare.table import fmt_value
 
     return "-" if v is None else fmt_value(float(v))
 
@@ -119,10 +119,12 @@ def render_report(
             ],
         )
 
-    if method_cls is not None:  # the method's own sections (SPT: prompt usage)
-        lines += method_cls.report_sections(metrics, rows, example_scores or [])
+    if method_cls is not None:  # the method's own sections (its report_sections hook)
+        for section in method_cls.report_sections(metrics, rows, example_scores or []):
+            lines += render_section(section)
 
     if rows:
+        sample_fields = [f.name for f in getattr(method_cls, "row_fields", ()) if f.sample]
         lines += ["", "## Samples", ""]
         step = max(1, len(rows) // N_SAMPLES)
         for r in rows[::step][:N_SAMPLES]:
@@ -131,21 +133,30 @@ def render_report(
             for h in (r.get("history") or [])[-3:]:
                 lines += [f"- > {h}"]
             lines += [f"- reference: {r.get('reference')}", f"- prediction: {r.get('prediction')}"]
-            extra = {k: r[k] for k in ("selected_prompt",) if k in r}
+            extra = {k: r[k] for k in sample_fields if k in r}
             if extra:
                 lines += [f"- {', '.join(f'{k}: {v}' for k, v in extra.items())}"]
             lines += [""]
     return "\n".join(lines).rstrip() + "\n"
 
 
+def render_section(section: Any) -> list[str]:
+    """A method's ReportSection as markdown: title, intro, table (float cells as scores), notes."""
+    table = [[fmt_score(c) if isinstance(c, float) else c for c in row] for row in section.rows]
+    lines = ["", f"## {section.title}", "", section.intro, ""]
+    lines += md_table(section.header, table)
+    for note in section.notes:
+        lines += ["", note]
+    return lines
+
+
 def write_report(
     run_dir: str | Path, config: Any, metrics: dict, rows: list[dict], method_cls: Any = None
 ) -> Path:
+    from spt_bench.compare.runs import example_score_rows
     from spt_bench.run_folder import RunFolder
 
-    folder = RunFolder.of(run_dir)
-    path = folder.report_path
-    scores_path = folder.example_scores
-    scores = list(read_jsonl(scores_path)) if scores_path.is_file() else []
+    path = RunFolder.of(run_dir).report_path
+    scores = example_score_rows(run_dir)
     atomic_write_text(path, render_report(config, metrics, rows, scores, method_cls))
     return path
