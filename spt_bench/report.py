@@ -63,7 +63,20 @@ def render_report(
         f"# Run report: {get_dotted(cfg, 'method.name')} on {get_dotted(cfg, 'model.name')}",
         "",
     ]
-    lines += ["## Configuration", ""]
+    lines += _configuration(cfg, metrics, rows)
+    lines += _metrics(metrics)
+    lines += _by_turn(metrics)
+    if method_cls is not None:  # the method's own sections (its report_sections hook)
+        for section in method_cls.report_sections(metrics, rows, example_scores or []):
+            lines += render_section(section)
+    lines += _samples(rows, [f.name for f in getattr(method_cls, "row_fields", ()) if f.sample])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _configuration(cfg: dict, metrics: dict, rows: list[dict]) -> list[str]:
+    from spt_bench.config import get_dotted
+
+    lines = ["## Configuration", ""]
     lines += md_table(["setting", "value"], [[k, get_dotted(cfg, k)] for k in SUMMARY_KEYS])
     opts = get_dotted(cfg, "method.options") or {}
     if opts:
@@ -79,11 +92,14 @@ def render_report(
         lines += ["", f"Training: {train.get('steps')} steps, best dev loss "
                   f"{fmt_score(train.get('best_dev_loss'))} at step {fmt(train.get('best_step'))}; "
                   f"decoding used checkpoint `{train.get('checkpoint_used')}`."]  # fmt: skip
+    return lines
 
+
+def _metrics(metrics: dict) -> list[str]:
     overall = metrics.get("overall") or {}
     ci = metrics.get("ci95") or {}
     meta = metrics.get("metrics_meta") or {}
-    lines += ["", "## Metrics", ""]
+    lines = ["", "## Metrics", ""]
     table_rows = []
     for name, value in overall.items():
         lo_hi = ci.get(name)
@@ -100,8 +116,13 @@ def render_report(
     note = model_metrics_note(metrics.get("model_metrics"))
     if note:
         lines += ["", note]
+    return lines
 
+
+def _by_turn(metrics: dict) -> list[str]:
+    overall = metrics.get("overall") or {}
     by_turn = metrics.get("by_turn") or {}
+    lines: list[str] = []
     if by_turn:
         names = [m for m in ("f1", "bleu", "rougeL", "bertscore_f1", "dist2") if m in overall]
         turn_ci = metrics.get("by_turn_ci95") or {}
@@ -118,13 +139,13 @@ def render_report(
                 for t, v in by_turn.items()
             ],
         )
+    return lines
 
-    if method_cls is not None:  # the method's own sections (its report_sections hook)
-        for section in method_cls.report_sections(metrics, rows, example_scores or []):
-            lines += render_section(section)
 
+def _samples(rows: list[dict], sample_fields: list[str]) -> list[str]:
+    """A few prediction rows, with the method's sample fields (RowField.sample)."""
+    lines: list[str] = []
     if rows:
-        sample_fields = [f.name for f in getattr(method_cls, "row_fields", ()) if f.sample]
         lines += ["", "## Samples", ""]
         step = max(1, len(rows) // N_SAMPLES)
         for r in rows[::step][:N_SAMPLES]:
@@ -137,7 +158,7 @@ def render_report(
             if extra:
                 lines += [f"- {', '.join(f'{k}: {v}' for k, v in extra.items())}"]
             lines += [""]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
 
 
 def render_section(section: Any) -> list[str]:
