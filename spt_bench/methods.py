@@ -126,6 +126,25 @@ class RowField:
     sample: bool = False
 
 
+@dataclass(frozen=True)
+class LogField:
+    """A number a method adds to train_log.jsonl rows, for `plot training`.
+
+    kind: "loss" (a loss term, drawn with the others), "diagnostic" (its own panel with `title`,
+    `ylabel`, palette index `style`, placed by `order` among the diagnostics - the shared ones
+    are the learning rate at 0 and the gradient norm at 30; `uniform_over` names an option K
+    whose ln K the panel marks: the entropy of a uniform choice among K), or "dev_usage" (in
+    evaluation rows: selections per prompt, drawn as stacked shares under `title`)."""
+
+    name: str
+    kind: str
+    title: str = ""
+    ylabel: str = ""
+    style: int = 3
+    order: int = 50
+    uniform_over: str = ""
+
+
 @dataclass
 class ReportSection:
     """A section a method adds to report.md: `## title`, an intro line, a table (float cells are
@@ -156,6 +175,7 @@ class Method(ABC):
     option_labels: ClassVar[dict[str, str]] = {}  # option -> short label, always in run labels
     row_fields: ClassVar[tuple[RowField, ...]] = ()  # what row_info adds to predictions rows
     compare_note: ClassVar[str] = ""  # a note `compare` adds when a row uses this method
+    log_fields: ClassVar[tuple[LogField, ...]] = ()  # what it logs beyond loss/nll (plots)
 
     def __init__(self, backbone: Backbone, options: Any = None) -> None:
         self.backbone = backbone
@@ -261,7 +281,8 @@ class Method(ABC):
         turn_default: int = 0,
     ) -> Any:
         """Which prompt each prediction row used, overall and per turn bucket (`plot prompts`;
-        SPT: spt_bench.spt.analysis.PromptUsage); None for methods that select no prompt."""
+        SPT: spt_bench.spt.analysis.PromptUsage: k, buckets, overall, per_bucket,
+        bucket_totals, members, title); None for methods that select no prompt."""
         return None
 
     def build_formatter(self, **formatter_kwargs: Any) -> PromptFormatter:

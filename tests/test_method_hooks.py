@@ -16,7 +16,7 @@ from run_helpers import make_run
 
 from spt_bench import methods
 from spt_bench.compare import build_comparison, load_runs
-from spt_bench.methods import Method, ReportSection, RowField
+from spt_bench.methods import LogField, Method, ReportSection, RowField
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC = [
@@ -79,6 +79,10 @@ class _Toy(Method):
     option_labels = {"width": "w"}
     row_fields = (RowField("choice", "the toy's choice", carry=True, sample=True),)
     compare_note = "toy rows are toys."
+    log_fields = (
+        LogField("toy_term", "loss"),
+        LogField("toy_gauge", "diagnostic", "Toy gauge", "units", order=5),
+    )
 
     @classmethod
     def report_sections(cls, metrics, rows, example_scores):
@@ -119,3 +123,14 @@ def test_report_chat_and_scorer_use_the_row_fields_and_sections(toy):
     text = render_report({"method": {"name": "toy"}}, {"overall": {}}, rows, [], toy)
     assert "## Toy\n\nintro\n\n| a | b |\n|---|---|\n| 1 | 0.12 |\n\na note" in text
     assert "- choice: 1" in text
+
+
+def test_training_plots_place_a_method_s_log_fields(toy, tmp_path):
+    from spt_bench.plots.training import training_curves, training_panels
+
+    (tmp_path / "train_log.jsonl").write_text(
+        '{"step": 1, "lr": 0.1, "loss": 2.0, "toy_term": 1.0, "grad_norm": 3.0, "toy_gauge": 4}\n'
+    )
+    curves = training_curves(tmp_path)
+    assert set(curves.losses) == {"loss", "toy_term"}
+    assert training_panels(curves)[0] == ["loss", "terms", "lr", "toy_gauge", "grad_norm"]

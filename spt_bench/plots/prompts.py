@@ -93,7 +93,7 @@ def plot_prompts(
     _share_panel(fig.add_subplot(grid[0, 0]), u, colors)
     _metric_panel(fig.add_subplot(grid[0, 1]), u, colors, run.overall.get(metric))
     _turn_heatmap(fig, fig.add_subplot(grid[1, :]), u)
-    fig.suptitle(f"SPT prompt selection: {run.label}")
+    fig.suptitle(f"{u.title}: {run.label}")
     return save_figure(fig, out)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from spt_bench.compare.runs import RunRecord
 from spt_bench.errors import InputError, SptBenchError
 from spt_bench.io import read_jsonl
+from spt_bench.methods import LogField
 from spt_bench.plots.common import (
     OKABE_ITO,
     _figure,
@@ -35,9 +36,6 @@ NON_LOSS_KEYS = frozenset(
         "time",
         "wall_s",
         "grad_norm",
-        "prompt_usage",
-        "retriever_entropy",
-        "selection_agreement",
         "dev_loss",
         "best_dev_loss",
         "step_seconds",
@@ -50,41 +48,47 @@ NON_LOSS_KEYS = frozenset(
     }
 )
 
-
-# Logged diagnostics shown in their own panels: key -> (panel title, y-axis label).
-DIAGNOSTICS: dict[str, tuple[str, str]] = {
-    "lr": ("Learning-rate schedule", "learning rate"),
-    "retriever_entropy": ("SPT retriever: entropy of the prompt distribution", "entropy (nats)"),
-    "selection_agreement": (
-        "SPT retriever: top-scored prompt = lowest-loss prompt",
-        "share of batch examples",
+# Diagnostics every training run logs; methods add theirs (Method.log_fields), placed by order.
+SHARED_DIAGNOSTICS: tuple[LogField, ...] = (
+    LogField("lr", "diagnostic", "Learning-rate schedule", "learning rate", style=4, order=0),
+    LogField(
+        "grad_norm", "diagnostic", "Gradient norm (before clipping)", "L2 norm", style=6, order=30
     ),
-    "grad_norm": ("Gradient norm (before clipping)", "L2 norm"),
-    "score_sum": ("SPT retriever: sum of the prompt scores (scales the fused logits)", "sum_k s_k"),
-}
+)
 
-
-# Palette index per diagnostic (each panel its own colour; never the weak yellow).
-DIAGNOSTIC_STYLE = {
-    "lr": 4,
-    "retriever_entropy": 0,
-    "selection_agreement": 2,
-    "grad_norm": 6,
-    "score_sum": 5,
-}
-
-
-# Train-log keys that are loss terms (the total and its components); any other numeric key a
-# method logs is a diagnostic and gets its own panel, never the loss-term panel.
-LOSS_TERMS = ("loss", "nll", "sel", "fusion", "ctr")
-
+# Train-log keys that are loss terms (the total and its components; methods add theirs); any
+# other numeric key a method logs is a diagnostic and gets its own panel, never the loss-term
+# panel.
+SHARED_LOSS_TERMS = ("loss", "nll")
 
 # `plot training --panels` names besides the diagnostics' own keys.
 FIXED_PANELS = ("loss", "terms", "usage")
 
 
-def is_loss_term(key: str) -> bool:
-    return key in LOSS_TERMS or key.endswith("_loss")
+@dataclass(frozen=True)
+class LogLayout:
+    """How train_log keys are drawn: diagnostics (in panel order), loss terms, dev-usage keys."""
+
+    diagnostics: dict[str, LogField]
+    loss_terms: frozenset[str]
+    dev_usage: tuple[LogField, ...]
+
+
+def log_layout() -> LogLayout:
+    """The shared fields plus every registered method's `log_fields`."""
+    from spt_bench.methods import list_methods
+
+    fields = [*SHARED_DIAGNOSTICS, *(f for cls in list_methods() for f in cls.log_fields)]
+    diagnostics: dict[str, LogField] = {}
+    for f in sorted((f for f in fields if f.kind == "diagnostic"), key=lambda f: f.order):
+        diagnostics.setdefault(f.name, f)
+    terms = frozenset([*SHARED_LOSS_TERMS, *(f.name for f in fields if f.kind == "loss")])
+    usage = tuple({f.name: f for f in fields if f.kind == "dev_usage"}.values())
+    return LogLayout(diagnostics, terms, usage)
+
+
+def is_loss_term(key: str, layout: LogLayout | None = None) -> bool:
+    return key in (layout or log_layout()).loss_terms or key.endswith("_loss")
 
 
 @dataclass
@@ -94,8 +98,10 @@ class TrainingCurves:
     losses: dict[str, tuple[list[int], list[float]]]
     dev: tuple[list[int], list[float]]
     diagnostics: dict[str, tuple[list[int], list[float]]]
-    # SPT: selections per prompt on the dev set at each evaluation (step, counts)
+    # selections per prompt on the dev set at each evaluation (step, counts): a method's
+    # "dev_usage" log field, drawn under its title
     dev_usage: list[tuple[int, list[int]]] = field(default_factory=list)
+    dev_usage_title: str = ""
 
 
 def training_curves(run_path: str | os.PathLike) -> TrainingCurves:
@@ -106,6 +112,7 @@ def training_curves(run_path: str | os.PathLike) -> TrainingCurves:
     if not path.is_file():
         raise InputError(path, None, "file not found (the method does not train?)")
     curves = TrainingCurves({}, ([], []), {})
+    layout = log_layout()
 
     def add(series: dict, key: str, step: int, value: float) -> None:
         steps, values = series.setdefault(key, ([], []))
@@ -119,16 +126,21 @@ def training_curves(run_path: str | os.PathLike) -> TrainingCurves:
         if _finite(row.get("dev_loss")):
             curves.dev[0].append(step)
             curves.dev[1].append(float(row["dev_loss"]))
-            usage = row.get("prompt_usage")
-            if isinstance(usage, list) and usage and all(_finite(u) for u in usage):
-                curves.dev_usage.append((int(row["step"]), [int(u) for u in usage]))
+            for f in layout.dev_usage:
+                usage = row.get(f.name)
+                if isinstance(usage, list) and usage and all(_finite(u) for u in usage):
+                    curves.dev_usage.append((int(row["step"]), [int(u) for u in usage]))
+                    curves.dev_usage_title = f.title
+                    break
             continue  # an evaluation row: its other numbers are not training-batch values
         if "dev_loss" in row or row.get("type", "train") != "train":
             continue  # other event rows (evaluations, notes) carry no training-batch losses
         for key, value in row.items():
             if not _finite(value):
                 continue
-            if key in DIAGNOSTICS or (key not in NON_LOSS_KEYS and not is_loss_term(key)):
+            if key in layout.diagnostics or (
+                key not in NON_LOSS_KEYS and not is_loss_term(key, layout)
+            ):
                 add(curves.diagnostics, key, step, float(value))
             elif key not in NON_LOSS_KEYS:
                 add(curves.losses, key, step, float(value))
@@ -184,8 +196,9 @@ def training_panels(c: TrainingCurves) -> tuple[list[str], str | None, list[str]
     panels: list[str] = ["loss"]
     if components:
         panels.append("terms")
-    panels += [k for k in DIAGNOSTICS if k in c.diagnostics]
-    panels += [k for k in c.diagnostics if k not in DIAGNOSTICS]
+    known = log_layout().diagnostics
+    panels += [k for k in known if k in c.diagnostics]
+    panels += [k for k in c.diagnostics if k not in known]
     if max((len(u) for _, u in c.dev_usage), default=0) > 1:
         panels.append("usage")
     return panels, first, components
@@ -236,7 +249,7 @@ def training_figure(run: RunRecord, *, panels: Sequence[str] | None = None) -> A
         elif panel == "usage":
             _usage_panel(ax, c)
         else:
-            _diagnostic_panel(ax, c, panel, run.method_options.get("k"))
+            _diagnostic_panel(ax, c, panel, run.method_options)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     from matplotlib.ticker import MaxNLocator
@@ -308,18 +321,20 @@ def _usage_panel(ax: Any, c: TrainingCurves) -> None:
             bottom += shares[j][0]
     ax.set_ylim(0, 100)
     counts = "" if len(steps) > 1 else f": {c.dev_usage[0][1]} at step {steps[0]}"
-    ax.set_title(f"SPT prompt usage on the dev set (stacked shares){counts}")
+    ax.set_title(f"{c.dev_usage_title or 'Prompt usage on the dev set'} (stacked shares){counts}")
     ax.set_ylabel("% of dev examples")
 
 
-def _diagnostic_panel(ax: Any, c: TrainingCurves, panel: str, k: Any) -> None:
-    title, ylabel = DIAGNOSTICS.get(panel, (f"{panel} (as logged)", panel))
-    _curve(ax, *c.diagnostics[panel], panel, DIAGNOSTIC_STYLE.get(panel, 3))
+def _diagnostic_panel(ax: Any, c: TrainingCurves, panel: str, options: dict) -> None:
+    f = log_layout().diagnostics.get(panel)
+    title, ylabel = (f.title, f.ylabel) if f else (f"{panel} (as logged)", panel)
+    _curve(ax, *c.diagnostics[panel], panel, f.style if f else 3)
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     if panel == "lr":
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    if panel == "retriever_entropy" and isinstance(k, int) and k > 1:
+    k = options.get(f.uniform_over) if f is not None and f.uniform_over else None
+    if isinstance(k, int) and k > 1:
         ax.axhline(math.log(k), color="0.4", linestyle="--", linewidth=1)
         ax.annotate(
             f"ln K = {math.log(k):.2f} (uniform over {k} prompts)",

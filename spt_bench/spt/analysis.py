@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metrics.turns import turn_bucket_of
-from spt_bench.methods import ReportSection, RowField
+from spt_bench.methods import LogField, ReportSection, RowField
 
 SELECTED = "selected_prompt"  # row field: index of the prompt the retriever selected
 SCORES = "prompt_scores"  # row field: the retriever's score of every prompt
@@ -19,6 +19,28 @@ ROW_FIELDS: tuple[RowField, ...] = (
     RowField(SELECTED, "index of the soft prompt the retriever selected", carry=True, sample=True),
     RowField(SCORES, "the retriever's score of each of the K prompts"),
 )
+
+# What SPT logs in train_log.jsonl beyond the response NLL (`plot training` draws them).
+LOG_FIELDS: tuple[LogField, ...] = (
+    LogField("sel", "loss"),
+    LogField("fusion", "loss"),
+    LogField("ctr", "loss"),
+    LogField(
+        "retriever_entropy", "diagnostic", "SPT retriever: entropy of the prompt distribution",
+        "entropy (nats)", style=0, order=10, uniform_over="k",
+    ),
+    LogField(
+        "selection_agreement", "diagnostic",
+        "SPT retriever: top-scored prompt = lowest-loss prompt", "share of batch examples",
+        style=2, order=20,
+    ),
+    LogField(
+        "score_sum", "diagnostic",
+        "SPT retriever: sum of the prompt scores (scales the fused logits)", "sum_k s_k",
+        style=5, order=40,
+    ),
+    LogField("prompt_usage", "dev_usage", "SPT prompt usage on the dev set"),
+)  # fmt: skip
 
 
 def prompt_usage(rows: list[dict[str, Any]], k: int | None = None) -> list[int]:
@@ -54,6 +76,7 @@ class PromptUsage:
     metric: str = ""
     metric_mean: list[float | None] = field(default_factory=list)
     metric_ci: list[tuple[float, float] | None] = field(default_factory=list)
+    title: str = "SPT prompt selection"  # of the `plot prompts` figure
 
     @property
     def n(self) -> int:

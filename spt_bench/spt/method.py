@@ -34,6 +34,7 @@ class SelectivePromptTuning(Method):
     default_lr = 1e-3
     option_labels = {"k": "K", "prompt_len": "L"}
     row_fields = analysis.ROW_FIELDS
+    log_fields = analysis.LOG_FIELDS
 
     def __init__(self, backbone: Backbone, options: Any = None) -> None:
         from spt_bench.spt.core import SelectivePrompting
