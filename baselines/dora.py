@@ -16,6 +16,7 @@ class Dora(PeftMethod):
     name = "dora"
     description = "DoRA: LoRA with a learned magnitude per adapted weight (PEFT, use_dora)."
     Options = LoraOptions
+    option_labels = {"lora_r": "r"}
     default_lr = 2e-4
 
     def peft_config_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class Lora(BackboneWeightsMethod):
     name = "lora"
     description = "LoRA adapters (peft) on the frozen LM, trained on response tokens."
     Options = LoraOptions
+    option_labels = {"lora_r": "r"}
     default_lr = 2e-4
 
     def __init__(self, backbone: Any, options: LoraOptions | None = None) -> None:

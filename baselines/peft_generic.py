@@ -36,6 +36,7 @@ class Peft(PeftMethod):
     name = "peft"
     description = "Any PEFT adapter from a config in PEFT's format (peft_type / peft_config)."
     Options = PeftOptions
+    option_labels = {"peft_type": "type"}
     default_lr = 2e-4
 
     def peft_config_dict(self) -> dict[str, Any]:

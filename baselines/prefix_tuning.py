@@ -40,6 +40,7 @@ class PrefixTuning(PeftMethod):
     name = "prefix-tuning"
     description = "Per-layer key/value prefix (Li & Liang 2021; PEFT), MLP reparameterised."
     Options = PrefixTuningOptions
+    option_labels = {"num_virtual_tokens": "P", "prefix_projection": "mlp"}
     default_lr = 1e-3
 
     def peft_config_dict(self) -> dict[str, Any]:
@@ -67,6 +68,7 @@ class PTuningV2(PeftMethod):
     name = "p-tuning-v2"
     description = "Deep prompts: a trained key/value prefix in every layer (PEFT, no MLP)."
     Options = PTuningV2Options
+    option_labels = {"num_virtual_tokens": "P"}
     default_lr = 1e-3
 
     def peft_config_dict(self) -> dict[str, Any]:

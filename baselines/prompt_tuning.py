@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from spt_bench.methods import PrefixOutput, register_method
-from spt_bench.spt import SelectivePromptTuning
-from spt_bench.spt_options import PromptTuningOptions, SptOptions
+from spt_bench.spt.method import SelectivePromptTuning
+from spt_bench.spt.options import PromptTuningOptions, SptOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.batches import GenBatch
@@ -23,6 +23,8 @@ class PromptTuning(SelectivePromptTuning):
     name = "prompt-tuning"
     description = "One soft prompt of L virtual tokens over the frozen LM (SPT's code with K=1)."
     Options = PromptTuningOptions
+    option_labels = {"prompt_len": "L"}
+    row_fields = ()  # one prompt for everyone: nothing selected per row
 
     def core_options(self) -> SptOptions:
         return self.options.as_spt()

@@ -45,6 +45,13 @@ class TextPrompt(Method):
     trains = False
     template = "chat"
     Options = TextPromptOptions
+    option_labels = {"shots": "shots"}
+    compare_note = (
+        "text-prompt answers in the chat model's cased, untokenised style while ConvAI2 "
+        "references are lowercase and tokenised ('i am .'): F1 raw counts every case or "
+        "punctuation difference as a miss, so F1 raw and AVG (which uses it) understate "
+        "text-prompt; the normalised F1 does not."
+    )
 
     def __init__(self, backbone: Any, options: TextPromptOptions | None = None) -> None:
         super().__init__(backbone, options)

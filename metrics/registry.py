@@ -75,8 +75,9 @@ class MetricRegistry:
 
 METRICS = MetricRegistry()
 
-# Hits@k fields a predictions row may carry (ranking over candidates, filled by the harness).
-HITS_KS = (1, 3, 5, 10, 20, 100)
+# Hits@k fields a predictions row may carry (ranking over candidates, filled by the harness):
+# defined with the score.hits_k setting that chooses among them.
+from spt_bench.config import HITS_KS  # noqa: E402
 
 
 def _register_builtin() -> None:

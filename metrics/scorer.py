@@ -25,7 +25,15 @@ from metrics.text import (
 )
 from metrics.turns import RULE_TEXT, min_bucket_size, turn_buckets
 
-_CARRIED_FIELDS = ("dialog_id", "turn", "selected_prompt")
+_CARRIED_FIELDS = ("dialog_id", "turn")  # plus the methods' carried row fields
+
+
+def carried_fields() -> tuple[str, ...]:
+    """Prediction-row fields copied into each per-example row: the dialogue position and the
+    row fields a registered method marks `carry` (spt_bench.methods.RowField)."""
+    from spt_bench.methods import carried_row_fields
+
+    return (*_CARRIED_FIELDS, *carried_row_fields())
 
 
 @dataclass
@@ -148,12 +156,13 @@ def _per_example_scores(rows: list[dict]) -> list[dict]:
     hits_fields = [f"hits@{k}" for k in HITS_KS if f"hits@{k}" in rows[0]]
 
     out = []
+    carried = carried_fields()
     for row, stats in zip(rows, bleu_stats, strict=True):
         pred, ref = row["prediction"], row["reference"]
         pred_ws, ref_ws = whitespace_tokens(pred), whitespace_tokens(ref)
         rg = rouge.score(ref, pred)
         ex: dict = {"id": row["id"]}
-        ex.update({k: row[k] for k in _CARRIED_FIELDS if k in row})
+        ex.update({k: row[k] for k in carried if k in row})
         ex["reference_sha"] = reference_sha(ref)  # text-free: compare checks references match
         ex["prediction"] = pred
         ex["f1"] = 100.0 * token_f1(normalized_tokens(pred), normalized_tokens(ref))

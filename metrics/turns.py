@@ -10,6 +10,7 @@ later ones form one tail bucket "k+". A tail still smaller than m joins the buck
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 
@@ -55,3 +56,25 @@ RULE_TEXT = (
     "later turns form one tail bucket 'k+', merged into the bucket before it while it has fewer "
     "than m"
 )
+
+
+def bucket_order(label: str) -> tuple[int, str]:
+    """Sort key of a bucket label: its leading turn number, then the text."""
+    m = re.match(r"\s*(\d+)", str(label))
+    return (int(m.group(1)) if m else 10**9, str(label))
+
+
+def turn_bucket_of(turn: int, buckets: Sequence[str]) -> str | None:
+    """Map a 0-based turn to a by_turn bucket label: "k" exactly, or "k+" for the merged tail
+    (also "a-b" ranges)."""
+    for label in buckets:
+        text = str(label).strip()
+        if text.isdigit() and int(text) == turn:
+            return label
+        m = re.fullmatch(r"(\d+)\s*\+", text) or re.fullmatch(r">=\s*(\d+)", text)
+        if m and turn >= int(m.group(1)):
+            return label
+        m = re.fullmatch(r"(\d+)\s*[-–]\s*(\d+)", text)
+        if m and int(m.group(1)) <= turn <= int(m.group(2)):
+            return label
+    return None

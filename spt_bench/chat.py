@@ -26,7 +26,7 @@ QUIT = ("/quit", "/exit", "/q")
 @dataclass
 class Reply:
     text: str
-    info: dict = field(default_factory=dict)  # the method's row info (SPT: selected_prompt...)
+    info: dict = field(default_factory=dict)  # the method's row info (PrefixOutput.row_info)
     raw: str = ""
     stop: str = ""
 
@@ -41,16 +41,18 @@ class ChatTurn:
     reply: Reply
 
 
-def describe_reply_info(info: dict) -> str:
-    """One line about the method's choice for this turn (SPT: the selected prompt)."""
-    if info.get("selected_prompt") is None:
+def describe_reply_info(info: dict, method_cls: Any = None) -> str:
+    """One line about the method's choice for this turn (its `describe_row` hook); without a
+    method class, the first registered method that describes the row fields present."""
+    if not info:
         return ""
-    k = int(info["selected_prompt"])
-    scores = info.get("prompt_scores")
-    if scores:
-        ranked = ", ".join(f"{j}: {s:.3f}" for j, s in enumerate(scores))
-        return f"[SPT prompt {k} of {len(scores)}; retriever scores {ranked}]"
-    return f"[SPT prompt {k}]"
+    from spt_bench.methods import list_methods
+
+    for cls in [method_cls] if method_cls is not None else list_methods():
+        line = cls.describe_row(info)
+        if line:
+            return line
+    return ""
 
 
 def chat_loop(
@@ -90,7 +92,8 @@ def chat_loop(
         reply = responder.respond(persona_t, tuple(history))
         history.append(reply.text)
         turns.append(ChatTurn(text, reply))
-        note = describe_reply_info(reply.info)
+        method = getattr(responder, "method", None)
+        note = describe_reply_info(reply.info, None if method is None else type(method))
         if note:
             write(note)
         write(f"bot: {reply.text}" if reply.text else "bot: (empty reply)")
@@ -172,7 +175,7 @@ def load_responder(
 
     from spt_bench.config import RunConfig
     from spt_bench.data.run_data import load_run_data
-    from spt_bench.methods import get_method, make_options
+    from spt_bench.methods import get_method, list_methods, make_options
     from spt_bench.session import build_method, decode_settings, finalize_config, make_formatter
 
     check_chat_max_new_tokens(max_new_tokens)
@@ -190,20 +193,21 @@ def load_responder(
         cls = get_method(config.method.name)
         options = make_options(cls, config.method.options)
     else:
+        untrained = " or ".join(f"--method {c.name}" for c in list_methods() if not c.trains)
         if method is None:
-            raise ConfigError("give a run folder, or --model and --method (e.g. text-prompt)")
+            raise ConfigError(f"give a run folder, or --model and --method (e.g. {untrained})")
         if get_method(method).trains:
             raise ConfigError(
                 f"method {method!r} needs training: give its run folder "
                 "(spt-bench chat RUN_DIR); without one use a method that does not train, "
-                "e.g. --method text-prompt"
+                f"e.g. {untrained}"
             )
         base = RunConfig().replace(
             **{"method.name": method, "model.device": device},
             **({"model.name": model} if model else {}),
         )
         config, cls, options = finalize_config(base)
-    # only a method that draws on the train split (text-prompt's k shots) loads the data
+    # only a method that draws on the train split (e.g. for k shots) loads the data
     train = load_run_data(config)[0] if cls.uses_train_data(options) else []
     meth = build_method(config, cls, options, train)
     loaded = None

@@ -90,6 +90,8 @@ class _Section:
                 raise self._err(n, f"must be > 0 and finite, got {v!r}")
 
 
+# The k for which the scorer reports hits@k (metrics.registry re-exports it).
+HITS_KS = (1, 3, 5, 10, 20, 100)
 MAX_SEED = 2**32 - 1  # numpy's and torch's CUDA generators take seeds in [0, 2**32)
 
 
@@ -404,8 +406,6 @@ def check_hits_settings(hits_k: list[int], hits_candidates: int) -> None:
         or hits_candidates < 2
     ):
         raise key_error("score.hits_candidates", f"must be >= 2, got {hits_candidates}")
-    from metrics.registry import HITS_KS  # the k the scorer reports
-
     bad = [k for k in hits_k if k not in HITS_KS]
     if bad:
         raise key_error(

@@ -12,7 +12,7 @@ not listed refuses it before any training, with the reason in `engine_refusal`);
 a `KVPrefix` cannot be beam-searched (transformers' generate takes no per-layer prefix here).
 
 Registry: `@register_method` (rejects a second class under an existing name), `get_method`,
-`list_methods`. The built-in methods live in `baselines/` and `spt_bench/spt.py`; they are
+`list_methods`. The built-in methods live in `baselines/` and `spt_bench/spt/`; they are
 imported the first time the registry is read, so importing this module stays cheap. A built-in
 module that does not exist (yet) is skipped; any other import error propagates.
 
@@ -51,7 +51,7 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "baselines.prefix_tuning",
     "baselines.ia3",
     "baselines.dora",
-    "spt_bench.spt",
+    "spt_bench.spt.method",
 )
 
 
@@ -113,6 +113,50 @@ class PrefixOutput:
     kv: KVPrefix | None = None
 
 
+@dataclass(frozen=True)
+class RowField:
+    """A per-row field a method adds to predictions.jsonl (through `PrefixOutput.row_info`).
+
+    carry: also copied into each example_scores.jsonl row (by the scorer); sample: shown with
+    the samples of report.md."""
+
+    name: str
+    description: str
+    carry: bool = False
+    sample: bool = False
+
+
+@dataclass(frozen=True)
+class LogField:
+    """A number a method adds to train_log.jsonl rows, for `plot training`.
+
+    kind: "loss" (a loss term, drawn with the others), "diagnostic" (its own panel with `title`,
+    `ylabel`, palette index `style`, placed by `order` among the diagnostics - the shared ones
+    are the learning rate at 0 and the gradient norm at 30; `uniform_over` names an option K
+    whose ln K the panel marks: the entropy of a uniform choice among K), or "dev_usage" (in
+    evaluation rows: selections per prompt, drawn as stacked shares under `title`)."""
+
+    name: str
+    kind: str
+    title: str = ""
+    ylabel: str = ""
+    style: int = 3
+    order: int = 50
+    uniform_over: str = ""
+
+
+@dataclass
+class ReportSection:
+    """A section a method adds to report.md: `## title`, an intro line, a table (float cells are
+    scores, written with compare's precision rule) and notes below it."""
+
+    title: str
+    intro: str
+    header: list[str]
+    rows: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+
+
 class Method(ABC):
     """Base class of every method. Subclasses set the ClassVars and implement the abstract API."""
 
@@ -126,6 +170,12 @@ class Method(ABC):
     # engine check it); an instance may narrow it once its options are known (generic `peft`).
     supports_engines: ClassVar[tuple[str, ...] | None] = None  # None = every engine
     engine_note: ClassVar[str] = ""  # why other engines cannot serve it (one clause)
+    # Class-level knowledge that reports, compare, plots and chat read without building the
+    # method (no torch, no model): every hook below is a ClassVar or a classmethod.
+    option_labels: ClassVar[dict[str, str]] = {}  # option -> short label, always in run labels
+    row_fields: ClassVar[tuple[RowField, ...]] = ()  # what row_info adds to predictions rows
+    compare_note: ClassVar[str] = ""  # a note `compare` adds when a row uses this method
+    log_fields: ClassVar[tuple[LogField, ...]] = ()  # what it logs beyond loss/nll (plots)
 
     def __init__(self, backbone: Backbone, options: Any = None) -> None:
         self.backbone = backbone
@@ -212,9 +262,28 @@ class Method(ABC):
     @classmethod
     def report_sections(
         cls, metrics: dict, rows: list[dict], example_scores: list[dict]
-    ) -> list[str]:
-        """Markdown lines the method adds to report.md (SPT: prompt usage)."""
+    ) -> list[ReportSection]:
+        """Sections the method adds to report.md (SPT: prompt usage)."""
         return []
+
+    @classmethod
+    def describe_row(cls, info: dict) -> str:
+        """One line about a row's `row_info` for chat (SPT: the selected prompt); '' = none."""
+        return ""
+
+    @classmethod
+    def prompt_usage(
+        cls,
+        rows: list[dict],
+        *,
+        k: int | None = None,
+        buckets: list[str] | None = None,
+        turn_default: int = 0,
+    ) -> Any:
+        """Which prompt each prediction row used, overall and per turn bucket (`plot prompts`;
+        SPT: spt_bench.spt.analysis.PromptUsage: k, buckets, overall, per_bucket,
+        bucket_totals, members, title); None for methods that select no prompt."""
+        return None
 
     def build_formatter(self, **formatter_kwargs: Any) -> PromptFormatter:
         """The PromptFormatter for this method (its template; tokenizer from the backbone)."""
@@ -418,6 +487,19 @@ def get_method(name: str) -> type[Method]:
     except KeyError:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise ConfigError(f"unknown method {name!r}; known methods: {known}") from None
+
+
+def carried_row_fields() -> tuple[str, ...]:
+    """Row fields any registered method asks the scorer to copy into example_scores.jsonl."""
+    names = [f.name for cls in list_methods() for f in cls.row_fields if f.carry]
+    return tuple(dict.fromkeys(names))
+
+
+def method_class(name: str | None) -> type[Method] | None:
+    """The registered class of `name` for its class-level hooks, or None when no method of that
+    name is registered (e.g. a run folder written by a method since removed)."""
+    _load_builtin_methods()
+    return _REGISTRY.get(str(name)) if name is not None else None
 
 
 def make_options(cls: type[Method], values: dict[str, Any] | None) -> Any:

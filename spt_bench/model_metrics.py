@@ -459,7 +459,7 @@ def score_candidate_tokens(
 
 
 def _check_hits_k(hits_k: Sequence[int]) -> tuple[int, ...]:
-    from metrics.registry import HITS_KS  # the k the scorer reports
+    from spt_bench.config import HITS_KS  # the k the scorer reports
 
     ks = tuple(sorted({int(k) for k in hits_k}))
     bad = [k for k in ks if k not in HITS_KS]

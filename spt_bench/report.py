@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spt_bench.io import atomic_write_text, read_jsonl
+from spt_bench.io import atomic_write_text
 
 SUMMARY_KEYS = (
     "method.name", "model.name", "data.source", "data.train_data", "data.test_data",
@@ -30,7 +30,7 @@ def fmt(v: Any) -> str:
 
 def fmt_score(v: Any) -> str:
     """A score: compare's precision rule (2 decimals), so report.md and compare agree."""
-    from spt_bench.compare import fmt_value
+    from spt_bench.compare.table import fmt_value
 
     return "-" if v is None else fmt_value(float(v))
 
@@ -63,7 +63,20 @@ def render_report(
         f"# Run report: {get_dotted(cfg, 'method.name')} on {get_dotted(cfg, 'model.name')}",
         "",
     ]
-    lines += ["## Configuration", ""]
+    lines += _configuration(cfg, metrics, rows)
+    lines += _metrics(metrics)
+    lines += _by_turn(metrics)
+    if method_cls is not None:  # the method's own sections (its report_sections hook)
+        for section in method_cls.report_sections(metrics, rows, example_scores or []):
+            lines += render_section(section)
+    lines += _samples(rows, [f.name for f in getattr(method_cls, "row_fields", ()) if f.sample])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _configuration(cfg: dict, metrics: dict, rows: list[dict]) -> list[str]:
+    from spt_bench.config import get_dotted
+
+    lines = ["## Configuration", ""]
     lines += md_table(["setting", "value"], [[k, get_dotted(cfg, k)] for k in SUMMARY_KEYS])
     opts = get_dotted(cfg, "method.options") or {}
     if opts:
@@ -79,11 +92,14 @@ def render_report(
         lines += ["", f"Training: {train.get('steps')} steps, best dev loss "
                   f"{fmt_score(train.get('best_dev_loss'))} at step {fmt(train.get('best_step'))}; "
                   f"decoding used checkpoint `{train.get('checkpoint_used')}`."]  # fmt: skip
+    return lines
 
+
+def _metrics(metrics: dict) -> list[str]:
     overall = metrics.get("overall") or {}
     ci = metrics.get("ci95") or {}
     meta = metrics.get("metrics_meta") or {}
-    lines += ["", "## Metrics", ""]
+    lines = ["", "## Metrics", ""]
     table_rows = []
     for name, value in overall.items():
         lo_hi = ci.get(name)
@@ -100,8 +116,13 @@ def render_report(
     note = model_metrics_note(metrics.get("model_metrics"))
     if note:
         lines += ["", note]
+    return lines
 
+
+def _by_turn(metrics: dict) -> list[str]:
+    overall = metrics.get("overall") or {}
     by_turn = metrics.get("by_turn") or {}
+    lines: list[str] = []
     if by_turn:
         names = [m for m in ("f1", "bleu", "rougeL", "bertscore_f1", "dist2") if m in overall]
         turn_ci = metrics.get("by_turn_ci95") or {}
@@ -118,10 +139,12 @@ def render_report(
                 for t, v in by_turn.items()
             ],
         )
+    return lines
 
-    if method_cls is not None:  # the method's own sections (SPT: prompt usage)
-        lines += method_cls.report_sections(metrics, rows, example_scores or [])
 
+def _samples(rows: list[dict], sample_fields: list[str]) -> list[str]:
+    """A few prediction rows, with the method's sample fields (RowField.sample)."""
+    lines: list[str] = []
     if rows:
         lines += ["", "## Samples", ""]
         step = max(1, len(rows) // N_SAMPLES)
@@ -131,21 +154,30 @@ def render_report(
             for h in (r.get("history") or [])[-3:]:
                 lines += [f"- > {h}"]
             lines += [f"- reference: {r.get('reference')}", f"- prediction: {r.get('prediction')}"]
-            extra = {k: r[k] for k in ("selected_prompt",) if k in r}
+            extra = {k: r[k] for k in sample_fields if k in r}
             if extra:
                 lines += [f"- {', '.join(f'{k}: {v}' for k, v in extra.items())}"]
             lines += [""]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
+
+
+def render_section(section: Any) -> list[str]:
+    """A method's ReportSection as markdown: title, intro, table (float cells as scores), notes."""
+    table = [[fmt_score(c) if isinstance(c, float) else c for c in row] for row in section.rows]
+    lines = ["", f"## {section.title}", "", section.intro, ""]
+    lines += md_table(section.header, table)
+    for note in section.notes:
+        lines += ["", note]
+    return lines
 
 
 def write_report(
     run_dir: str | Path, config: Any, metrics: dict, rows: list[dict], method_cls: Any = None
 ) -> Path:
+    from spt_bench.compare.runs import example_score_rows
     from spt_bench.run_folder import RunFolder
 
-    folder = RunFolder.of(run_dir)
-    path = folder.report_path
-    scores_path = folder.example_scores
-    scores = list(read_jsonl(scores_path)) if scores_path.is_file() else []
+    path = RunFolder.of(run_dir).report_path
+    scores = example_score_rows(run_dir)
     atomic_write_text(path, render_report(config, metrics, rows, scores, method_cls))
     return path

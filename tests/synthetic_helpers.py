@@ -143,7 +143,7 @@ def train_and_evaluate(
     method, backbone: Backbone, *, steps: int = 500, lr: float = 1e-2
 ) -> Trained:
     """Adam with linear decay on a 50/50 family mix; held-out evaluation on 64 new examples."""
-    from spt_bench.soft_prompt import prompted_response_nll
+    from spt_bench.spt.soft_prompt import prompted_response_nll
 
     rng = random.Random(0)
     train = [make_example(i % 2, rng, i) for i in range(256)]

@@ -129,7 +129,7 @@ def test_gains_avg_and_p_values_are_defined_as_documented(runs):
 
 
 def test_best_value_per_column_follows_higher_is_better():
-    from spt_bench.compare import _higher_is_better
+    from spt_bench.compare.stats import _higher_is_better
 
     assert _higher_is_better([], "f1") is True
     assert _higher_is_better([], "ppl") is False

@@ -17,15 +17,10 @@ from synthetic_helpers import (
 )
 
 from spt_bench.errors import ConfigError
-from spt_bench.soft_prompt import PromptPool, prompted_response_nll
-from spt_bench.spt import (
-    PromptRetriever,
-    SelectivePrompting,
-    SelectivePromptTuning,
-    SptOptions,
-    fusion_cross_entropy,
-    prompt_usage,
-)
+from spt_bench.spt import SelectivePromptTuning, SptOptions
+from spt_bench.spt.analysis import prompt_usage
+from spt_bench.spt.core import PromptRetriever, SelectivePrompting, fusion_cross_entropy
+from spt_bench.spt.soft_prompt import PromptPool, prompted_response_nll
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

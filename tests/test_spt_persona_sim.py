@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spt_bench.persona_sim import PersonaSimilarity
+from spt_bench.spt.persona_sim import PersonaSimilarity
 
 CATS = ("i like cats .", "i have two dogs .", "i live in a big city .")
 CATS_2 = ("i like cats .", "i have two dogs .", "i work as a nurse .")

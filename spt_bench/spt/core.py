@@ -1,4 +1,5 @@
-"""Selective Prompt Tuning (Huang et al., ACL Findings 2024), registered as method "spt".
+"""Selective Prompt Tuning's torch core (Huang et al., ACL Findings 2024): the prompt pool and
+retriever over a frozen LM and their losses; the registered method is `spt_bench.spt.method`.
 
 K soft prompts over a frozen causal LM and a dense retriever that picks one per input. Training
 runs every example with all K prompts in one batched forward and combines four losses:
@@ -28,24 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from spt_bench.errors import ConfigError
-from spt_bench.methods import Method, PrefixOutput, register_method
-from spt_bench.persona_sim import PersonaSimilarity
-from spt_bench.soft_prompt import (
+from spt_bench.spt.analysis import SCORES, SELECTED
+from spt_bench.spt.options import SOFTPLUS_THRESHOLD, SptOptions
+from spt_bench.spt.persona_sim import PersonaSimilarity
+from spt_bench.spt.soft_prompt import (
     PromptPool,
     prompted_response_nll,
     special_token_ids,
 )
-from spt_bench.spt_options import (  # noqa: F401  (re-exported: the options live torch-free)
-    FUSION_REDUCTIONS,
-    FUSION_WEIGHTINGS,
-    RETRIEVER_QUERIES,
-    SOFTPLUS_THRESHOLD,
-    SptOptions,
-)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from spt_bench.batches import GenBatch, TrainBatch
-    from spt_bench.data.example import Example
     from spt_bench.models import Backbone
 
 SOFTPLUS_BETA = 10.0
@@ -280,9 +273,9 @@ class SelectivePrompting(nn.Module):
         embeds = self.prompt_pool.prompts.detach()[selected].to(dtype)
         rows: list[dict[str, Any]] = []
         for b in range(input_ids.shape[0]):
-            info: dict[str, Any] = {"selected_prompt": int(selected[b])}
+            info: dict[str, Any] = {SELECTED: int(selected[b])}
             if s is not None:
-                info["prompt_scores"] = [float(v) for v in s[b].tolist()]
+                info[SCORES] = [float(v) for v in s[b].tolist()]
             rows.append(info)
         return embeds, rows
 
@@ -319,194 +312,3 @@ class SelectivePrompting(nn.Module):
                         if k.startswith("retriever.")
                     }
                 )
-
-
-def prompt_usage(rows: list[dict[str, Any]], k: int | None = None) -> list[int]:
-    """Histogram of `selected_prompt` over prediction rows: counts per prompt index [K].
-
-    K is taken from `k`, else from the rows' `prompt_scores` length, else the largest index + 1.
-    Rows without `selected_prompt` (methods without prompt selection) are ignored.
-    """
-    selected = [int(r["selected_prompt"]) for r in rows if r.get("selected_prompt") is not None]
-    if k is None:
-        lengths = [len(r["prompt_scores"]) for r in rows if r.get("prompt_scores")]
-        k = max(lengths) if lengths else (max(selected) + 1 if selected else 0)
-    counts = [0] * k
-    for idx in selected:
-        if not 0 <= idx < k:
-            raise ValueError(f"selected_prompt {idx} outside 0..{k - 1}")
-        counts[idx] += 1
-    return counts
-
-
-# ---------------------------------------------------------------------- the registered method
-
-
-@register_method
-class SelectivePromptTuning(Method):
-    """`spt`: K soft prompts + a dense retriever trained with the LM's own loss as feedback."""
-
-    name = "spt"
-    description = (
-        "Selective Prompt Tuning: K soft prompts over the frozen LM, a dense retriever picks one "
-        "per input (LM-feedback selection, prompt fusion, persona-contrastive losses)."
-    )
-    Options = SptOptions
-    default_lr = 1e-3
-
-    def __init__(self, backbone: Backbone, options: Any = None) -> None:
-        super().__init__(backbone, options)
-        self.core = SelectivePrompting(backbone, self.core_options())
-
-    def core_options(self) -> SptOptions:
-        """The SptOptions the shared core runs with (prompt-tuning maps its options here)."""
-        return self.options
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.core.parameters())
-
-    def setup(self, train_examples: list[Example], *, seed: int = 0, formatter: Any = None) -> None:
-        """With --retriever-center: the mean retriever query of (up to 1024 evenly spaced)
-        training examples, formatted as the run formats them, becomes the query centre (saved
-        in the trained state; not recomputed when a checkpoint is loaded)."""
-        retriever = self.core.retriever
-        if retriever is None or not retriever.center or not train_examples:
-            return
-        from spt_bench.data.formatting import collate_train
-
-        step = max(1, len(train_examples) // 1024)
-        chosen = train_examples[::step][:1024]
-        formatter = formatter or self.build_formatter()
-        encoded = [formatter.encode_train(ex) for ex in chosen]
-        total = torch.zeros(self.core.prompt_pool.prompts.shape[-1], dtype=torch.float64)
-        for i in range(0, len(encoded), 32):
-            batch = collate_train(encoded[i : i + 32], self.backbone.pad_token_id)
-            batch = batch.to(self.backbone.device)
-            q = self.core.query(batch.input_ids, batch.attention_mask, batch.prompt_mask)
-            total += q.double().sum(dim=0).cpu()
-        retriever.query_center.copy_((total / len(encoded)).to(retriever.query_center))
-
-    def training_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        personas = [ex.persona for ex in batch.examples] if batch.examples else None
-        return self.core.losses(
-            batch.input_ids, batch.attention_mask, batch.labels, batch.prompt_mask, personas
-        )
-
-    def prefix_embeds(self, batch: GenBatch) -> PrefixOutput:
-        embeds, rows = self.core.prefix(batch.input_ids, batch.attention_mask, batch.attention_mask)
-        return PrefixOutput(embeds=embeds, row_info=rows)
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        return self.core.trained_state()
-
-    def soft_prompts(self) -> torch.Tensor | None:
-        return self.core.prompt_pool.prompts
-
-    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.core.load_trained_state(state)
-
-    def dev_metrics(self, batches: list[TrainBatch]) -> dict[str, Any]:
-        """Dev loss (base) plus, with a retriever, prompt usage counts and retriever entropy."""
-        metrics = super().dev_metrics(batches)
-        if self.core.retriever is not None:
-            metrics.update(self.retrieval_diagnostics(batches))
-        return metrics
-
-    def prediction_diagnostics(self, rows: list[dict]) -> dict[str, Any]:
-        """The test split's prompt-usage histogram (metrics.json "diagnostics")."""
-        if self.core.retriever is None:
-            return {}
-        usage = prompt_usage(rows, self.core.options.k)
-        n = max(sum(usage), 1)
-        return {"prompt_usage": usage, "prompt_share": [u / n for u in usage]}
-
-    def retrieval_diagnostics(self, batches: list[TrainBatch] | list[GenBatch]) -> dict[str, Any]:
-        """prompt_usage (argmax counts per prompt) and retriever_entropy (mean entropy, nats, of
-        softmax(scores / tau_sim)) over the batches' persona + history."""
-        k = self.core.options.k
-        usage = torch.zeros(k, dtype=torch.long)
-        entropy_sum, n = 0.0, 0
-        with torch.no_grad():
-            for batch in batches:
-                selected, s = self.core.select(
-                    batch.input_ids, batch.attention_mask, batch.prompt_mask
-                )
-                usage += torch.bincount(selected.cpu(), minlength=k)
-                if s is not None:
-                    logp = F.log_softmax(s / self.core.options.tau_sim, dim=-1)
-                    entropy_sum += float(-(logp.exp() * logp).sum())
-                n += len(batch)
-        return {"prompt_usage": usage.tolist(), "retriever_entropy": entropy_sum / max(n, 1)}
-
-    def summary(self) -> dict:
-        out = super().summary()
-        opts = self.core.options
-        out["k"] = opts.k
-        out["prompt_len"] = opts.prompt_len
-        out["retriever"] = (
-            f"linear({self.core.prompt_pool.prompts.shape[-1]}) on {opts.retriever_query}"
-            if self.core.retriever is not None
-            else None
-        )
-        out["active_losses"] = opts.active_terms()
-        out["persona_pairs_cached"] = len(self.core.persona_similarity)
-        return out
-
-    @classmethod
-    def report_sections(
-        cls, metrics: dict, rows: list[dict], example_scores: list[dict]
-    ) -> list[str]:
-        return prompt_usage_report(metrics, rows, example_scores)
-
-
-def prompt_usage_report(metrics: dict, rows: list[dict], scores: list[dict]) -> list[str]:
-    """SPT: how often each prompt was selected, overall and per turn bucket, and the mean F1
-    of the examples each prompt served (from example_scores.jsonl)."""
-    chosen = [r for r in rows if r.get("selected_prompt") is not None]
-    if not chosen:
-        return []
-    from spt_bench.plots import turn_bucket_of
-    from spt_bench.report import fmt_score, md_table
-
-    k = max(max(int(r["selected_prompt"]) + 1, len(r.get("prompt_scores") or [])) for r in chosen)
-    buckets = list((metrics.get("by_turn") or {}).keys())
-    f1 = {str(e["id"]): e["f1"] for e in scores if "f1" in e}
-    counts = prompt_usage(chosen, k)
-    per_bucket = [[0] * len(buckets) for _ in range(k)]
-    totals = [0] * len(buckets)
-    f1_sums, f1_counts = [0.0] * k, [0] * k
-    for r in chosen:
-        j = int(r["selected_prompt"])
-        b = turn_bucket_of(int(r.get("turn", -1)), buckets) if buckets else None
-        if b is not None:
-            per_bucket[j][buckets.index(b)] += 1
-            totals[buckets.index(b)] += 1
-        if str(r["id"]) in f1:
-            f1_sums[j] += f1[str(r["id"])]
-            f1_counts[j] += 1
-    n = len(chosen)
-    lines = ["", "## Prompt usage (SPT)", ""]
-    lines += [
-        f"Selected prompt per test example ({n} examples, K={k}); per-turn columns: share of "
-        "that turn's examples; mean f1 over the examples the prompt was selected for.",
-        "",
-    ]
-    table = []
-    for j in range(k):
-        mean_f1 = f1_sums[j] / f1_counts[j] if f1_counts[j] else None
-        shares = [
-            f"{100 * per_bucket[j][b] / totals[b]:.0f}%" if totals[b] else "-"
-            for b in range(len(buckets))
-        ]
-        table.append([j, counts[j], f"{100 * counts[j] / n:.1f}%", fmt_score(mean_f1), *shares])
-    lines += md_table(
-        ["prompt", "selected", "share", "mean f1", *(f"turn {b}" for b in buckets)], table
-    )
-    top = max(range(k), key=counts.__getitem__)
-    if k > 1 and counts[top] >= 0.9 * n:
-        lines += [
-            "",
-            f"Prompt {top} serves {100 * counts[top] / n:.0f}% of the examples: the retriever "
-            "has (nearly) collapsed onto one prompt.",
-        ]
-    return lines

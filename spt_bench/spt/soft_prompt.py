@@ -1,6 +1,6 @@
 """Soft prompts over a frozen causal LM: the prompt pool and the K-batched prompted forward.
 
-Shared by SPT (K prompts, `spt_bench.spt`) and single soft-prompt tuning (K = 1,
+Shared by SPT (K prompts, `spt_bench.spt.core`) and single soft-prompt tuning (K = 1,
 `baselines.prompt_tuning`): both run `prompted_response_nll`, so prompt tuning is SPT's code path
 with one prompt, not a copy of it.
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spt_bench.errors import ConfigError
-from spt_bench.spt_options import PROMPT_INITS
+from spt_bench.spt.options import PROMPT_INITS
 
 if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.models import Backbone

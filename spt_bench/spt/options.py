@@ -1,5 +1,5 @@
 """Options of `spt` and `prompt-tuning`, torch-free: the CLI and `run` validate them before
-any heavy import (spt_bench/spt.py holds the method itself)."""
+any heavy import (spt_bench/spt/method.py holds the method itself)."""
 
 from __future__ import annotations
 
