@@ -12,7 +12,6 @@ import io
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 from spt_bench.compare import SHORT_NAMES, RunRecord
 from spt_bench.errors import InputError, SptBenchError
-from spt_bench.io import output_file, read_jsonl
+from spt_bench.io import atomic_write_bytes, output_file, read_jsonl
 from spt_bench.run_folder import RunFolder
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
@@ -123,15 +122,7 @@ def save_figure(fig: Any, out: str | os.PathLike) -> Path:
     fmt = _image_format(out)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=DPI, metadata=_metadata(fmt))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, buf.getvalue())  # mode 0666 less the umask, like every output
     return out
 
 
