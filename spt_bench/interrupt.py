@@ -60,8 +60,9 @@ def _handler(signum: int, frame: Any) -> None:
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Within the block, SIGINT/SIGTERM raise `Interrupted` once (later ones are ignored while
-    cleaning up); on the way out of an interrupted block the vLLM engine is shut down. Only in
-    the main thread (elsewhere signal handlers cannot be set; the block runs unchanged)."""
+    cleaning up); on the way out of a block that failed or was interrupted the vLLM engine is
+    shut down. Only in the main thread (elsewhere signal handlers cannot be set; the block runs
+    unchanged)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -71,10 +72,15 @@ def interruptible() -> Iterator[None]:
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
-    except KeyboardInterrupt:
-        if _state["pending"] is None:
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) and _state["pending"] is None:
             _state["pending"] = signal.SIGINT  # e.g. raised by a library's own handler
-        shutdown_engines()
+        shutdown_engines()  # on any failure: the engine's processes go with the command
+        pending = _state["pending"]
+        if pending is not None and not isinstance(e, KeyboardInterrupt):
+            # e.g. Ctrl-C reached vLLM's processes too, and the engine died first: report the
+            # interruption, not the engine's error
+            raise Interrupted(pending) from e
         raise
     finally:
         for s, h in previous.items():
