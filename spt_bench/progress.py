@@ -60,12 +60,14 @@ class ProgressBar:
         fields: dict[str, str] | None = None,
         *,
         every_s: float | None = None,
+        unit: str = "ex",
     ) -> None:
         if console is None:
             from rich.console import Console
 
             console = Console()
         self.console = console
+        self.unit = unit  # what `total` counts, for the plain lines' rate (ex/s, step/s)
         self.label = label
         self.total = total
         self.done = done
@@ -117,7 +119,7 @@ class ProgressBar:
         parts = [f"{self.label} {self.done}/{self.total}"]
         if self.total:
             parts.append(f"({100 * self.done / self.total:.0f}%)")
-        parts.append(format_rate(new, elapsed))
+        parts.append(format_rate(new, elapsed, self.unit))
         parts.append(f"elapsed {format_duration(elapsed)}")
         if new > 0 and self.total > self.done:
             parts.append(f"ETA {format_duration(elapsed / new * (self.total - self.done))}")

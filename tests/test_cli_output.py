@@ -103,6 +103,11 @@ def test_progress_prints_lines_at_a_steady_rate_without_a_terminal() -> None:
     assert len(lines) >= 4  # start, >= 2 timed lines, end
     assert any("decode 10/100 (10%)" in x and "ETA" in x and "loss 2.500" in x for x in lines)
     assert lines[-1].startswith("decode 50/100 (50%)") and "ex/s" in lines[-1]
+    steps = io.StringIO()
+    bar = ProgressBar(Console(file=steps), "train", 10, unit="step", every_s=60)
+    bar.update(5)
+    bar.close()
+    assert "step/s" in steps.getvalue().splitlines()[-1]
 
 
 def test_run_prints_its_folder_before_loading_anything(tmp_path) -> None:
