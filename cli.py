@@ -57,19 +57,31 @@ def main(
 app.add_typer(plot_app, name="plot")
 
 
-def command(parent: typer.Typer, *args: Any, **kwargs: Any) -> Callable:
-    """Register a command whose user errors print as one line (`error: ...`) and exit 2."""
+def command(parent: typer.Typer, *args: Any, interrupt_hint: str = "", **kwargs: Any) -> Callable:
+    """Register a command whose user errors print as one line (`error: ...`) and exit 2, and
+    which SIGINT/SIGTERM end cleanly (one line, exit 128 + signal number; `interrupt_hint`
+    is added to that line)."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*a: Any, **k: Any) -> Any:
+            from spt_bench.interrupt import interruptible
+
             try:
-                return fn(*a, **k)
+                with interruptible():
+                    return fn(*a, **k)
             except SptBenchError as e:
                 from spt_bench.cli_flags import flag_message
 
                 typer.echo(f"error: {flag_message(str(e))}", err=True)
                 raise typer.Exit(e.exit_code) from None
+            except KeyboardInterrupt as e:
+                from spt_bench.interrupt import Interrupted
+
+                code = e.exit_code if isinstance(e, Interrupted) else 130
+                name = str(e) if isinstance(e, Interrupted) else "SIGINT"
+                typer.echo(f"error: interrupted by {name}{interrupt_hint}", err=True)
+                raise typer.Exit(code) from None
 
         return parent.command(*args, **kwargs)(wrapper)
 
@@ -134,7 +146,6 @@ def data_split(
     variant: str | None = typer.Option(None, "--variant", help=_VARIANT_HELP),
 ) -> None:
     """Split one source by dialogue into train/dev/test files (each written atomically)."""
-    from rich.console import Console
     from rich.table import Table
 
     from spt_bench.data import resolve_source, splits_by_protocol, write_splits
@@ -142,6 +153,7 @@ def data_split(
     from spt_bench.data.splits import get_protocol
     from spt_bench.io import check_output_place
     from spt_bench.run_folder import refuse_inside_run_folder
+    from spt_bench.tables import output_console
 
     get_protocol(protocol)
     if file_format not in ("jsonl", "parlai"):
@@ -152,7 +164,7 @@ def data_split(
     examples = load_source(source, split=split, variant=variant)
     splits = splits_by_protocol(examples, str(source), protocol, seed)
     written = write_splits(splits, out, fmt=file_format)
-    console = Console()
+    console = output_console()
     console.print(f"{protocol} (seed {seed}) of {source} -> {out}")
     table = Table()
     for col in ("split", "dialogues", "examples", "dialogue ids sha256", "file"):
@@ -204,7 +216,8 @@ def score(
     out: str = typer.Option(
         None,
         "--out",
-        help="metrics.json path, or a folder for it (default: beside the input).",
+        help="metrics.json path, or a folder for it (default: a new RUN/scores/<time>/ folder "
+        "for a run folder's predictions, never the run's own files; else beside the input).",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print the metrics as one JSON object instead of tables."
@@ -236,6 +249,7 @@ def score(
     from metrics import BertScoreOptions, render_score_report
     from metrics.files import score_file
     from spt_bench.errors import ConfigError
+    from spt_bench.tables import output_console
 
     if resamples < 0:
         raise ConfigError(f"--resamples must be >= 0, got {resamples}")
@@ -260,9 +274,15 @@ def score(
     if as_json:
         typer.echo(json.dumps(scored.report.to_json(), ensure_ascii=False))
         return
-    console = Console()
+    console = output_console()
     render_score_report(scored.report, console, title=f"{predictions}: {scored.report.n} examples")
-    console.print(f"[dim]wrote {scored.metrics_path} and {scored.examples_path}[/dim]")
+    from metrics.files import EXAMPLE_STATS_NAME
+
+    written = [scored.metrics_path, scored.examples_path]
+    stats = scored.metrics_path.with_name(EXAMPLE_STATS_NAME)
+    if stats.is_file() and stats not in written:
+        written.append(stats)
+    console.print(f"wrote {', '.join(str(p) for p in written)}", style="dim", highlight=False)
 
 
 # ---------------------------------------------------------------- methods/run/evaluate (issue 4)
@@ -271,11 +291,9 @@ def score(
 @command(app, "methods")
 def methods_cmd() -> None:
     """List the registered methods: what trains, which prompt template, their options."""
-    from rich.console import Console
+    from spt_bench.tables import methods_table, output_console
 
-    from spt_bench.cli_render import methods_table
-
-    methods_table(Console())
+    methods_table(output_console())
 
 
 _RUN_HELP = """Train (if the method trains), decode the test split, score and report into a run folder.
@@ -286,13 +304,16 @@ too; `--set KEY=VALUE` reaches any key (e.g. --set train.eval_every=50). Precede
 
 
 @command(app, "presets")
-def presets_cmd() -> None:
-    """List the run presets (--preset NAME): method, model and what each is for."""
-    from rich.console import Console
+def presets_cmd(
+    name: str | None = typer.Argument(None, help="One preset: its details and settings."),
+    full: bool = typer.Option(
+        False, "--full", "--verbose", "-v", help="Every preset's details, not one line each."
+    ),
+) -> None:
+    """List the run presets (--preset NAME), one line each: method, model, purpose."""
+    from spt_bench.presets import presets_text
 
-    from spt_bench.presets import presets_table
-
-    presets_table(Console())
+    typer.echo(presets_text(name, full=full), nl=False)
 
 
 def run_cmd(
@@ -324,20 +345,23 @@ def run_cmd(
     ),
     **flags: Any,
 ) -> None:
-    from rich.console import Console
-
     from spt_bench.cli_flags import layer_from_flags
     from spt_bench.cli_render import dry_run_text, print_result
     from spt_bench.config import merge_layer, parse_set
     from spt_bench.launch import config_for_run
     from spt_bench.runner import run
+    from spt_bench.tables import output_console
 
     layer = merge_layer(layer_from_flags(flags), parse_set(set_))
     cfg = config_for_run(layer, preset=preset, config_file=config, resume=resume)
     if print_config:
-        typer.echo(dry_run_text(cfg), nl=False)
+        from spt_bench.cli_flags import preflight_assets
+
+        text = dry_run_text(cfg)
+        preflight_assets(cfg)  # a missing data file or model fails as the run would
+        typer.echo(text, nl=False)
         return
-    console = Console()
+    console = output_console()
     result = run(cfg, overwrite=overwrite, resume=resume, console=console)
     print_result(result, console)
 
@@ -352,10 +376,11 @@ def _with_flags(fn: Callable) -> Callable:
     return fn
 
 
-command(app, "run", help=_RUN_HELP)(_with_flags(run_cmd))
+_RESUME_HINT = "; the run folder is unlocked: continue it with the same command and --resume"
+command(app, "run", help=_RUN_HELP, interrupt_hint=_RESUME_HINT)(_with_flags(run_cmd))
 
 
-@command(app, "evaluate")
+@command(app, "evaluate", interrupt_hint="; the run folder is unlocked")
 def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run folder made by spt-bench run."),
     no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
@@ -393,15 +418,14 @@ def evaluate_cmd(
 ) -> None:
     """Re-decode and re-score a saved run from its checkpoint, on the data files it recorded
     (checked by sha256; the results it replaces move to the run's history/ folder)."""
-    from rich.console import Console
-
     from spt_bench.cli_render import print_result
     from spt_bench.config import flatten, parse_set
     from spt_bench.evaluation import evaluate_run
     from spt_bench.model_metrics import parse_hits_k
     from spt_bench.rescore import rescore_run
+    from spt_bench.tables import output_console
 
-    console = Console()
+    console = output_console()
     if rescore:
         result = rescore_run(run_dir, bertscore=not no_bertscore, clean=clean, console=console)
         print_result(result, console)
@@ -639,11 +663,10 @@ def bench_cmd(
     import json
     import sys
 
-    from rich.console import Console
-
     from spt_bench.bench import BenchSettings, render_bench, run_bench
     from spt_bench.io import atomic_write_json
     from spt_bench.run_folder import output_file
+    from spt_bench.tables import output_console
 
     settings = BenchSettings(
         model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
@@ -660,7 +683,7 @@ def bench_cmd(
         from spt_bench.io import check_output_place
 
         check_output_place(profile, folder=True)
-    console = Console(stderr=as_json)
+    console = output_console(stderr=as_json)
     partial = None
     if json_out is not None:  # a run cut off while decoding keeps its training figures
 

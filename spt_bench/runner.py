@@ -55,6 +55,8 @@ def run(
     folder = resolve_run_dir(config)
     if dist.enabled:  # every process uses the main process's folder (default names hold a time)
         folder = RunFolder(dist.all_gather(str(folder.path))[0])
+    if dist.is_main and console is not None:  # first, not only at the end (issue 23, item 10)
+        console.print(f"run folder: {folder.path}", highlight=False, soft_wrap=True)
     if dist.is_main:
         check_run_dir_usable(folder, overwrite=overwrite, resume=resume)
         if resume:  # the folder exists: hold it while reading its state

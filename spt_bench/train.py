@@ -637,4 +637,4 @@ def _diverged_msg(step: int, what: str, state: dict) -> str:
 
 def _progress(enabled: bool, console: Any, total: int, done: int) -> ProgressBar | None:
     fields = {"loss": "loss {}", "speed": "{}"}
-    return ProgressBar(console, "train", total, done, fields) if enabled else None
+    return ProgressBar(console, "train", total, done, fields, unit="step") if enabled else None

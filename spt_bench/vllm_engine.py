@@ -19,6 +19,10 @@ stay those of the `hf` engine.
   the machine's memory (vLLM's CPU default reserves 92% of RAM). vLLM's own
   `tensor_parallel_size` / `data_parallel_size` pass through from the config.
 - vLLM starts worker processes with `spawn`: this module does no work at import time.
+- The engine's processes never outlive the run: `shutdown_engine` stops them (the CLI calls it
+  on SIGINT/SIGTERM too), and a watchdog process started with the engine
+  (`spt_bench.engine_reaper`) kills them when the run process dies without shutting down
+  (kill -9, a crash).
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spt_bench import interrupt
+from spt_bench.engine_reaper import start_reaper, stop_reaper
 from spt_bench.errors import ConfigError, MissingAssetError
 from spt_bench.io import make_dirs
 from spt_bench.run_folder import RunFolder
@@ -247,6 +253,7 @@ class _Engine:
     start_seconds: float
     max_model_len: int
     prompt_embeds: bool
+    reaper: Any = None  # the engine_reaper watchdog process
 
 
 _ENGINE: _Engine | None = None
@@ -298,8 +305,14 @@ def get_engine(
     kwargs = engine_kwargs(
         model, backbone, opts, prompt_embeds=prompt_embeds, max_model_len=max_model_len, seed=seed
     )
-    llm = LLM(**kwargs)
-    _ENGINE = _Engine(key, llm, time.perf_counter() - t0, max_model_len, prompt_embeds)
+    reaper = start_reaper()  # before vLLM spawns anything: a kill during start is covered
+    try:
+        llm = LLM(**kwargs)
+    except BaseException:
+        stop_reaper(reaper, kill=True)  # whatever vLLM had started goes too
+        raise
+    _ENGINE = _Engine(key, llm, time.perf_counter() - t0, max_model_len, prompt_embeds, reaper)
+    interrupt.check()  # a signal that arrived while vLLM started (see spt_bench.interrupt)
     return _ENGINE
 
 
@@ -311,8 +324,11 @@ def shutdown_engine() -> None:
     engine, _ENGINE = _ENGINE, None
     llm_engine = getattr(engine.llm, "llm_engine", None)
     core = getattr(llm_engine, "engine_core", None)
-    if core is not None and hasattr(core, "shutdown"):
-        core.shutdown()
+    try:
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    finally:
+        stop_reaper(engine.reaper)
     del engine
     import gc
 
@@ -441,6 +457,7 @@ class VllmDecoder:
         stop_ids = sorted(stops.eos | stops.newline)
         params = [sampling_params(self.settings, stop_ids, seed) for seed in seeds]
         outputs = engine.llm.generate(requests, params, use_tqdm=False)
+        interrupt.check()
         toks, reasons = [], []
         for o in outputs:
             kept, why = finish_row(o.outputs[0], backbone, stops, self.row_stop)

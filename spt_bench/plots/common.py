@@ -6,13 +6,13 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from spt_bench.compare.table import SHORT_NAMES
 from spt_bench.errors import SptBenchError
+from spt_bench.io import atomic_write_bytes
 
 # Okabe & Ito (2008); yellow last: weakest contrast on white.
 OKABE_ITO: tuple[str, ...] = (
@@ -94,15 +94,7 @@ def save_figure(fig: Any, out: str | os.PathLike) -> Path:
     fmt = _image_format(out)
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=DPI, metadata=_metadata(fmt))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, buf.getvalue())  # mode 0666 less the umask, like every output
     return out
 
 
