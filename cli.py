@@ -366,13 +366,15 @@ def run_cmd(
     print_result(result, console)
 
 
-def _with_flags(fn: Callable) -> Callable:
-    """Give `fn` the derived flags as keyword parameters (typer reads __signature__)."""
+def _with_flags(fn: Callable, command_name: str = "run") -> Callable:
+    """Give `fn` the flags the schema derives for `command_name` as keyword parameters (typer
+    reads __signature__)."""
     from spt_bench.cli_flags import typer_parameters
 
     sig = inspect.signature(fn)
     fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    fn.__signature__ = sig.replace(parameters=fixed + typer_parameters())  # type: ignore[attr-defined]
+    params = fixed + typer_parameters(command_name)
+    fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     return fn
 
 
@@ -380,70 +382,47 @@ _RESUME_HINT = "; the run folder is unlocked: continue it with the same command 
 command(app, "run", help=_RUN_HELP, interrupt_hint=_RESUME_HINT)(_with_flags(run_cmd))
 
 
-@command(app, "evaluate", interrupt_hint="; the run folder is unlocked")
 def evaluate_cmd(
     run_dir: str = typer.Argument(..., help="A run folder made by spt-bench run."),
-    no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda ... (default: the run's)."),
-    dtype: str = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16."),
-    eval_batch_size: int = typer.Option(None, "--eval-batch-size", help="Decoding batch size."),
-    decode_engine: str = typer.Option(
-        None, "--decode-engine", help="hf | vllm (default: the run's)."
-    ),
-    no_model_metrics: bool = typer.Option(
-        False, "--no-model-metrics", help="Skip perplexity and hits@k."
-    ),
-    hits_k: str = typer.Option(None, "--hits-k", help="k for hits@k, e.g. 1,5 (default: run's)."),
     set_: list[str] | None = typer.Option(
         None, "--set", help="KEY=VALUE: change any config key for this evaluation (repeatable)."
     ),
     rescore: bool = typer.Option(
         False,
         "--rescore",
-        help="Only re-score the saved predictions (no model; e.g. to add BERTScore).",
+        help="Only re-score the saved predictions (no model; e.g. to add BERTScore; with "
+        "--clean: re-clean raw_prediction).",
     ),
-    clean: str = typer.Option(
-        None,
-        "--clean",
-        help="Post-processing: default | authors (with --rescore: re-clean raw_prediction).",
-    ),
-    data: str = typer.Option(
-        None,
-        "--data",
-        help="Where the run's data file is now, if it moved (must have the sha256 in the run's "
-        "inputs.json; default: the recorded file).",
-    ),
-    train_data: str = typer.Option(None, "--train-data", help="Same, for --train-data runs."),
-    test_data: str = typer.Option(None, "--test-data", help="Same, for --test-data runs."),
+    **flags: Any,
 ) -> None:
     """Re-decode and re-score a saved run from its checkpoint, on the data files it recorded
-    (checked by sha256; the results it replaces move to the run's history/ folder)."""
+    (checked by sha256; the results it replaces move to the run's history/ folder). Each flag
+    changes that setting for this evaluation only; --data/--train-data/--test-data say where
+    the run's data is now if it moved (accepted only with the recorded sha256)."""
+    from spt_bench.cli_flags import layer_from_flags
     from spt_bench.cli_render import print_result
     from spt_bench.config import flatten, parse_set
     from spt_bench.evaluation import evaluate_run
-    from spt_bench.model_metrics import parse_hits_k
     from spt_bench.rescore import rescore_run
     from spt_bench.tables import output_console
 
     console = output_console()
+    changes = flatten(layer_from_flags(flags, "evaluate"))
     if rescore:
-        result = rescore_run(run_dir, bertscore=not no_bertscore, clean=clean, console=console)
+        bertscore = changes.get("score.bertscore", True)
+        clean = changes.get("decode.clean")
+        result = rescore_run(run_dir, bertscore=bertscore, clean=clean, console=console)
         print_result(result, console)
         return
-    changes = {
-        "score.bertscore": False if no_bertscore else None,
-        "model.device": device,
-        "model.dtype": dtype,
-        "decode.batch_size": eval_batch_size,
-        "decode.engine": decode_engine,
-        "score.model_metrics": False if no_model_metrics else None,
-        "score.hits_k": parse_hits_k(hits_k) if hits_k is not None else None,
-        "decode.clean": clean,
-        **flatten(parse_set(set_)),
-    }
-    moved = {"source": data, "train_data": train_data, "test_data": test_data}
+    moved = {r: changes.pop(f"data.{r}", None) for r in ("source", "train_data", "test_data")}
+    changes.update(flatten(parse_set(set_)))
     result = evaluate_run(run_dir, changes=changes, data=moved, console=console)
     print_result(result, console)
+
+
+command(app, "evaluate", interrupt_hint="; the run folder is unlocked")(
+    _with_flags(evaluate_cmd, "evaluate")
+)
 
 
 # ---------------------------------------------------------------- compare/plot/chat (issue 6)
@@ -561,32 +540,31 @@ def plot_training_cmd(
     typer.echo(f"wrote {plot_training_command(run, out, panels=panels)}")
 
 
-@command(app, "chat")
 def chat_cmd(
     run_dir: str | None = typer.Argument(None, help="A trained run folder (optional)."),
     persona: list[str] | None = typer.Option(
         None, "--persona", "-p", help="A persona sentence (repeatable)."
     ),
-    model: str | None = typer.Option(None, "--model", help="Backbone when no run is given."),
-    method: str | None = typer.Option(
-        None, "--method", help="Method when no run is given (one that needs no training)."
-    ),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: auto)."),
-    max_new_tokens: int | None = typer.Option(
-        None, "--max-new-tokens", help="Reply length cap (default: the run's setting)."
-    ),
+    **flags: Any,
 ) -> None:
-    """Talk to a trained run (or a model + untrained method) in the terminal; /quit to leave."""
+    """Talk to a trained run (or --model + an untrained --method) in the terminal; /quit to
+    leave. --device and --max-new-tokens change the run's settings for the chat."""
     from spt_bench.chat import chat_command
+    from spt_bench.cli_flags import layer_from_flags
+    from spt_bench.config import flatten
 
+    given = flatten(layer_from_flags(flags, "chat"))
     chat_command(
         run_dir,
         persona=persona or [],
-        model=model,
-        method=method,
-        device=device,
-        max_new_tokens=max_new_tokens,
+        model=given.get("model.name"),
+        method=given.get("method.name"),
+        device=given.get("model.device"),
+        max_new_tokens=given.get("decode.max_new_tokens"),
     )
+
+
+command(app, "chat")(_with_flags(chat_cmd, "chat"))
 
 
 # ---------------------------------------------------------------- bench (issue 8)

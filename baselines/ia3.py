@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 from spt_bench.methods import register_method
 from spt_bench.peft_method import PeftMethod, comma_list
@@ -14,8 +15,10 @@ from spt_bench.peft_method import PeftMethod, comma_list
 
 @dataclass
 class Ia3Options:
-    target_modules: str | None = None  # None = PEFT's default for the architecture
-    feedforward_modules: str | None = None  # subset of target_modules scaled at their input
+    target_modules: str | None = setting(None, "None = PEFT's default for the architecture")
+    feedforward_modules: str | None = setting(
+        None, "subset of target_modules scaled at their input"
+    )
 
     def __post_init__(self) -> None:
         if self.feedforward_modules and not self.target_modules:

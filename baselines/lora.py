@@ -10,16 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 from spt_bench.methods import BackboneWeightsMethod, register_method
 
 
 @dataclass
 class LoraOptions:
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    target_modules: str | None = None  # comma-separated module names; None = peft's default
+    lora_r: int = setting(8, "rank r of the LoRA update matrices")
+    lora_alpha: float = setting(16.0, "LoRA scaling alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA branch's input")
+    target_modules: str | None = setting(
+        None, "comma-separated module names; None = peft's default"
+    )
 
     def __post_init__(self) -> None:
         if self.lora_r < 1:

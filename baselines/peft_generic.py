@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 from spt_bench.methods import register_method
 from spt_bench.peft_method import PeftMethod, parse_peft_args, read_peft_config_file
@@ -19,9 +20,9 @@ from spt_bench.peft_method import PeftMethod, parse_peft_args, read_peft_config_
 
 @dataclass
 class PeftOptions:
-    peft_config: str | None = None  # PEFT-format JSON/YAML file (or adapter folder)
-    peft_type: str | None = None  # e.g. LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, LOHA
-    peft_args: dict | str | None = None  # extra PeftConfig fields (mapping or JSON text)
+    peft_config: str | None = setting(None, "PEFT-format JSON/YAML file (or adapter folder)")
+    peft_type: str | None = setting(None, "e.g. LORA, IA3, PREFIX_TUNING, PROMPT_TUNING, LOHA")
+    peft_args: dict | str | None = setting(None, "extra PeftConfig fields (mapping or JSON text)")
 
     def __post_init__(self) -> None:
         if not self.peft_config and not self.peft_type:

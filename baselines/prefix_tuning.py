@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 from spt_bench.methods import register_method
 from spt_bench.peft_method import PeftMethod
@@ -25,9 +26,11 @@ def _check_tokens(n: int) -> None:
 
 @dataclass
 class PrefixTuningOptions:
-    num_virtual_tokens: int = 8  # P, the same length as prompt-tuning's default prompt
-    prefix_projection: bool = True  # train through PEFT's reparameterisation MLP
-    encoder_hidden_size: int | None = None  # the MLP's hidden size (None: PEFT's, = token dim)
+    num_virtual_tokens: int = setting(8, "P, the same length as prompt-tuning's default prompt")
+    prefix_projection: bool = setting(True, "train through PEFT's reparameterisation MLP")
+    encoder_hidden_size: int | None = setting(
+        None, "the MLP's hidden size (None: PEFT's, = token dim)"
+    )
 
     def __post_init__(self) -> None:
         _check_tokens(self.num_virtual_tokens)
@@ -57,7 +60,7 @@ class PrefixTuning(PeftMethod):
 
 @dataclass
 class PTuningV2Options:
-    num_virtual_tokens: int = 8
+    num_virtual_tokens: int = setting(8, "P, the prefix length per layer")
 
     def __post_init__(self) -> None:
         _check_tokens(self.num_virtual_tokens)

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 from spt_bench.methods import Method, PrefixOutput, register_method
 
@@ -26,8 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class TextPromptOptions:
-    shots: int = 0
-    template: str = "chat"
+    shots: int = setting(0, "k-shot: training examples shown before the input (0: none)")
+    template: str = setting(
+        "chat",
+        "prompt template: chat (the model's chat template) | authors (the SPT code's plain text)",
+    )
 
     def __post_init__(self) -> None:
         if self.shots < 0:

@@ -7,8 +7,8 @@ methods' own Options dataclasses - cli.py lists no setting by hand.
 - Every option of a built-in method is a flag too (`--k`, `--prompt-len`, `--lora-r`), read
   from the method module's Options dataclass *without importing it* (the modules import torch;
   `spt-bench --help` must stay instant): the source is parsed with `ast`, and a test checks
-  that the parsed view equals the real dataclasses. Help comes from the comment or docstring
-  beside each field.
+  that the parsed view equals the real dataclasses. Options declare their help like config
+  fields, `setting(default, "help")`; a plugin's comment beside a field is read as a fallback.
 - `--set KEY=VALUE` reaches anything, plugins' method options included.
 - Library errors name config keys (`train.max_grad_norm`); `flag_message` maps them to flags
   in this one place.
@@ -52,6 +52,7 @@ class Flag:
     help: str
     panel: str
     methods: tuple[str, ...] = ()  # for method options: the methods that have it
+    commands: tuple[str, ...] = ("run",)  # the commands that take it (the schema says)
 
 
 def _kind(tp: Any) -> str:
@@ -78,9 +79,9 @@ def _config_flags() -> list[Flag]:
         if default is not None and not isinstance(default, bool):
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_ += f" [default: {shown}]"
-        flags.append(
-            Flag(key, flag, "cfg__" + key.replace(".", "__"), _kind(tp), help_, PANELS[section])
-        )
+        param = "cfg__" + key.replace(".", "__")
+        commands = tuple(f.metadata.get("commands", ("run",)))
+        flags.append(Flag(key, flag, param, _kind(tp), help_, PANELS[section], commands=commands))
     return flags
 
 
@@ -139,13 +140,25 @@ def _dataclass_fields(tree: ast.Module, source: str, cls_name: str) -> list[tupl
                 ann = ast.unparse(stmt.annotation)
                 if ann.startswith("ClassVar"):
                     continue
-                default = _literal(stmt.value)
-                if isinstance(stmt.value, ast.Name) and stmt.value.id in constants:
-                    default = constants[stmt.value.id]
-                if isinstance(stmt.value, ast.Call):  # field(default=..., metadata={"help"})
-                    for kw in stmt.value.keywords:
+                value, declared_help = stmt.value, None
+                if isinstance(value, ast.Call) and ast.unparse(value.func).endswith("setting"):
+                    # setting(default, help): declared like a config field (spt_bench.config)
+                    args = {
+                        "default": value.args[0] if value.args else None,
+                        "help": value.args[1] if len(value.args) > 1 else None,
+                    }
+                    args.update({kw.arg: kw.value for kw in value.keywords if kw.arg in args})
+                    value, declared_help = args["default"], _literal(args["help"])
+                default = _literal(value)
+                if isinstance(value, ast.Name) and value.id in constants:
+                    default = constants[value.id]
+                if isinstance(value, ast.Call):  # field(default=..., metadata={"help"})
+                    for kw in value.keywords:
                         if kw.arg == "default":
                             default = _literal(kw.value)
+                if isinstance(declared_help, str):
+                    out.append((stmt.target.id, ann, default, declared_help))
+                    continue
                 help_ = ""
                 # help: a trailing comment, else the comment lines just above, else a docstring
                 line = lines[stmt.lineno - 1]
@@ -321,12 +334,21 @@ def run_flags() -> tuple[Flag, ...]:
 # ---------------------------------------------------------------------------- typer glue
 
 
-def typer_parameters() -> list[inspect.Parameter]:
+def command_flags(command: str = "run") -> tuple[Flag, ...]:
+    """The flags of `command`: every config key for `run` (and every method option), the keys
+    whose schema field lists the command for the others."""
+    return tuple(f for f in run_flags() if command in f.commands)
+
+
+def typer_parameters(command: str = "run") -> list[inspect.Parameter]:
     """inspect.Parameters with typer.Option defaults, one per flag (for a dynamic signature)."""
     import typer
 
     params = []
-    for f in run_flags():
+    for f in command_flags(command):
+        help_ = f.help
+        if command != "run":  # evaluate and chat start from the run's saved settings
+            help_ = re.sub(r" \[default: [^\]]*\]$", "", help_) + " [default: the run's]"
         if f.kind == "bool":
             name = f.flag[2:]
             decl = f.flag if "/" in f.flag else f"--{name}/--no-{name}"
@@ -334,17 +356,17 @@ def typer_parameters() -> list[inspect.Parameter]:
         else:
             decl = f.flag
             tp = {"int": int | None, "float": float | None}.get(f.kind, str | None)
-        opt = typer.Option(None, decl, help=f.help, rich_help_panel=f.panel, show_default=False)
+        opt = typer.Option(None, decl, help=help_, rich_help_panel=f.panel, show_default=False)
         params.append(
             inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=tp)
         )
     return params
 
 
-def layer_from_flags(values: dict[str, Any]) -> dict[str, Any]:
+def layer_from_flags(values: dict[str, Any], command: str = "run") -> dict[str, Any]:
     """The nested config layer of the flags that were given (None = not given)."""
     layer: dict[str, Any] = {}
-    for f in run_flags():
+    for f in command_flags(command):
         v = values.get(f.param)
         if v is None:
             continue
@@ -379,3 +401,32 @@ def flag_message(message: str) -> str:
         return f"{flag} ({key})" if flag else key
 
     return _KEY.sub(repl, message)
+
+
+# ---------------------------------------------------------------------------- docs
+
+SCHEMA_DOC_BEGIN = "<!-- schema: generated by scripts/schema_doc.py from spt_bench/config.py -->"
+SCHEMA_DOC_END = "<!-- schema: end -->"
+
+
+def schema_markdown() -> str:
+    """The config schema as a markdown table (docs/harness.md embeds it between
+    SCHEMA_DOC_BEGIN/END; tests/test_configs.py fails when the two drift apart)."""
+    rows = [
+        "| key | flag | default | `--resume` | also on | what it sets |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, (f, _tp) in leaf_fields().items():
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if key in ("method.options", "method.by_method"):
+            flag = "`--set`"
+        else:
+            flag = f"`{flag}`"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        others = [c for c in f.metadata.get("commands", ("run",)) if c != "run"]
+        help_ = f.metadata.get("help", "").replace("|", "\\|")
+        rows.append(
+            f"| `{key}` | {flag} | `{default!r}` | {f.metadata.get('resume', 'fixed')} | "
+            f"{', '.join(others) or '-'} | {help_} |"
+        )
+    return "\n".join(rows) + "\n"

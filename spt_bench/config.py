@@ -52,6 +52,8 @@ DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 # recorded (memory/speed only: the decode engines give the same outputs, tested);
 # "skippable" - accepted when it turns a stage off (False), e.g. --no-model-metrics.
 RESUME_RULES = ("fixed", "adjustable", "skippable")
+# Commands whose flags the schema drives (spt_bench.cli_flags.command_flags).
+COMMANDS = ("run", "evaluate", "chat")
 
 
 def setting(
@@ -60,12 +62,15 @@ def setting(
     *,
     flag: str | None = None,
     resume: str = "fixed",
+    commands: tuple[str, ...] = (),
     **kw: Any,
 ) -> Any:
-    """A config field with its help text, its CLI flag when not `--<field-name>`, and what a
-    resumed run may do with it (RESUME_RULES)."""
+    """A config field with its help text, its CLI flag when not `--<field-name>`, what a
+    resumed run may do with it (RESUME_RULES), and the commands besides `run` that take its
+    flag (`evaluate`: a change for that evaluation; `chat`: how to chat)."""
     assert resume in RESUME_RULES, resume
-    meta = {"help": help, "resume": resume}
+    assert set(commands) <= set(COMMANDS), commands
+    meta = {"help": help, "resume": resume, "commands": ("run", *commands)}
     if flag:
         meta["flag"] = flag
     if "default_factory" in kw:
@@ -122,9 +127,14 @@ class DataConfig(_Section):
         "Data file (.txt ParlAI/ConvAI2, .jsonl), ConvAI2 folder, 'sample', datasets folder or "
         "hub id; one source is split by data.split_protocol (default: the bundled sample).",
         flag="--data",
+        commands=("evaluate",),
     )
-    train_data: str | None = setting(None, "Separate training data (with --test-data).")
-    test_data: str | None = setting(None, "Separate test data (with --train-data).")
+    train_data: str | None = setting(
+        None, "Separate training data (with --test-data).", commands=("evaluate",)
+    )
+    test_data: str | None = setting(
+        None, "Separate test data (with --train-data).", commands=("evaluate",)
+    )
     split_protocol: str = setting(
         "convai2-valid-split", "How one source is split into train/dev/test (docs/data.md)."
     )
@@ -155,11 +165,18 @@ class ModelConfig(_Section):
 
     _prefix: typing.ClassVar[str] = "model"
     name: str = setting(
-        "smollm2-135m", "smollm2-135m, tiny-random, an HF id or a local folder.", flag="--model"
+        "smollm2-135m",
+        "smollm2-135m, tiny-random, an HF id or a local folder.",
+        flag="--model",
+        commands=("chat",),
     )
-    device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda if available).")
+    device: str | None = setting(
+        None, "cpu, cuda, cuda:1 ... (default: cuda if available).", commands=("evaluate", "chat")
+    )
     dtype: str | None = setting(
-        None, "float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU)."
+        None,
+        "float32 | bfloat16 | float16 (default: bf16 on CUDA, fp32 on CPU).",
+        commands=("evaluate",),
     )
     trust_remote_code: bool = setting(False, "Allow model code from the hub (off: safer).")
 
@@ -177,7 +194,9 @@ class MethodConfig(_Section):
     """The method and its options (each method declares its own Options dataclass)."""
 
     _prefix: typing.ClassVar[str] = "method"
-    name: str = setting("spt", "Method name (spt-bench methods).", flag="--method")
+    name: str = setting(
+        "spt", "Method name (spt-bench methods).", flag="--method", commands=("chat",)
+    )
     options: dict = setting(
         help="Options of the selected method (spt-bench methods lists them).",
         default_factory=dict,
@@ -264,12 +283,16 @@ class DecodeConfig(_Section):
 
     _prefix: typing.ClassVar[str] = "decode"
     mode: str = setting("greedy", "greedy | sample | beam.", flag="--decoding")
-    max_new_tokens: int = setting(32, "Generated tokens cap.")
+    max_new_tokens: int = setting(32, "Generated tokens cap.", commands=("evaluate", "chat"))
     temperature: float = setting(0.7, "Sampling temperature (decode.mode sample).")
     top_p: float = setting(0.9, "Nucleus mass (decode.mode sample).")
     num_beams: int = setting(4, "Beams (decode.mode beam).")
     batch_size: int = setting(
-        16, "Decoding / dev / ppl batch size.", flag="--eval-batch-size", resume="adjustable"
+        16,
+        "Decoding / dev / ppl batch size.",
+        flag="--eval-batch-size",
+        resume="adjustable",
+        commands=("evaluate",),
     )
     engine: str = setting(
         "hf",
@@ -277,22 +300,31 @@ class DecodeConfig(_Section):
         "LoRA, full-ft; pip install 'spt-bench[vllm]'); same greedy outputs.",
         flag="--decode-engine",
         resume="adjustable",
+        commands=("evaluate",),
     )
     clean: Literal["default", "authors"] = setting(
         "default",
         "Post-processing: default (cut at turn markers, strip a leading R:) | authors (the SPT "
         "code's cut at the first R:|Q:|Summary:|newline|colon; exact reproduction only).",
+        commands=("evaluate",),
     )
     vllm_kv_cache_gb: float = setting(
         1.0,
         "vllm engine: KV cache size in GiB (explicit, never a share of the machine's RAM).",
         resume="adjustable",
+        commands=("evaluate",),
     )
     vllm_tensor_parallel_size: int = setting(
-        1, "vllm engine: vLLM's tensor parallelism (GPUs).", resume="adjustable"
+        1,
+        "vllm engine: vLLM's tensor parallelism (GPUs).",
+        resume="adjustable",
+        commands=("evaluate",),
     )
     vllm_data_parallel_size: int = setting(
-        1, "vllm engine: vLLM's data parallelism (GPUs).", resume="adjustable"
+        1,
+        "vllm engine: vLLM's data parallelism (GPUs).",
+        resume="adjustable",
+        commands=("evaluate",),
     )
 
     def __post_init__(self) -> None:
@@ -328,10 +360,17 @@ class ScoreConfig(_Section):
 
     _prefix: typing.ClassVar[str] = "score"
     bertscore: bool = setting(
-        True, "BERTScore (offline all-MiniLM-L6-v2 by default).", resume="skippable"
+        True,
+        "BERTScore (offline all-MiniLM-L6-v2 by default).",
+        resume="skippable",
+        commands=("evaluate",),
     )
-    model_metrics: bool = setting(True, "Perplexity and hits@k after decoding.", resume="skippable")
-    hits_k: list[int] = setting(help="k for hits@k, e.g. 1,5.", default_factory=lambda: [1])
+    model_metrics: bool = setting(
+        True, "Perplexity and hits@k after decoding.", resume="skippable", commands=("evaluate",)
+    )
+    hits_k: list[int] = setting(
+        help="k for hits@k, e.g. 1,5.", default_factory=lambda: [1], commands=("evaluate",)
+    )
     hits_candidates: int = setting(20, "Candidates per example when the data has none.")
 
     def __post_init__(self) -> None:

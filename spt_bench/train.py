@@ -59,12 +59,9 @@ class TrainingDiverged(SptBenchError):
 @dataclass
 class TrainSettings(TrainConfig):
     """The run config's `train` section plus the run's seed: a knob added to TrainConfig
-    reaches the loop with no other edit. Library defaults: epochs (no step cap), batch 8."""
+    reaches the loop with no other edit, and every default is the schema's (one place)."""
 
     seed: int = 0
-    max_steps: int | None = None
-    batch_size: int = 8
-    lr: float | None = 1e-4
 
     @classmethod
     def from_config(cls, train: TrainConfig, seed: int) -> TrainSettings:

@@ -272,3 +272,28 @@ def test_the_lr_schedule_knob_reaches_the_loop_from_one_declaration() -> None:
     assert _lr_factor(3, total, warmup, "cosine") == pytest.approx(
         0.5 * (1 - math.cos(math.pi * 7 / 8))
     )
+
+
+def test_harness_md_schema_table_is_generated_from_the_schema() -> None:
+    """docs/harness.md's table of every config key is what scripts/schema_doc.py writes."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "scripts/schema_doc.py", "--check"],
+                         cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+
+
+def test_evaluate_and_chat_flags_come_from_the_schema() -> None:
+    """A field that lists a command in `setting(commands=...)` is a flag of that command with
+    the run flag's name; the others are not."""
+    from spt_bench.cli_flags import command_flags
+    from spt_bench.config import leaf_fields
+
+    for command in ("evaluate", "chat"):
+        declared = {key for key, (f, _) in leaf_fields().items()
+                    if command in f.metadata.get("commands", ())}  # fmt: skip
+        assert {f.key for f in command_flags(command)} == declared
+    evaluate = {f.flag for f in command_flags("evaluate")}
+    assert {"--eval-batch-size", "--decode-engine", "--bertscore", "--data"} <= evaluate
+    assert "--lr" not in evaluate and "--k" not in evaluate

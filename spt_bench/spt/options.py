@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 
 PROMPT_INITS = ("vocab", "normal")
@@ -27,33 +28,39 @@ class SptOptions:
     contrastive terms are not computed, which makes SPT exactly single soft-prompt tuning.
     """
 
-    k: int = 4  # number of soft prompts K
-    prompt_len: int = 8  # virtual tokens per prompt L
-    prompt_init: str = "vocab"  # vocab (sampled vocabulary embeddings) | normal (the authors')
-    retriever_query: str = "embeddings"  # embeddings | hidden: what the retriever reads
-    # centre queries (by the training queries' mean) and keys (by the pool's mean key) before
-    # the Linear, whose bias starts at zero: mean input embeddings share one dominant direction
-    # (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt
-    retriever_center: bool = False
-    selection_loss: bool = True  # L_sel: KL to the LM-loss ranking of the prompts
-    fusion: bool = True  # L_fusion: CE of the score-weighted fused logits
-    contrastive: bool = True  # L_ctr: persona-similarity contrastive loss
-    selection_weight: float = 0.4  # lambda_sel
-    contrastive_weight: float = 0.4  # lambda_ctr
-    fusion_weight: float = 1.0  # weight of L_fusion
-    # "raw": fuse logits with the softplus scores as they are (the authors'); "normalized": with
-    # s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change
-    fusion_weights: str = "raw"
-    # "example": cross-entropy averaged per example, then over the batch (the authors');
-    # "token": averaged over all response tokens of the batch (long responses weigh more)
-    fusion_reduction: str = "example"
-    # softplus threshold of the retriever's activation: 1 = the authors' (score = cos for
-    # cos > 0.1, smooth below: a jump of 0.031 at cos = 0.1, so not monotonic for cos in
-    # (0.054, 0.131)); 20 = torch's default (smooth and monotonic)
-    softplus_threshold: float = SOFTPLUS_THRESHOLD
-    tau_gold: float = 1.0  # temperature of the LM-loss ranking
-    tau_sim: float = 1.0  # temperature of the retriever scores
-    contrastive_threshold: float = 20.0  # persona BLEU above which two inputs count as similar
+    k: int = setting(4, "number of soft prompts K")
+    prompt_len: int = setting(8, "virtual tokens per prompt L")
+    prompt_init: str = setting(
+        "vocab", "vocab (sampled vocabulary embeddings) | normal (the authors')"
+    )
+    retriever_query: str = setting("embeddings", "embeddings | hidden: what the retriever reads")
+    retriever_center: bool = setting(
+        False,
+        "centre queries (by the training queries' mean) and keys (by the pool's mean key) before the Linear, whose bias starts at zero: mean input embeddings share one dominant direction (pairwise cosine ~0.93 on ConvAI2), which makes every input pick the same prompt",
+    )
+    selection_loss: bool = setting(True, "L_sel: KL to the LM-loss ranking of the prompts")
+    fusion: bool = setting(True, "L_fusion: CE of the score-weighted fused logits")
+    contrastive: bool = setting(True, "L_ctr: persona-similarity contrastive loss")
+    selection_weight: float = setting(0.4, "lambda_sel")
+    contrastive_weight: float = setting(0.4, "lambda_ctr")
+    fusion_weight: float = setting(1.0, "weight of L_fusion")
+    fusion_weights: str = setting(
+        "raw",
+        '"raw": fuse logits with the softplus scores as they are (the authors\'); "normalized": with s_k / sum_j s_j, so the fused logits are a convex mixture whose scale the scores cannot change',
+    )
+    fusion_reduction: str = setting(
+        "example",
+        '"example": cross-entropy averaged per example, then over the batch (the authors\'); "token": averaged over all response tokens of the batch (long responses weigh more)',
+    )
+    softplus_threshold: float = setting(
+        SOFTPLUS_THRESHOLD,
+        "softplus threshold of the retriever's activation: 1 = the authors' (score = cos for cos > 0.1, smooth below: a jump of 0.031 at cos = 0.1, so not monotonic for cos in (0.054, 0.131)); 20 = torch's default (smooth and monotonic)",
+    )
+    tau_gold: float = setting(1.0, "temperature of the LM-loss ranking")
+    tau_sim: float = setting(1.0, "temperature of the retriever scores")
+    contrastive_threshold: float = setting(
+        20.0, "persona BLEU above which two inputs count as similar"
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or self.k < 1:
@@ -120,8 +127,10 @@ class SptOptions:
 
 @dataclass
 class PromptTuningOptions:
-    prompt_len: int = 8  # virtual tokens per prompt L
-    prompt_init: str = "vocab"  # vocab (sampled vocabulary embeddings) | normal (the authors')
+    prompt_len: int = setting(8, "virtual tokens per prompt L")
+    prompt_init: str = setting(
+        "vocab", "vocab (sampled vocabulary embeddings) | normal (the authors')"
+    )
 
     def __post_init__(self) -> None:
         # Same validation (and messages) as SPT's options.
