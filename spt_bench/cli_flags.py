@@ -271,7 +271,7 @@ def preflight_method(name: str, options: dict[str, Any]) -> None:
     module, cls_name = _OPTIONS_WHERE.get(name, ("", ""))
     if not module:
         return
-    from spt_bench.config import coerce_dataclass
+    from spt_bench.typed import coerce_dataclass
 
     cls = getattr(importlib.import_module(module), cls_name)
     values = {k: v for k, v in options.items() if v is not None}

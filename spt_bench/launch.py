@@ -17,9 +17,9 @@ from spt_bench.config import (
     config_from_dict,
     flatten,
     get_dotted,
-    resolve_layers,
     resume_rule,
 )
+from spt_bench.config_files import resolve_layers
 from spt_bench.errors import ConfigError
 from spt_bench.run_folder import RunFolder
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spt_bench.config import coerce_dataclass
 from spt_bench.errors import ConfigError
+from spt_bench.typed import coerce_dataclass
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spt_bench.config import get_dotted, list_presets, preset_path, upgrade_flat
+from spt_bench.config import get_dotted, upgrade_flat
+from spt_bench.config_files import list_presets, preset_path
 
 
 @dataclass

@@ -38,7 +38,7 @@ def test_plot_files_get_the_umask_mode_like_every_other_output(tmp_path, umask_0
 
 
 def test_presets_default_is_one_line_per_preset_with_details_on_request() -> None:
-    from spt_bench.config import list_presets
+    from spt_bench.config_files import list_presets
 
     res = CliRunner().invoke(app, ["presets"])
     assert res.exit_code == 0, res.output

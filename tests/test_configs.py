@@ -16,12 +16,9 @@ from spt_bench.config import (
     check_run_name,
     config_from_dict,
     leaf_fields,
-    list_presets,
-    load_yaml_config,
-    parse_set,
-    resolve_config,
     upgrade_flat,
 )
+from spt_bench.config_files import list_presets, load_yaml_config, parse_set, resolve_config
 from spt_bench.errors import ConfigError, InputError
 from spt_bench.methods import get_method, make_options
 
@@ -238,7 +235,7 @@ def test_presets_command_lists_every_preset_with_its_method_and_purpose():
     from typer.testing import CliRunner
 
     from cli import app
-    from spt_bench.config import list_presets
+    from spt_bench.config_files import list_presets
     from spt_bench.presets import preset_summaries
 
     summaries = {p.name: p for p in preset_summaries()}

@@ -68,7 +68,7 @@ def run_cmd(
 ) -> None:
     from spt_bench.cli_flags import layer_from_flags
     from spt_bench.cli_render import dry_run_text, print_result
-    from spt_bench.config import merge_layer, parse_set
+    from spt_bench.config_files import merge_layer, parse_set
     from spt_bench.launch import config_for_run
     from spt_bench.runner import run
     from spt_bench.tables import output_console
@@ -110,7 +110,8 @@ def evaluate_cmd(
     the run's data is now if it moved (accepted only with the recorded sha256)."""
     from spt_bench.cli_flags import layer_from_flags
     from spt_bench.cli_render import print_result
-    from spt_bench.config import flatten, parse_set
+    from spt_bench.config import flatten
+    from spt_bench.config_files import parse_set
     from spt_bench.evaluation import evaluate_run
     from spt_bench.rescore import rescore_run
     from spt_bench.tables import output_console
