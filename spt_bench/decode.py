@@ -484,6 +484,58 @@ def _append_rows(
         bar.advance(len(rows))
 
 
+class HfEngine:
+    """The `hf` engine: transformers' forward under the method's prefix (`generate_batch`), one
+    batch of the longest-first order at a time; on CUDA out-of-memory the batch is halved and
+    the same rows retried (longest first, so this happens on the first batches)."""
+
+    name = "hf"
+    engine_start_s = 0.0
+
+    def __init__(self, method: Method, settings: DecodeSettings, *, console: Any = None) -> None:
+        import torch
+
+        self.method, self.settings, self.console = method, settings, console
+        self.batch_size = settings.batch_size
+        self.oom_halvings = 0
+        seeded = settings.mode == "sample"
+        self.gen = torch.Generator().manual_seed(settings.seed) if seeded else None
+
+    def chunk(
+        self, order: list[int], start: int, prompts: list[list[int]], rows: list[Example]
+    ) -> tuple[list[int], list, list, list] | None:
+        """(row indices, new tokens, stop reasons, row infos) of the next batch from `start`;
+        None when the batch ran out of memory (retry from the same `start`)."""
+        import torch
+
+        from spt_bench.data.formatting import collate_generate
+        from spt_bench.models import autocast
+
+        backbone = self.method.backbone
+        idx = order[start : start + self.batch_size]
+        batch = collate_generate(
+            [prompts[i] for i in idx], backbone.pad_token_id, [rows[i] for i in idx]
+        ).to(backbone.device)
+        try:
+            with torch.inference_mode(), autocast(backbone.device):
+                return (idx, *generate_batch(self.method, batch, self.settings, self.gen))
+        except torch.OutOfMemoryError:
+            if self.batch_size == 1:
+                raise
+        del batch  # outside the except block, so the failed batch's tensors can be freed
+        torch.cuda.empty_cache()
+        self.batch_size = max(1, self.batch_size // 2)
+        self.oom_halvings += 1
+        if self.console is not None:
+            self.console.print(
+                f"[yellow]decode: out of GPU memory; batch size -> {self.batch_size}"
+            )
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 def decode(
     method: Method,
     formatter: PromptFormatter,
@@ -493,13 +545,12 @@ def decode(
     *,
     progress: bool = False,
     console: Any = None,
+    open_engine: Any = None,
 ) -> tuple[list[dict], DecodeStats]:
-    """Decode `examples` into `out_path` (resuming it) and return all rows in dataset order."""
-    import torch
+    """Decode `examples` into `out_path` (resuming it) and return all rows in dataset order.
 
-    from spt_bench.data.formatting import collate_generate
-    from spt_bench.models import autocast as _autocast
-
+    `open_engine(method, settings, prompts, work_dir, console)` opens the engine that decodes
+    the chunks (`spt_bench.engines` chooses it from the settings); without one, the hf engine."""
     out_path = Path(out_path)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
@@ -511,85 +562,55 @@ def decode(
             f"{out_path} holds predictions for ids not in this evaluation split "
             f"(e.g. {sorted(unknown)[0]!r}); use a fresh run folder or --overwrite"
         )
+    if open_engine is None and settings.engine != "hf" and settings.mode != "beam":
+        raise ConfigError(
+            f"spt_bench.decode.decode runs the hf engine; decode with {settings.engine!r} "
+            "through spt_bench.engines.decode"
+        )
     todo = [ex for ex in examples if ex.id not in done]
     stats = DecodeStats(n_skipped=len(done), engine=settings.engine)
-    backbone = method.backbone
     check_method_engine(method, settings)  # before any row is decoded
     prompts = [formatter.prompt_ids(ex) for ex in todo]
     order = longest_first([len(p) for p in prompts])
-    vllm = None
-    if settings.engine == "vllm" and settings.mode != "beam" and todo:
-        from spt_bench.vllm_engine import VllmDecoder
-
-        vllm = VllmDecoder(
-            method, settings, out_path.parent, max(len(p) for p in prompts), row_stop
-        )
-    gen = torch.Generator().manual_seed(settings.seed) if settings.mode == "sample" else None
     method.set_train_mode(False)
+    if not todo:
+        engine: Any = None
+    elif open_engine is not None:
+        engine = open_engine(method, settings, prompts, out_path.parent, console)
+    else:
+        engine = HfEngine(method, settings, console=console)
     bar = ProgressBar(console, "decode", len(examples), len(done)) if progress and todo else None
     t0 = time.perf_counter()
-    batch_size = settings.batch_size
     start = 0
     try:
         while start < len(order):
-            if vllm is not None:
-                # vLLM batches by itself: hand it a chunk of rows (the hf engine's batches, so
-                # methods see the same prefix inputs) and append the chunk as it finishes.
-                idx = order[start : start + max(CHUNK, batch_size)]
-                batches = [
-                    collate_generate(
-                        [prompts[i] for i in idx[k : k + batch_size]], backbone.pad_token_id,
-                        [todo[i] for i in idx[k : k + batch_size]],
-                    ).to(backbone.device)
-                    for k in range(0, len(idx), batch_size)
-                ]  # fmt: skip
-                toks, reasons, infos = vllm.generate(batches)
-                start += len(idx)
-                _append_rows(
-                    out_path, todo, idx, toks, reasons, infos, backbone, stats, bar, settings.clean
-                )
+            got = engine.chunk(order, start, prompts, todo)
+            if got is None:
                 continue
-            idx = order[start : start + batch_size]
-            batch = collate_generate(
-                [prompts[i] for i in idx], backbone.pad_token_id, [todo[i] for i in idx]
-            ).to(backbone.device)
-            out_of_memory = False
-            try:
-                with torch.inference_mode(), _autocast(backbone.device):
-                    toks, reasons, infos = generate_batch(method, batch, settings, gen)
-            except torch.OutOfMemoryError:
-                if batch_size == 1:
-                    raise
-                out_of_memory = True
-            if out_of_memory:
-                # A batch too large for the GPU: halve it and retry the same rows (longest
-                # first, so this happens on the first batches) instead of losing the run.
-                # Outside the except block, so the failed batch's tensors can be freed.
-                del batch
-                torch.cuda.empty_cache()
-                batch_size = max(1, batch_size // 2)
-                stats.oom_halvings += 1
-                if console is not None:
-                    console.print(f"[yellow]decode: out of GPU memory; batch size -> {batch_size}")
-                continue
+            idx, toks, reasons, infos = got
             start += len(idx)
-            _append_rows(
-                out_path, todo, idx, toks, reasons, infos, backbone, stats, bar, settings.clean
-            )
+            _append_rows(out_path, todo, idx, toks, reasons, infos, method.backbone, stats, bar,
+                         settings.clean)  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     stats.seconds = time.perf_counter() - t0
-    stats.batch_size = batch_size
-    if vllm is not None:  # engine start is reported apart from decoding
-        stats.engine_start_s = vllm.engine_start_s
-        stats.seconds -= vllm.engine_start_s
+    stats.batch_size = getattr(engine, "batch_size", settings.batch_size)
+    stats.oom_halvings = getattr(engine, "oom_halvings", 0)
+    if engine is not None:  # an engine's start is reported apart from decoding
+        stats.engine_start_s = engine.engine_start_s
+        stats.seconds -= engine.engine_start_s
+    return _in_dataset_order(out_path, ids, rewrite=bool(todo)), stats
+
+
+def _in_dataset_order(out_path: Path, ids: list[str], *, rewrite: bool) -> list[dict]:
+    """The rows of `out_path` in `ids` order; the file itself rewritten in that order when
+    rows were added or it is out of order."""
+    import json
+
     by_id = {r["id"]: r for r in read_jsonl(out_path)}
     ordered = [by_id[i] for i in ids]
-    if todo or len(by_id) != len(ids) or list(by_id) != ids:
-        import json
-
-        atomic_write_text(
-            out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
-        )
-    return ordered, stats
+    if rewrite or len(by_id) != len(ids) or list(by_id) != ids:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered)
+        atomic_write_text(out_path, text)
+    return ordered

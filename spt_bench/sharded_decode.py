@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.batches import length_sorted_batches
-from spt_bench.decode import DecodeStats, decode, existing_prediction_ids
+from spt_bench.decode import DecodeStats, existing_prediction_ids
 from spt_bench.distributed import get_dist
+from spt_bench.engines import decode, shutdown
 from spt_bench.io import atomic_write_text, read_jsonl
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,10 +79,7 @@ def decode_all(
             method, formatter, examples, settings, out_path, progress=progress, console=console
         )
     finally:
-        if settings.engine == "vllm":
-            from spt_bench.vllm_engine import shutdown_engine
-
-            shutdown_engine()
+        shutdown(settings)
 
 
 def _decode_all(

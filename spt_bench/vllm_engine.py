@@ -424,7 +424,7 @@ class VllmDecoder:
         from spt_bench.models import stop_tokens
 
         method, backbone = self.method, self.method.backbone
-        from spt_bench.train import autocast
+        from spt_bench.models import autocast
 
         requests: list[dict] = []
         infos: list[dict] = []

@@ -106,8 +106,9 @@ def test_two_processes_train_like_one_and_decode_every_example_once(data, tmp_pa
     _run_in_process(["run", *flags, "--out", str(single)])
     res = _launch_two(["run", *flags, "--out", str(double)], tmp_path)
 
-    # one report for the launch, written by the main process
-    assert res.stdout.count("run folder:") == 1
+    # one report for the launch, written by the main process (the folder is named first and
+    # again under the report)
+    assert res.stdout.count("run folder:") == 2
     metrics = json.loads((double / "metrics.json").read_text())
     assert metrics["distributed"] == {"num_processes": 2, "backend": "gloo"}
     assert metrics["n"] == len(test_ids)

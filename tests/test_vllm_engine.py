@@ -16,7 +16,8 @@ from decode_helpers import FixedPrefix, toy_examples
 from vllm_helpers import tiny_backbone
 
 from spt_bench.data.formatting import PromptFormatter
-from spt_bench.decode import DecodeSettings, decode
+from spt_bench.decode import DecodeSettings
+from spt_bench.engines import decode
 from spt_bench.methods import get_method, make_options
 from spt_bench.vllm_engine import MODEL_SUBDIR, shutdown_engine, vllm_available
 
