@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spt_bench.methods import PrefixOutput, register_method
+from spt_bench.methods import BenchEntry, PrefixOutput, register_method
 from spt_bench.spt.method import SelectivePromptTuning
 from spt_bench.spt.options import PromptTuningOptions, SptOptions
 
@@ -25,6 +25,7 @@ class PromptTuning(SelectivePromptTuning):
     Options = PromptTuningOptions
     option_labels = {"prompt_len": "L"}
     row_fields = ()  # one prompt for everyone: nothing selected per row
+    bench = BenchEntry(train_default=True, order=20)  # timed by default, after spt
 
     def core_options(self) -> SptOptions:
         return self.options.as_spt()

@@ -145,6 +145,29 @@ class LogField:
     uniform_over: str = ""
 
 
+@dataclass(frozen=True)
+class BenchEntry:
+    """What a method contributes to `spt-bench bench` (spt_bench.bench); the default entry
+    contributes nothing beyond what any method gets when it is asked for by name.
+
+    train_default: timed by the default training benchmark, in `order` (lower first);
+    decode_default: the method whose (untrained) decoding the benchmark times by default;
+    relative_to: a method whose step time and peak memory this one's are divided by
+      (ratios `<name>_over_<other>_time` / `_memory`, when both are timed);
+    lean_compare: also timed with transformers' own RMSNorm/MLP autograd (what the loop's lean
+      activations save), unless the benchmark turns that comparison off;
+    checkpointing: also timed with activation checkpointing at the benchmark's fractions;
+    profile: its training step is the one written as an operator table under `--profile`."""
+
+    train_default: bool = False
+    order: int = 50
+    decode_default: bool = False
+    relative_to: str = ""
+    lean_compare: bool = False
+    checkpointing: bool = False
+    profile: bool = False
+
+
 @dataclass
 class ReportSection:
     """A section a method adds to report.md: `## title`, an intro line, a table (float cells are
@@ -176,6 +199,7 @@ class Method(ABC):
     row_fields: ClassVar[tuple[RowField, ...]] = ()  # what row_info adds to predictions rows
     compare_note: ClassVar[str] = ""  # a note `compare` adds when a row uses this method
     log_fields: ClassVar[tuple[LogField, ...]] = ()  # what it logs beyond loss/nll (plots)
+    bench: ClassVar[BenchEntry] = BenchEntry()  # its place in `spt-bench bench`
 
     def __init__(self, backbone: Backbone, options: Any = None) -> None:
         self.backbone = backbone
@@ -248,6 +272,13 @@ class Method(ABC):
     def uses_train_data(cls, options: Any) -> bool:
         """Whether `setup` needs the train split (chat loads the data only then)."""
         return cls.trains
+
+    @classmethod
+    def bench_options(cls, knobs: dict[str, Any]) -> dict[str, Any]:
+        """The method options `spt-bench bench` builds it with, from the benchmark's knobs
+        ({"k": K, "prompt_len": L}): by default those the method's Options declare."""
+        known = {f.name for f in dataclasses.fields(cls.Options)}
+        return {k: v for k, v in knobs.items() if k in known}
 
     def soft_prompts(self) -> torch.Tensor | None:
         """The method's soft prompts [K, L, d] prepended before the input, if any (bench's

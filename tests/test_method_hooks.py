@@ -1,4 +1,4 @@
-"""What compare, plots, report, chat and the scorer show about a method comes from the method's
+"""What compare, plots, report, chat, the scorer and bench show about a method comes from the method's
 class-level hooks: the generic modules name no method, the hooks load without torch, and a new
 method's labels, notes, row fields and report sections reach the outputs through them."""
 
@@ -16,12 +16,13 @@ from run_helpers import make_run
 
 from spt_bench import methods
 from spt_bench.compare import build_comparison, load_runs
-from spt_bench.methods import LogField, Method, ReportSection, RowField
+from spt_bench.methods import BenchEntry, LogField, Method, ReportSection, RowField
 
 REPO = Path(__file__).resolve().parents[1]
 GENERIC = [
     *sorted((REPO / "spt_bench" / "compare").glob("*.py")),
     *sorted((REPO / "spt_bench" / "plots").glob("*.py")),
+    *sorted((REPO / "spt_bench" / "bench").glob("*.py")),
     REPO / "spt_bench" / "report.py",
     REPO / "spt_bench" / "chat.py",
     REPO / "metrics" / "scorer.py",
@@ -58,6 +59,7 @@ def test_the_registry_and_every_class_hook_load_without_torch():
         "for cls in list_methods():\n"
         "    cls.option_labels, cls.row_fields, cls.compare_note, cls.describe_row({})\n"
         "    cls.report_sections({}, [], []), cls.prompt_usage([])\n"
+        "    cls.bench, cls.bench_options({'k': 4, 'prompt_len': 8})\n"
         "assert carried_row_fields() == ('selected_prompt',), carried_row_fields()\n"
         "assert 'torch' not in sys.modules\n"
     )
@@ -134,3 +136,24 @@ def test_training_plots_place_a_method_s_log_fields(toy, tmp_path):
     curves = training_curves(tmp_path)
     assert set(curves.losses) == {"loss", "toy_term"}
     assert training_panels(curves)[0] == ["loss", "terms", "lr", "toy_gauge", "grad_norm"]
+
+
+def test_bench_defaults_and_variants_come_from_the_bench_hooks(toy, monkeypatch):
+    """The default training benchmark, its order and the decoded method are the methods' bench
+    entries (today spt then prompt-tuning, decoding spt); a method's entry adds it and says
+    which extra variants it is timed in; its options come from `bench_options`."""
+    from spt_bench.bench.settings import BenchSettings
+    from spt_bench.bench.training import _variants
+
+    assert BenchSettings().methods == ("spt", "prompt-tuning")
+    assert BenchSettings().decode_method == "spt"
+    monkeypatch.setattr(toy, "bench", BenchEntry(train_default=True, order=15))
+    assert BenchSettings().methods == ("spt", "toy", "prompt-tuning")
+    assert toy.bench_options({"k": 4, "prompt_len": 8, "width": 7}) == {"width": 7}
+    settings = BenchSettings(checkpointing="0.5,1")
+    assert list(_variants(toy, settings)) == [{}]
+    monkeypatch.setattr(toy, "bench", BenchEntry(lean_compare=True, checkpointing=True))
+    assert list(_variants(toy, settings)) == [
+        {}, {"lean": False}, {"checkpointing": 0.5}, {"checkpointing": 1.0}
+    ]  # fmt: skip
+    assert list(_variants(toy, BenchSettings(lean_compare=False))) == [{}]

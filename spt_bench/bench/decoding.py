@@ -1,0 +1,179 @@
+"""Decoding figures: our evaluation decoder (each engine, each batch size) against plain
+`model.generate` on the same prompts. Every configuration gets an untimed warm-up on its longest
+batch; the timed passes are interleaved (ours, plain, ours, plain, ...) so a machine whose load
+drifts biases neither side."""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spt_bench.bench.batch_size import longest_examples, resolve_batch
+from spt_bench.bench.decode_summary import DecodeFigures, decode_summary
+from spt_bench.bench.plain import plain_generate
+from spt_bench.bench.profiling import PeakMemory, free, is_oom, profile_once, sync
+from spt_bench.bench.steps import build_bench_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spt_bench.bench.settings import BenchSettings
+    from spt_bench.data.example import Example
+    from spt_bench.models import Backbone
+
+
+def plan_jobs(settings: BenchSettings, resolve: Callable[[int | str], int]) -> list[DecodeFigures]:
+    """One configuration per engine and distinct resolved batch size of ours, then one per
+    distinct batch size of plain generate (`resolve`: a requested size -> the size run)."""
+    resolved = {req: resolve(req) for req in settings.decode_batch_sizes}
+    jobs: list[DecodeFigures] = []
+    for engine in settings.decode_engines:
+        for req in settings.decode_batch_sizes:
+            bs = resolved[req]
+            if any(j.batch_size == bs and j.engine == engine for j in jobs):
+                continue  # "auto" may equal a given size
+            job = DecodeFigures("ours", bs, req, None, engine=engine)
+            if engine == "vllm":
+                from spt_bench.vllm_engine import require_vllm
+
+                require_vllm()
+            jobs.append(job)
+    if settings.plain_generate:
+        for req in settings.generate_batch_sizes or settings.decode_batch_sizes:
+            bs = resolved.get(req) or resolve(req)
+            if all(j.batch_size != bs for j in jobs if j.path == "plain generate"):
+                jobs.append(DecodeFigures("plain generate", bs, req, None))
+    return jobs
+
+
+class DecodePasses:
+    """The warm-up and timed passes over the configurations `jobs`, and what they produced."""
+
+    def __init__(
+        self, method: Any, formatter: Any, examples: list[Example], settings: BenchSettings,
+        work_dir: Path, jobs: list[DecodeFigures], say: Callable[[str], None] | None,
+    ) -> None:  # fmt: skip
+        self.method, self.formatter, self.examples = method, formatter, examples
+        self.settings, self.work_dir, self.jobs, self.say = settings, work_dir, jobs, say
+        self.device = method.backbone.device
+        self.predictions: dict[tuple[str, int], list[dict]] = {}
+        self.plain_predictions: dict[int, dict[str, str]] = {}
+        self.peaks: dict[int, tuple[int | None, str]] = {}
+        self.times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+        # one operator profile per engine: of its last configuration's warm-up
+        self.profiled = {
+            max(i for i, j in enumerate(jobs) if j.engine == e): e
+            for e in {j.engine for j in jobs if j.path == "ours" and not j.error}
+        }
+
+    def run(self, i: int, subset: list[Example], tag: str) -> tuple[Any, int]:
+        """Decode `subset` with configuration `i`: (its predictions, generated tokens)."""
+        from spt_bench.decode import DecodeSettings, decode
+
+        job, settings = self.jobs[i], self.settings
+        if job.path == "ours":
+            ds = DecodeSettings(
+                max_new_tokens=settings.max_new_tokens, batch_size=job.batch_size,
+                engine=job.engine,
+            )  # fmt: skip
+            path = self.work_dir / f"{tag}-{i}.jsonl"
+            rows, stats = decode(self.method, self.formatter, subset, ds, path)
+            job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
+            if job.engine == "vllm":
+                job.engine_start_s = (job.engine_start_s or 0.0) + stats.engine_start_s
+            return rows, stats.new_tokens
+        return plain_generate(
+            self.method, self.formatter, subset, job.batch_size, settings.max_new_tokens
+        )
+
+    def _profile(self, i: int, subset: list[Example]) -> None:
+        self.run(i, subset, "warm")
+        suffix = "" if self.profiled[i] == "hf" else f"_{self.profiled[i]}"
+        profile_once(
+            functools.partial(self.run, i, subset, "prof"), self.device,
+            Path(self.settings.profile_dir or ".") / f"decode_profile{suffix}.txt",
+        )  # fmt: skip
+
+    def one(self, rep: int, i: int) -> None:
+        """Pass `rep` of configuration `i` (rep -1: the warm-up on its longest batch, profiled
+        with --profile); an out-of-memory marks the configuration and frees the memory."""
+        job = self.jobs[i]
+        if job.error:
+            return
+        subset = self.examples
+        if rep < 0:
+            subset = longest_examples(self.examples, self.formatter, job.batch_size)
+        try:
+            if rep < 0 and self.settings.profile_dir and i in self.profiled:
+                self._profile(i, subset)
+                return
+            with PeakMemory(self.device) as mem:
+                sync(self.device)
+                t0 = time.perf_counter()
+                out, n_tok = self.run(i, subset, f"rep{rep}")
+                sync(self.device)
+                seconds = time.perf_counter() - t0
+        except Exception as e:  # an OOM is a figure too; anything else is a bug
+            if not is_oom(e):
+                raise
+            job.error = "out of memory"
+            free(self.device)
+            return
+        if rep >= 0:
+            self._record(i, rep, seconds, out, n_tok, mem)
+
+    def _record(
+        self, i: int, rep: int, seconds: float, out: Any, n_tok: int, mem: PeakMemory
+    ) -> None:
+        job = self.jobs[i]
+        self.times[i].append(seconds)
+        if self.say is not None:
+            label = job.path + (f" ({job.engine} engine)" if job.engine else "")
+            self.say(f"decode {label}, batch {job.batch_size}: {seconds:.2f} s (pass {rep + 1})")
+        job.new_tokens = n_tok
+        old = self.peaks.get(i, (None, mem.kind))[0]
+        self.peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
+        if job.path == "ours":
+            self.predictions[(job.engine, job.batch_size)] = out
+        else:
+            self.plain_predictions[job.batch_size] = out
+
+    def finish(self) -> None:
+        """Median seconds, responses/s and peak memory of every configuration that ran."""
+        for i, job in enumerate(self.jobs):
+            if job.error or not self.times[i]:
+                continue
+            job.seconds = statistics.median(self.times[i])
+            job.seconds_all = [round(t, 4) for t in self.times[i]]
+            job.responses_per_s = len(self.examples) / job.seconds
+            job.peak_memory_bytes, job.memory_kind = self.peaks[i]
+
+
+def bench_decoding(
+    backbone: Backbone, train: list[Example], examples: list[Example], settings: BenchSettings,
+    work_dir: Path, say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Our decoder vs plain generate over `examples` at the requested batch sizes (see the
+    module doc); the summary's `_rows` are our best configuration's predictions."""
+    method = build_bench_method(backbone, settings.decode_method, settings, train)
+    formatter = method.build_formatter()
+    prefix_len = method.prefix_length()
+
+    def resolve(req: int | str) -> int:
+        return resolve_batch(
+            req, backbone, formatter, examples, prefix_len, settings.max_new_tokens
+        )
+
+    jobs = plan_jobs(settings, resolve)
+    passes = DecodePasses(method, formatter, examples, settings, work_dir, jobs, say)
+    for rep in range(-1, settings.decode_reps):  # rep -1: warm-up on the longest batch
+        for i in range(len(jobs)):
+            passes.one(rep, i)
+    passes.finish()
+    ours = [j for j in jobs if j.path == "ours"]
+    plain = [j for j in jobs if j.path != "ours"]
+    return decode_summary(
+        examples, ours, plain, passes.predictions, passes.plain_predictions, settings
+    )

@@ -1,0 +1,156 @@
+"""The settings of one benchmark run and the parsing of their command-line forms.
+
+The methods timed by default and the method whose decoding is timed come from the methods'
+`bench` hooks (spt_bench.methods.BenchEntry), not from names spelled here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spt_bench.errors import ConfigError
+
+AUTO = "auto"
+CPU_DEFAULT_N_DECODE = 128
+CPU_DEFAULT_DECODE_BATCH = 32
+
+
+def default_train_methods() -> tuple[str, ...]:
+    """The methods whose `bench` entry puts them in the default training benchmark, in order."""
+    from spt_bench.methods import list_methods
+
+    chosen = [(cls.bench.order, cls.name) for cls in list_methods() if cls.bench.train_default]
+    return tuple(name for _, name in sorted(chosen))
+
+
+def default_decode_method() -> str:
+    """The method whose `bench` entry asks for its decoding to be timed by default (else the
+    first of the default training benchmark)."""
+    from spt_bench.methods import list_methods
+
+    chosen = [cls.name for cls in list_methods() if cls.bench.decode_default]
+    if chosen:
+        return chosen[0]
+    defaults = default_train_methods()
+    if not defaults:
+        raise ConfigError("bench: no registered method is benchmarked by default; name one")
+    return defaults[0]
+
+
+@dataclass
+class BenchSettings:
+    """Settings of one benchmark run (see the package doc)."""
+
+    model: str = "smollm2-135m"
+    data: str | None = None  # None -> the bundled sample
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int = 32
+    reps: int = 5
+    warmup: int = 2
+    k: int = 4
+    prompt_len: int = 8
+    methods: tuple[str, ...] = field(default_factory=default_train_methods)
+    plain_reference: bool = True
+    # decoding: our path at each of `decode_batch_sizes`, plain generate at each of
+    # `generate_batch_sizes` (None -> the same sizes as ours); "auto" = largest that fits
+    n_decode: int | None = None  # None -> all examples on CUDA, 128 on CPU
+    decode_batch_sizes: tuple[int | str, ...] = (AUTO,)
+    generate_batch_sizes: tuple[int | str, ...] | None = None
+    decode_method: str = field(default_factory=default_decode_method)
+    decode_reps: int = 1
+    # our decoder's engines to time (decode.DECODE_ENGINES); each at every decode batch size
+    decode_engines: tuple[str, ...] | str = ("hf",)
+    max_new_tokens: int = 32
+    plain_generate: bool = True
+    score: bool = True
+    bertscore: bool = False
+    seed: int = 0
+    # torch.profiler tables of one training step (the method whose bench entry asks for it)
+    # and one decode batch per engine
+    profile_dir: str | None = None
+    # also time the methods whose bench entry allows it with activation checkpointing of these
+    # fractions of the frozen LM's layers (memory for time); True = (1.0,), or "0.25,1"
+    checkpointing: tuple[float, ...] | bool | str = ()
+    # also time those methods with transformers' own RMSNorm/MLP autograd (what lean
+    # activations save)
+    lean_compare: bool = True
+    train: bool = True  # False: decoding (and scoring) figures only
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"bench: {name.replace('_', '-')} must be >= 1")
+        if self.warmup < 0:
+            raise ConfigError("bench: warmup must be >= 0")
+        self.checkpointing = parse_checkpointing(self.checkpointing)
+        if self.n_decode is not None and self.n_decode < 0:
+            raise ConfigError("bench: --n-decode must be >= 0")
+        self.decode_batch_sizes = parse_batch_sizes(self.decode_batch_sizes, "--decode-batch-size")
+        self.decode_engines = parse_engines(self.decode_engines)
+        if self.generate_batch_sizes is not None:
+            self.generate_batch_sizes = parse_batch_sizes(
+                self.generate_batch_sizes, "--generate-batch-size"
+            )
+
+    def method_knobs(self) -> dict[str, Any]:
+        """The knobs a method's `bench_options` hook turns into its options."""
+        return {"k": self.k, "prompt_len": self.prompt_len}
+
+
+def parse_engines(values: Any) -> tuple[str, ...]:
+    """'hf,vllm' / ['hf'] -> ('hf', 'vllm'); unknown names are a clear error."""
+    from spt_bench.config import DECODE_ENGINES
+
+    if isinstance(values, str):
+        values = [v.strip().lower() for v in values.split(",") if v.strip()]
+    out = tuple(dict.fromkeys(values))
+    bad = [v for v in out if v not in DECODE_ENGINES]
+    if bad or not out:
+        raise ConfigError(
+            f"--decode-engine: {', '.join(bad) or 'nothing given'}; "
+            f"choose from {', '.join(DECODE_ENGINES)}"
+        )
+    return out
+
+
+def parse_batch_sizes(values: Any, flag: str) -> tuple[int | str, ...]:
+    """'auto,256' / ['auto', 256] -> ('auto', 256); rejects anything else with a clear error."""
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    out: list[int | str] = []
+    for v in values:
+        v = v.strip().lower() if isinstance(v, str) else v
+        if v == AUTO:
+            out.append(AUTO)
+            continue
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag}: {v!r} is neither a positive integer nor 'auto'") from None
+        if n < 1:
+            raise ConfigError(f"{flag}: batch sizes must be >= 1, got {n}")
+        out.append(n)
+    if not out:
+        raise ConfigError(f"{flag}: give at least one batch size")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_checkpointing(value: Any) -> tuple[float, ...]:
+    """--checkpointing: True -> (1.0,), False/None -> (), "0.25,1" -> (0.25, 1.0)."""
+    if value is None or value is False:
+        return ()
+    if value is True:
+        return (1.0,)
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        fractions = tuple(float(x) for x in items if str(x).strip())
+    except ValueError:
+        raise ConfigError(
+            f"bench: --checkpointing takes fractions like 0.25,1; got {value!r}"
+        ) from None
+    for f in fractions:
+        if not 0 < f <= 1:
+            raise ConfigError(f"bench: --checkpointing fractions must be in (0, 1], got {f}")
+    return fractions
