@@ -70,7 +70,8 @@ class DecodePasses:
 
     def run(self, i: int, subset: list[Example], tag: str) -> tuple[Any, int]:
         """Decode `subset` with configuration `i`: (its predictions, generated tokens)."""
-        from spt_bench.decode import DecodeSettings, decode
+        from spt_bench.decode import DecodeSettings
+        from spt_bench.engines import decode
 
         job, settings = self.jobs[i], self.settings
         if job.path == "ours":
@@ -81,7 +82,7 @@ class DecodePasses:
             path = self.work_dir / f"{tag}-{i}.jsonl"
             rows, stats = decode(self.method, self.formatter, subset, ds, path)
             job.oom_halvings = max(job.oom_halvings, stats.oom_halvings)
-            if job.engine == "vllm":
+            if stats.engine_start_s:  # an engine with a start of its own (vllm)
                 job.engine_start_s = (job.engine_start_s or 0.0) + stats.engine_start_s
             return rows, stats.new_tokens
         return plain_generate(
