@@ -212,7 +212,7 @@ def load_responder(
     meth = build_method(config, cls, options, train)
     loaded = None
     if run is not None and cls.trains:
-        from spt_bench.train import load_trained_weights
+        from spt_bench.checkpoints import load_trained_weights
 
         loaded = load_trained_weights(meth, run, "final")
         if loaded is None:

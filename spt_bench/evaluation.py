@@ -34,9 +34,9 @@ def evaluate_run(
     to change for this evaluation (e.g. {"decode.batch_size": 8}). `data`: where the run's
     data files are now ({"source": path}), accepted only with the recorded content. The
     results it replaces move to history/<time>/ first."""
+    from spt_bench.checkpoints import load_trained_weights, read_checkpoint_state
     from spt_bench.distributed import get_dist
     from spt_bench.methods import get_method, make_options
-    from spt_bench.train import load_trained_weights, read_checkpoint_state
 
     folder = RunFolder(run_dir)
     started = time.time()

@@ -31,25 +31,33 @@ tests check it). `model_metrics_for_run` is the step `spt-bench run` / `evaluate
 from __future__ import annotations
 
 import hashlib
-import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spt_bench.batches import longest_first
+from spt_bench.candidate_scoring import (  # noqa: F401 - re-exported
+    LM_HEAD_CHUNK,
+    score_candidate_tokens,
+)
+from spt_bench.candidates import (  # noqa: F401 - re-exported
+    CANDIDATE_MODES,
+    SYNTHETIC_PROTOCOL,
+    CandidateSet,
+    _norm,
+    dataset_candidates,
+    resolve_candidate_mode,
+    synthetic_candidates,
+)
 from spt_bench.errors import ConfigError
 from spt_bench.progress import ProgressBar
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from spt_bench.data.example import Example
     from spt_bench.data.formatting import PromptFormatter
     from spt_bench.methods import Method
 
-CANDIDATE_MODES = ("auto", "dataset", "synthetic")
 HITS_SCORE = (
     "length-normalised log-likelihood: mean per-token log-probability over the candidate's "
     "tokens + EOS; ties count against the true response"
@@ -58,138 +66,6 @@ PPL_DEFINITION = (
     "token-level: exp(sum of the reference tokens' + EOS NLL / their count) given persona and "
     "history under the method's own prompt and prefix"
 )
-SYNTHETIC_PROTOCOL = (
-    "N-1 distractors per example, drawn without replacement from the distinct responses of "
-    "other dialogues in the pool, never equal to the true response (case and whitespace "
-    "ignored); random.Random(f'{seed}:{example.id}'), so fixed per example id, seed and pool"
-)
-# Rows per lm-head call: bounds the [rows, vocab] logits tensor (2048 x 49152 fp32 = 400 MB).
-LM_HEAD_CHUNK = 2048
-
-
-# ---------------------------------------------------------------------------- candidates
-
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """The texts ranked for one example; `texts[gold]` is the true response."""
-
-    texts: tuple[str, ...]
-    gold: int
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def dataset_candidates(example: Example) -> CandidateSet:
-    """The example's own candidates (ConvAI2 lists the true one last); the true response is the
-    candidate equal to the reference (whitespace-insensitive)."""
-    texts = tuple(example.candidates)
-    if not texts:
-        raise ConfigError(f"example {example.id} has no candidates in the data file")
-    ref = " ".join(example.response.split())
-    matches = [i for i, c in enumerate(texts) if " ".join(c.split()) == ref]
-    if not matches:
-        raise ConfigError(
-            f"example {example.id}: its candidates do not include the reference response "
-            f"{example.response!r}, so hits@k cannot be computed from them"
-        )
-    return CandidateSet(texts, matches[-1])
-
-
-def synthetic_candidates(
-    examples: Sequence[Example],
-    n_candidates: int = 20,
-    *,
-    seed: int = 0,
-    pool: Iterable[Example] | None = None,
-) -> dict[str, CandidateSet]:
-    """Synthetic candidate sets for examples whose data has none (issue 7's documented protocol).
-
-    The pool is the distinct responses (compared case- and whitespace-insensitively) of `pool`
-    (default: `examples` themselves), sorted, each remembering which dialogues it occurs in.
-    For an example, a distractor must occur in some *other* dialogue and must not equal the true
-    response. N-1 of them are drawn without replacement with
-    ``random.Random(f"{seed}:{example.id}")``, so an example's candidates depend only on the
-    seed, its id and the pool (not on the order or subset of examples being scored). The true
-    response goes last, as in ConvAI2's files.
-    """
-    if n_candidates < 2:
-        raise ConfigError(f"n_candidates must be >= 2, got {n_candidates}")
-    pool_examples = list(examples if pool is None else pool)
-    dialogues_of: dict[str, set[str]] = {}
-    text_of: dict[str, str] = {}
-    for ex in pool_examples:
-        key = _norm(ex.response)
-        if not key:
-            continue
-        dialogues_of.setdefault(key, set()).add(ex.dialog_id)
-        text = ex.response.strip()  # the smallest spelling represents them all (order-free)
-        text_of[key] = min(text_of.get(key, text), text)
-    keys = sorted(dialogues_of)
-    only_in: dict[str, set[str]] = {}  # dialogue -> responses that occur in no other dialogue
-    for key in keys:
-        ds = dialogues_of[key]
-        if len(ds) == 1:
-            only_in.setdefault(next(iter(ds)), set()).add(key)
-    need = n_candidates - 1
-    out: dict[str, CandidateSet] = {}
-    for ex in examples:
-        truth = _norm(ex.response)
-        excluded = only_in.get(ex.dialog_id, set())
-        n_excluded = len(excluded) + (1 if truth in dialogues_of and truth not in excluded else 0)
-        eligible = len(keys) - n_excluded
-        if eligible < need:
-            raise ConfigError(
-                f"synthetic hits@k candidates: example {ex.id} needs {need} distractors from "
-                f"other dialogues but the pool has only {eligible}; lower --hits-candidates, "
-                f"use more dialogues or --no-model-metrics"
-            )
-        rng = random.Random(f"{seed}:{ex.id}")
-
-        def ok(key: str, ex: Example = ex, truth: str = truth) -> bool:
-            return key != truth and bool(dialogues_of[key] - {ex.dialog_id})
-
-        if eligible <= 4 * need:  # small pool: sample from the explicit list
-            chosen = rng.sample([k for k in keys if ok(k)], need)
-        else:  # large pool: rejection sampling touches ~need entries instead of the whole pool
-            picked: list[str] = []
-            seen: set[int] = set()
-            while len(picked) < need:
-                i = rng.randrange(len(keys))
-                if i in seen:
-                    continue
-                seen.add(i)
-                if ok(keys[i]):
-                    picked.append(keys[i])
-            chosen = picked
-        texts = tuple(text_of[k] for k in chosen) + (ex.response.strip(),)
-        out[ex.id] = CandidateSet(texts, len(texts) - 1)
-    return out
-
-
-def resolve_candidate_mode(examples: Sequence[Example], mode: str = "auto") -> str:
-    """ "dataset" when every example has candidates, "synthetic" when none has; "auto" refuses a
-    mix (scores from two protocols would be averaged together)."""
-    if mode not in CANDIDATE_MODES:
-        raise ConfigError(f"candidates must be one of {', '.join(CANDIDATE_MODES)}, got {mode!r}")
-    with_cands = sum(1 for ex in examples if ex.candidates)
-    if mode == "dataset":
-        if with_cands != len(examples):
-            missing = next(ex.id for ex in examples if not ex.candidates)
-            raise ConfigError(
-                f"candidates='dataset': example {missing} has no candidates in the data"
-            )
-        return "dataset"
-    if mode == "synthetic" or with_cands == 0:
-        return "synthetic"
-    if with_cands == len(examples):
-        return "dataset"
-    raise ConfigError(
-        f"{with_cands} of {len(examples)} examples have dataset candidates and the others none; "
-        "choose one protocol for all (candidates='synthetic')"
-    )
 
 
 # ---------------------------------------------------------------------------- results
@@ -234,228 +110,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
         "vocab_size": len(vocab),
         "sha256": digest.hexdigest()[:16],
     }
-
-
-# ---------------------------------------------------------------------------- scoring
-
-
-class _NoPrefixSharing(Exception):
-    """The model's KV cache is not a plain per-layer key/value cache (e.g. sliding windows)."""
-
-
-def _token_nll(backbone: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token NLL [M] of `targets` given the hidden states that predict them, in fp32, with
-    the full-vocabulary logits computed a chunk of rows at a time."""
-    import torch
-    import torch.nn.functional as F
-
-    parts = []
-    for s in range(0, hidden.shape[0], LM_HEAD_CHUNK):
-        logits = backbone.lm_head(hidden[s : s + LM_HEAD_CHUNK]).float()
-        parts.append(F.cross_entropy(logits, targets[s : s + LM_HEAD_CHUNK], reduction="none"))
-    if not parts:
-        return hidden.new_zeros(0, dtype=torch.float32)
-    return torch.cat(parts)
-
-
-def _require_plain_cache(cache: Any) -> None:
-    """Packed continuations need every layer to attend over the whole cache (no windows)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        raise _NoPrefixSharing(f"cache layers {sorted({type(x).__name__ for x in layers or []})}")
-
-
-def _score_group_packed(
-    method: Method,
-    examples: list[Example],
-    prompts: list[list[int]],
-    candidates: list[list[list[int]]],
-) -> list[list[tuple[float, int]]]:
-    """One prefix forward for the group filling a KV cache, then ONE continuation forward in which
-    each row packs all of its example's candidates side by side: a 4D mask lets a candidate
-    token see the row's prefix and its own candidate's earlier tokens only, and its position
-    continues from the prefix length, so each candidate is scored exactly as if it alone
-    followed the prompt. The cache is never copied per candidate."""
-    import torch
-
-    from spt_bench.data.formatting import collate_generate
-    from spt_bench.decode import prefixed_inputs
-
-    backbone = method.backbone
-    attn = getattr(backbone.model.config, "_attn_implementation", None)
-    if attn not in ("sdpa", "eager"):
-        raise _NoPrefixSharing(f"attention implementation {attn!r} takes no 4D mask")
-    device = backbone.device
-    pad = backbone.pad_token_id
-    gen = collate_generate(prompts, pad, examples).to(device)
-    # A per-layer key/value prefix (prefix tuning) arrives as a pre-filled cache whose columns
-    # `mask` already covers, so the packed continuation below sees it like any cached token.
-    embeds, mask, _, cache = prefixed_inputs(method, gen)
-    hidden, cache = backbone.forward_base(embeds, mask, cache=cache, use_cache=True)
-    _require_plain_cache(cache)
-    last = hidden[:, -1]  # left-padded: the last column predicts each row's first response token
-    del hidden
-    n_rows, n_prefix = mask.shape
-    prefix_len = mask.sum(dim=1).tolist()
-    # Per row: the fed tokens (each candidate but its last token), their candidate index and
-    # offset inside the candidate.
-    fed, owner, offset = [], [], []
-    for cands in candidates:
-        ids_r, own_r, off_r = [], [], []
-        for c, seq in enumerate(cands):
-            ids_r += seq[:-1]
-            own_r += [c] * (len(seq) - 1)
-            off_r += list(range(len(seq) - 1))
-        fed.append(ids_r)
-        owner.append(own_r)
-        offset.append(off_r)
-    width = max(len(r) for r in fed)
-    h_cont = None
-    if width:
-        ids = torch.full((n_rows, width), pad, dtype=torch.long)
-        own = torch.full((n_rows, width), -1, dtype=torch.long)
-        pos = torch.zeros((n_rows, width), dtype=torch.long)
-        for b in range(n_rows):
-            n = len(fed[b])
-            if n:
-                ids[b, :n] = torch.tensor(fed[b])
-                own[b, :n] = torch.tensor(owner[b])
-                pos[b, :n] = torch.tensor(offset[b]) + int(prefix_len[b])
-        ids, own, pos = ids.to(device), own.to(device), pos.to(device)
-        q = torch.arange(width, device=device)
-        same = own[:, :, None] == own[:, None, :]  # [B, W, W] same candidate
-        causal = q[None, :, None] >= q[None, None, :]
-        cont_ok = same & causal & (own[:, None, :] >= 0)
-        cont_ok |= torch.eye(width, dtype=torch.bool, device=device)[None]  # padding: itself
-        prefix_ok = mask.bool()[:, None, :].expand(n_rows, width, n_prefix)
-        allowed = torch.cat([prefix_ok, cont_ok], dim=2)[:, None]  # [B, 1, W, P + W]
-        cont_embeds = backbone.embed(ids)
-        if attn == "sdpa":  # boolean (True = attend), whatever dtype autocast computes in
-            mask4d = allowed
-        else:  # eager attention adds the mask to its scores
-            mask4d = torch.zeros(allowed.shape, dtype=cont_embeds.dtype, device=device)
-            mask4d.masked_fill_(~allowed, torch.finfo(cont_embeds.dtype).min)
-        h_cont, _ = backbone.forward_base(
-            cont_embeds, mask4d, position_ids=pos, cache=cache, use_cache=True
-        )
-    # Gather, per candidate token, the hidden state that predicts it.
-    pred_rows, pred_cols, targets, seq_of = [], [], [], []
-    flat: list[tuple[int, int]] = []
-    for b, cands in enumerate(candidates):
-        col = 0
-        for c, seq in enumerate(cands):
-            k = len(flat)
-            flat.append((b, c))
-            # token 0 <- prefix's last state (column -1 marks it); token t <- fed column col+t-1
-            pred_rows += [b] * len(seq)
-            pred_cols += [-1] + [col + t for t in range(len(seq) - 1)]
-            targets += seq
-            seq_of += [k] * len(seq)
-            col += len(seq) - 1
-    rows_t = torch.tensor(pred_rows, device=device)
-    cols_t = torch.tensor(pred_cols, device=device)
-    from_prefix = cols_t < 0
-    h = last.index_select(0, rows_t)
-    if h_cont is not None:
-        h_fed = h_cont[rows_t, cols_t.clamp_min(0)]
-        h = torch.where(from_prefix[:, None], h, h_fed)
-    token_nll = _token_nll(backbone, h, torch.tensor(targets, device=device))
-    seq_t = torch.tensor(seq_of, device=device)
-    sums = torch.zeros(len(flat), dtype=torch.float32, device=device).index_add(0, seq_t, token_nll)
-    scores: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(c) for c in candidates]
-    for (b, c), s in zip(flat, sums.tolist(), strict=True):
-        scores[b][c] = (float(s), len(candidates[b][c]))
-    return scores
-
-
-def _score_naive(
-    method: Method,
-    examples: list[Example],
-    prompts: list[list[int]],
-    candidates: list[list[list[int]]],
-    rows_per_forward: int,
-) -> list[list[tuple[float, int]]]:
-    """Reference path: every (prompt, candidate) sequence in a full forward, through
-    `method.inference_nll` (the method's own prefix, chosen from the prompt alone)."""
-    from spt_bench.data.formatting import IGNORE_INDEX, EncodedExample, collate_train
-
-    backbone = method.backbone
-    flat = [(b, c) for b in range(len(examples)) for c in range(len(candidates[b]))]
-    scores: list[list[tuple[float, int]]] = [[(0.0, 0)] * len(c) for c in candidates]
-    for start in range(0, len(flat), rows_per_forward):
-        chunk = flat[start : start + rows_per_forward]
-        encoded = [
-            EncodedExample(
-                input_ids=prompts[b] + candidates[b][c],
-                labels=[IGNORE_INDEX] * len(prompts[b]) + candidates[b][c],
-                prompt_len=len(prompts[b]),
-                example=examples[b],
-            )
-            for b, c in chunk
-        ]
-        batch = collate_train(encoded, backbone.pad_token_id).to(backbone.device)
-        out = method.inference_nll(batch)
-        for (b, c), s, k in zip(chunk, out.nll_sum.tolist(), out.n_tokens.tolist(), strict=True):
-            scores[b][c] = (float(s), int(k))
-    return scores
-
-
-def score_candidate_tokens(
-    method: Method,
-    examples: Sequence[Example],
-    prompts: Sequence[list[int]],
-    candidates: Sequence[Sequence[list[int]]],
-    *,
-    batch_size: int = 16,
-    rows_per_forward: int = 128,
-    use_prefix_sharing: bool = True,
-    on_progress: Any = None,
-) -> tuple[list[list[tuple[float, int]]], bool]:
-    """(nll_sum, n_tokens) of every candidate token sequence of every example, and whether the
-    prefix-sharing path was used. Each candidate is scored as the continuation of its example's
-    prompt under the method's prefix. Examples are sorted by prompt length and grouped by
-    `batch_size`: with prefix sharing, one prefix forward and one packed continuation forward
-    per group; without it, full forwards of at most `rows_per_forward` sequences.
-    Models whose cache is not a plain key/value cache (sliding windows) or whose attention
-    takes no 4D mask are scored without sharing (the returned flag says so)."""
-    import torch
-
-    from spt_bench.models import autocast
-
-    if batch_size < 1 or rows_per_forward < 1:
-        raise ConfigError("batch_size and rows_per_forward must be >= 1")
-    if any(not seq for cands in candidates for seq in cands):
-        raise ValueError("empty candidate token sequence")
-    examples, prompts = list(examples), [list(p) for p in prompts]
-    cands = [[list(s) for s in c] for c in candidates]
-    order = longest_first([len(p) for p in prompts])
-    results: list[list[tuple[float, int]]] = [[] for _ in examples]
-    backbone = method.backbone
-    method.set_train_mode(False)
-    shared = use_prefix_sharing
-    with torch.inference_mode(), autocast(backbone.device):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            args = (
-                method,
-                [examples[i] for i in idx],
-                [prompts[i] for i in idx],
-                [cands[i] for i in idx],
-            )
-            if shared:
-                try:
-                    group = _score_group_packed(*args)
-                except _NoPrefixSharing:
-                    shared = False  # recorded in the summary: this model is scored naively
-            if not shared:
-                group = _score_naive(*args, rows_per_forward)
-            for i, s in zip(idx, group, strict=True):
-                results[i] = s
-            if on_progress is not None:
-                on_progress(len(idx))
-    return results, shared
 
 
 def _check_hits_k(hits_k: Sequence[int]) -> tuple[int, ...]:

@@ -79,7 +79,7 @@ class NoProcessLog:
 
 
 def train_json(result: Any, folder: RunFolder) -> dict | None:
-    from spt_bench.train import read_checkpoint_state
+    from spt_bench.checkpoints import read_checkpoint_state
 
     state = read_checkpoint_state(folder)
     if result is None and state is None:

@@ -82,9 +82,10 @@ def _run_locked(
     timings: dict[str, float],
     started: float,
 ) -> RunResult:
+    from spt_bench.checkpoints import load_trained_weights, read_checkpoint_state
     from spt_bench.distributed import get_dist
     from spt_bench.inputs import describe_inputs
-    from spt_bench.train import dev_batches, load_trained_weights, read_checkpoint_state, train
+    from spt_bench.train import dev_batches, train
 
     dist = get_dist()
     config, cls, options = finalize_config(config)
