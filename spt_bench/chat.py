@@ -101,27 +101,21 @@ def chat_loop(
 
 
 class MethodResponder:
-    """Generates one reply with the harness's decoding path for a loaded method."""
+    """Generates one reply with the harness's decoding path (the hf engine of
+    spt_bench.decode, one row at a time) for a loaded method."""
 
     def __init__(self, method: Any, formatter: Any, settings: Any) -> None:
+        from spt_bench.decode import HfEngine
+
         self.method = method
         self.formatter = formatter
         self.settings = settings
-        self._gen = None
-        if settings.mode == "sample":
-            import torch
-
-            self._gen = torch.Generator().manual_seed(settings.seed)
+        self._engine = HfEngine(method, settings)  # seeded once: a sampled chat is repeatable
 
     def respond(self, persona: tuple[str, ...], history: tuple[str, ...]) -> Reply:
-        import torch
-
         from spt_bench.data.example import Example
-        from spt_bench.data.formatting import collate_generate
-        from spt_bench.decode import clean_response, generate_batch
-        from spt_bench.models import autocast as _autocast
+        from spt_bench.decode import clean_response
 
-        backbone = self.method.backbone
         example = Example(
             dialog_id="chat",
             turn=len(history) // 2,
@@ -129,13 +123,10 @@ class MethodResponder:
             history=history,
             response="",
         )
-        batch = collate_generate(
-            [self.formatter.prompt_ids(example)], backbone.pad_token_id, [example]
-        ).to(backbone.device)
         self.method.set_train_mode(False)
-        with torch.inference_mode(), _autocast(backbone.device):
-            toks, reasons, infos = generate_batch(self.method, batch, self.settings, self._gen)
-        raw = backbone.tokenizer.decode(toks[0], skip_special_tokens=True)
+        prompt = self.formatter.prompt_ids(example)
+        _, toks, reasons, infos = self._engine.chunk([0], 0, [prompt], [example])
+        raw = self.method.backbone.tokenizer.decode(toks[0], skip_special_tokens=True)
         return Reply(clean_response(raw), dict(infos[0]) if infos else {}, raw, reasons[0])
 
 

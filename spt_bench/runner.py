@@ -29,6 +29,7 @@ from spt_bench.session import (
     check_decode_engine,
     check_decode_length,
     check_split_sizes,
+    dev_batches,
     finalize_config,
     make_formatter,
     train_settings,
@@ -82,10 +83,9 @@ def _run_locked(
     timings: dict[str, float],
     started: float,
 ) -> RunResult:
-    from spt_bench.checkpoints import load_trained_weights, read_checkpoint_state
     from spt_bench.distributed import get_dist
     from spt_bench.inputs import describe_inputs
-    from spt_bench.train import dev_batches, train
+    from spt_bench.train import load_trained_weights, read_checkpoint_state, train
 
     dist = get_dist()
     config, cls, options = finalize_config(config)
@@ -131,9 +131,7 @@ def _run_locked(
         with plog.stage("train_s"):
             if not (checkpoint and checkpoint.get("finished")):
                 encoded = [formatter.encode_train(ex) for ex in train_ex]
-                dev = dev_batches(
-                    formatter, dev_ex, config.decode.batch_size, backbone.pad_token_id
-                )
+                dev = dev_batches(formatter, dev_ex, config, backbone.pad_token_id)
                 train_result = train(
                     method, encoded, dev, train_settings(config), folder,
                     pad_id=backbone.pad_token_id, resume=resume, progress=progress,

@@ -117,3 +117,10 @@ def check_split_sizes(config: RunConfig, cls: type, train_ex: list, test_ex: lis
     if cls.trains and not train_ex:
         raise ConfigError(f"the train split is empty: method {cls.name!r} has nothing to train on")
     check_model_metrics_inputs(config, test_ex)
+
+
+def dev_batches(formatter: Any, dev: list, config: RunConfig, pad_id: int) -> list:
+    """The dev split collated for the training loop's dev loss (decoding's batch size)."""
+    from spt_bench.data.formatting import collate_dev
+
+    return collate_dev(formatter, dev, config.decode.batch_size, pad_id)

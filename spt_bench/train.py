@@ -506,16 +506,6 @@ class _TrainingLoop:
         return result
 
 
-def dev_batches(formatter: Any, dev: list, batch_size: int, pad_id: int) -> list:
-    """Dev examples encoded for the loss, in longest-first batches."""
-    from spt_bench.batches import length_sorted_batches
-    from spt_bench.data.formatting import collate_train
-
-    encoded = [formatter.encode_train(ex) for ex in dev]
-    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
-    return [collate_train([encoded[i] for i in batch], pad_id) for batch in batches]
-
-
 def _diverged_msg(step: int, what: str, state: dict) -> str:
     last = state.get("last")
     keep = f"the last good checkpoint ({last}) is kept" if last else "no checkpoint was saved"

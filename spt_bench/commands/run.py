@@ -1,4 +1,4 @@
-"""`spt-bench run`, `evaluate`, `methods` and `presets`: flags derived from the config schema."""
+"""`spt-bench run` and `evaluate`: their flags derived from the config schema."""
 
 from __future__ import annotations
 
@@ -8,33 +8,11 @@ import typer
 
 from spt_bench.commands.base import _with_flags, app, command
 
-
-@command(app, "methods")
-def methods_cmd() -> None:
-    """List the registered methods: what trains, which prompt template, their options."""
-    from spt_bench.tables import methods_table, output_console
-
-    methods_table(output_console())
-
-
 _RUN_HELP = """Train (if the method trains), decode the test split, score and report into a run folder.
 
 Every config key is a flag (grouped below by config section) and every built-in method option
 too; `--set KEY=VALUE` reaches any key (e.g. --set train.eval_every=50). Precedence: defaults <
 --preset < --config < flags and --set. Presets: `spt-bench presets`."""
-
-
-@command(app, "presets")
-def presets_cmd(
-    name: str | None = typer.Argument(None, help="One preset: its details and settings."),
-    full: bool = typer.Option(
-        False, "--full", "--verbose", "-v", help="Every preset's details, not one line each."
-    ),
-) -> None:
-    """List the run presets (--preset NAME), one line each: method, model, purpose."""
-    from spt_bench.presets import presets_text
-
-    typer.echo(presets_text(name, full=full), nl=False)
 
 
 def run_cmd(

@@ -277,3 +277,12 @@ def collate_generate(
             input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p) :] = 1
     return GenBatch(input_ids=input_ids, attention_mask=mask, examples=list(examples or []))
+
+
+def collate_dev(formatter: Any, examples: list, batch_size: int, pad_id: int) -> list:
+    """Dev examples encoded for the loss, collated in longest-first batches."""
+    from spt_bench.batches import length_sorted_batches
+
+    encoded = [formatter.encode_train(ex) for ex in examples]
+    batches = length_sorted_batches([len(e.input_ids) for e in encoded], batch_size)
+    return [collate_train([encoded[i] for i in batch], pad_id) for batch in batches]
