@@ -334,20 +334,50 @@ def run_flags() -> tuple[Flag, ...]:
 # ---------------------------------------------------------------------------- typer glue
 
 
+def settings_flags(cls: type, command: str) -> tuple[Flag, ...]:
+    """The flags of a command's own settings dataclass (e.g. the benchmark's): a field with
+    `setting(config="model.name")` takes that run-config key's flag and help; one with its own
+    help declares its flag (`--<field-name>` unless `flag=`); fields without help are not
+    flags. Keys are `<command>.<field>`."""
+    hints = typing.get_type_hints(cls)
+    by_key = {f.key: f for f in run_flags()}
+    out = []
+    for fld in dataclasses.fields(cls):
+        meta, key = fld.metadata, f"{command}.{fld.name}"
+        param = f"{command}__{fld.name}"
+        if meta.get("config"):
+            shared = by_key[meta["config"]]
+            out.append(dataclasses.replace(shared, key=key, param=param, commands=(command,)))
+        elif meta.get("help"):
+            flag = meta.get("flag") or "--" + fld.name.replace("_", "-")
+            kind = _kind(hints[fld.name])
+            kind = kind if kind in ("bool", "int", "float") else "str"  # parsed by the class
+            panel, help_ = command.capitalize(), meta["help"]
+            default = fld.default
+            if default not in (None, dataclasses.MISSING) and not isinstance(default, bool):
+                shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+                help_ += f" [default: {shown}]"
+            out.append(Flag(key, flag, param, kind, help_, panel, commands=(command,)))
+    return tuple(out)
+
+
 def command_flags(command: str = "run") -> tuple[Flag, ...]:
     """The flags of `command`: every config key for `run` (and every method option), the keys
     whose schema field lists the command for the others."""
     return tuple(f for f in run_flags() if command in f.commands)
 
 
-def typer_parameters(command: str = "run") -> list[inspect.Parameter]:
-    """inspect.Parameters with typer.Option defaults, one per flag (for a dynamic signature)."""
+def typer_parameters(
+    command: str = "run", flags: tuple[Flag, ...] | None = None
+) -> list[inspect.Parameter]:
+    """inspect.Parameters with typer.Option defaults, one per flag (for a dynamic signature);
+    `flags`: these instead of the command's config flags."""
     import typer
 
     params = []
-    for f in command_flags(command):
+    for f in command_flags(command) if flags is None else flags:
         help_ = f.help
-        if command != "run":  # evaluate and chat start from the run's saved settings
+        if command in ("evaluate", "chat"):  # they start from the run's saved settings
             help_ = re.sub(r" \[default: [^\]]*\]$", "", help_) + " [default: the run's]"
         if f.kind == "bool":
             name = f.flag[2:]

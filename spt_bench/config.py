@@ -64,14 +64,19 @@ def setting(
     flag: str | None = None,
     resume: str = "fixed",
     commands: tuple[str, ...] = (),
+    config: str | None = None,
     **kw: Any,
 ) -> Any:
     """A config field with its help text, its CLI flag when not `--<field-name>`, what a
     resumed run may do with it (RESUME_RULES), and the commands besides `run` that take its
-    flag (`evaluate`: a change for that evaluation; `chat`: how to chat)."""
+    flag (`evaluate`: a change for that evaluation; `chat`: how to chat). In another settings
+    class (e.g. the benchmark's), `config=` names the run-config key whose flag and help the
+    field shares."""
     assert resume in RESUME_RULES, resume
     assert set(commands) <= set(COMMANDS), commands
     meta = {"help": help, "resume": resume, "commands": ("run", *commands)}
+    if config:
+        meta["config"] = config
     if flag:
         meta["flag"] = flag
     if "default_factory" in kw:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from spt_bench.config import setting
 from spt_bench.errors import ConfigError
 
 AUTO = "auto"
@@ -40,43 +41,69 @@ def default_decode_method() -> str:
 
 @dataclass
 class BenchSettings:
-    """Settings of one benchmark run (see the package doc)."""
+    """Settings of one benchmark run (see the package doc). Each field is a flag of `spt-bench
+    bench`: `config=` names the run-config key whose flag and help it shares, the others
+    declare their own (`setting(default, help, flag=...)`), as the run schema does."""
 
-    model: str = "smollm2-135m"
-    data: str | None = None  # None -> the bundled sample
-    device: str | None = None
-    dtype: str | None = None
-    batch_size: int = 32
-    reps: int = 5
-    warmup: int = 2
-    k: int = 4
+    model: str = setting("smollm2-135m", config="model.name")
+    data: str | None = setting(None, config="data.source")  # None -> the bundled sample
+    device: str | None = setting(None, config="model.device")
+    dtype: str | None = setting(None, config="model.dtype")
+    batch_size: int = setting(32, "Training batch size.")
+    reps: int = setting(5, "Timed training steps (median reported).")
+    warmup: int = setting(2, "Untimed warm-up steps.")
+    k: int = setting(4, "Prompts K of the methods that take it (and of the plain reference).")
     prompt_len: int = 8
     methods: tuple[str, ...] = field(default_factory=default_train_methods)
     plain_reference: bool = True
     # decoding: our path at each of `decode_batch_sizes`, plain generate at each of
     # `generate_batch_sizes` (None -> the same sizes as ours); "auto" = largest that fits
-    n_decode: int | None = None  # None -> all examples on CUDA, 128 on CPU
-    decode_batch_sizes: tuple[int | str, ...] = (AUTO,)
-    generate_batch_sizes: tuple[int | str, ...] | None = None
-    decode_method: str = field(default_factory=default_decode_method)
-    decode_reps: int = 1
-    # our decoder's engines to time (decode.DECODE_ENGINES); each at every decode batch size
-    decode_engines: tuple[str, ...] | str = ("hf",)
-    max_new_tokens: int = 32
-    plain_generate: bool = True
+    n_decode: int | None = setting(
+        None, "Prompts to decode; default: all on CUDA, 128 on CPU.", flag="--n-decode"
+    )
+    decode_batch_sizes: tuple[int | str, ...] | str = setting(
+        (AUTO,),
+        "Our decoding batch size(s), comma-separated; 'auto' = largest that fits (CUDA).",
+        flag="--decode-batch-size",
+    )
+    generate_batch_sizes: tuple[int | str, ...] | str | None = setting(
+        None,
+        "Plain generate batch size(s); default: the same as --decode-batch-size.",
+        flag="--generate-batch-size",
+    )
+    decode_method: str = setting(
+        help="Method whose decoding is timed (untrained); default: the one whose bench entry "
+        "asks for it.",
+        default_factory=default_decode_method,
+    )
+    decode_reps: int = setting(1, "Timed decoding passes (median).")
+    decode_engines: tuple[str, ...] | str = setting(
+        ("hf",),
+        "Our decoder's engine(s) to time, comma-separated: hf, vllm (e.g. hf,vllm).",
+        flag="--decode-engine",
+    )
+    max_new_tokens: int = setting(32, config="decode.max_new_tokens")
+    plain_generate: bool = setting(True, "The plain model.generate reference (decoding).")
     score: bool = True
-    bertscore: bool = False
+    bertscore: bool = setting(False, "Include BERTScore in the scorer.")
     seed: int = 0
-    # torch.profiler tables of one training step (the method whose bench entry asks for it)
-    # and one decode batch per engine
-    profile_dir: str | None = None
-    # also time the methods whose bench entry allows it with activation checkpointing of these
-    # fractions of the frozen LM's layers (memory for time); True = (1.0,), or "0.25,1"
-    checkpointing: tuple[float, ...] | bool | str = ()
+    profile_dir: str | None = setting(
+        None,
+        "Write torch.profiler tables here: one training step (of the method whose bench entry "
+        "asks for it) and one decode batch per engine.",
+        flag="--profile",
+    )
+    checkpointing: tuple[float, ...] | bool | str = setting(
+        (),
+        "Also time the methods whose bench entry allows it with activation checkpointing of "
+        "these fractions of the frozen LM's layers, e.g. 0.25,1.",
+    )
     # also time those methods with transformers' own RMSNorm/MLP autograd (what lean
     # activations save)
     lean_compare: bool = True
-    train: bool = True  # False: decoding (and scoring) figures only
+    train: bool = setting(
+        True, "The training-step figures (--no-train: decoding and scoring only)."
+    )
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):

@@ -2,67 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from spt_bench.commands.base import app, command
 
 
-@command(app, "bench")
+def _bench_flags() -> tuple:
+    """The flags the benchmark's settings class declares (spt_bench.bench.settings)."""
+    from spt_bench.bench.settings import BenchSettings
+    from spt_bench.cli_flags import settings_flags
+
+    return settings_flags(BenchSettings, "bench")
+
+
 def bench_cmd(
-    model: str = typer.Option("smollm2-135m", "--model", help="Backbone (as for run)."),
-    data: str | None = typer.Option(
-        None, "--data", help="Examples to use (as for run); default: the bundled sample."
-    ),
-    device: str | None = typer.Option(
-        None, "--device", help="cpu, cuda ...; default: cuda when available."
-    ),
-    dtype: str | None = typer.Option(
-        None, "--dtype", help="float32 | bfloat16 | float16; default: bf16 on CUDA, else fp32."
-    ),
-    batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
-    reps: int = typer.Option(5, "--reps", help="Timed training steps (median reported)."),
-    warmup: int = typer.Option(2, "--warmup", help="Untimed warm-up steps."),
-    k: int = typer.Option(4, "--k", help="SPT prompts K (and the plain reference's)."),
-    decode_batch_size: str = typer.Option(
-        "auto",
-        "--decode-batch-size",
-        help="Our decoding batch size(s), comma-separated; 'auto' = largest that fits (CUDA).",
-    ),
-    generate_batch_size: str | None = typer.Option(
-        None,
-        "--generate-batch-size",
-        help="Plain generate batch size(s); default: the same as --decode-batch-size.",
-    ),
-    n_decode: int | None = typer.Option(
-        None, "--n-decode", help="Prompts to decode; default: all on CUDA, 128 on CPU."
-    ),
-    decode_reps: int = typer.Option(1, "--decode-reps", help="Timed decoding passes (median)."),
-    decode_engine: str = typer.Option(
-        "hf",
-        "--decode-engine",
-        help="Our decoder's engine(s) to time, comma-separated: hf, vllm (e.g. hf,vllm).",
-    ),
-    decode_method: str = typer.Option(
-        "spt", "--decode-method", help="Method whose decoding is timed (untrained)."
-    ),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Generated tokens cap."),
-    no_plain_generate: bool = typer.Option(
-        False, "--no-plain-generate", help="Skip the plain model.generate reference."
-    ),
-    no_train: bool = typer.Option(
-        False, "--no-train", help="Skip the training-step figures (decoding and scoring only)."
-    ),
-    bertscore: bool = typer.Option(False, "--bertscore", help="Include BERTScore in the scorer."),
     predictions: str | None = typer.Option(
         None, "--predictions", help="Keep our decoder's predictions in this .jsonl file."
-    ),
-    profile: str | None = typer.Option(
-        None, "--profile", help="Write torch.profiler tables (one spt step, one decode batch) here."
-    ),
-    checkpointing: str = typer.Option(
-        None,
-        "--checkpointing",
-        help="Also time spt with activation checkpointing of these layer fractions, e.g. 0.25,1.",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print all figures as one JSON object on stdout (tables on stderr)."
@@ -73,6 +30,7 @@ def bench_cmd(
         "-o",
         help="Write all figures as JSON to this file (kept up to date while decoding runs).",
     ),
+    **flags: Any,
 ) -> None:
     """Speed and memory: our training step, decoding and scorer vs plain PyTorch/transformers."""
     import json
@@ -83,21 +41,15 @@ def bench_cmd(
     from spt_bench.run_folder import output_file
     from spt_bench.tables import output_console
 
-    settings = BenchSettings(
-        model=model, data=data, device=device, dtype=dtype, batch_size=batch_size, reps=reps,
-        warmup=warmup, k=k, decode_batch_sizes=decode_batch_size,
-        generate_batch_sizes=generate_batch_size, n_decode=n_decode, decode_reps=decode_reps,
-        decode_method=decode_method, decode_engines=decode_engine,
-        max_new_tokens=max_new_tokens, plain_generate=not no_plain_generate, bertscore=bertscore,
-        profile_dir=profile, checkpointing=checkpointing, train=not no_train,
-    )  # fmt: skip
+    given = {f.key.split(".", 1)[1]: flags.get(f.param) for f in _bench_flags()}
+    settings = BenchSettings(**{k: v for k, v in given.items() if v is not None})
     # every output place is checked before anything is benchmarked
     json_out = output_file(out, "bench.json") if out else None
     predictions_out = output_file(predictions, "predictions.jsonl") if predictions else None
-    if profile:
+    if settings.profile_dir:
         from spt_bench.io import check_output_place
 
-        check_output_place(profile, folder=True)
+        check_output_place(settings.profile_dir, folder=True)
     console = output_console(stderr=as_json)
     partial = None
     if json_out is not None:  # a run cut off while decoding keeps its training figures
@@ -117,3 +69,17 @@ def bench_cmd(
         console.print(f"wrote {json_out}")
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+def _with_bench_flags(fn: Any) -> Any:
+    import inspect
+
+    from spt_bench.cli_flags import typer_parameters
+
+    sig = inspect.signature(fn)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=fixed + typer_parameters("bench", _bench_flags()))
+    return fn
+
+
+command(app, "bench")(_with_bench_flags(bench_cmd))
