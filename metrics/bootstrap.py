@@ -156,6 +156,43 @@ def paired_bootstrap(
     return result
 
 
+def _aligned_tables(runs: Sequence[Sequence[dict]]) -> list[ScoreTable]:
+    """A ScoreTable per run, rows in run 1's example order; refuses runs on other examples."""
+    ids = [str(r["id"]) for r in runs[0]]
+    if not ids:
+        raise SptBenchError("seed bootstrap: no examples")
+    if len(set(ids)) != len(ids):
+        raise SptBenchError("seed bootstrap: duplicate example ids")
+    tables = []
+    for k, rows in enumerate(runs):
+        by_id = {str(r["id"]): r for r in rows}
+        if set(by_id) != set(ids) or len(by_id) != len(rows):
+            raise SptBenchError(
+                f"seed bootstrap needs the same examples in every run: run {k + 1} has "
+                f"{len(by_id)} ids, {len(set(by_id) & set(ids))} shared with run 1's {len(ids)}"
+            )
+        tables.append(ScoreTable.from_per_example([by_id[i] for i in ids]))
+    return tables
+
+
+def _seed_mean(
+    stack: np.ndarray, point: list[float], pick: np.ndarray | None, inflate: bool
+) -> np.ndarray:
+    """[R] mean over each resample's drawn seeds of the runs' values (see `seed_bootstrap`).
+
+    stack [S, R]: each run's value on each resample; point [S]: each run's value on all
+    examples; pick [R, S]: the seeds drawn (None: a single seed)."""
+    if pick is None:
+        return stack[0]
+    cols = np.arange(stack.shape[1])[:, None]
+    drawn = stack[pick, cols].mean(axis=1)
+    if not inflate:
+        return drawn
+    n_seeds = len(point)
+    deviation = np.asarray(point) - np.mean(point)
+    return drawn + (math.sqrt(n_seeds / (n_seeds - 1)) - 1) * deviation[pick].mean(axis=1)
+
+
 def seed_bootstrap(
     seeds_a: Sequence[Sequence[dict]],
     seeds_b: Sequence[Sequence[dict]],
@@ -183,40 +220,15 @@ def seed_bootstrap(
         raise SptBenchError("seed bootstrap needs at least 1 resample")
     if not seeds_a or not seeds_b:
         raise SptBenchError("seed bootstrap: each system needs at least one run")
-    runs = [*seeds_a, *seeds_b]
-    ids = [str(r["id"]) for r in runs[0]]
-    if not ids:
-        raise SptBenchError("seed bootstrap: no examples")
-    if len(set(ids)) != len(ids):
-        raise SptBenchError("seed bootstrap: duplicate example ids")
-    tables = []
-    for k, rows in enumerate(runs):
-        by_id = {str(r["id"]): r for r in rows}
-        if set(by_id) != set(ids) or len(by_id) != len(rows):
-            raise SptBenchError(
-                f"seed bootstrap needs the same examples in every run: run {k + 1} has "
-                f"{len(by_id)} ids, {len(set(by_id) & set(ids))} shared with run 1's {len(ids)}"
-            )
-        tables.append(ScoreTable.from_per_example([by_id[i] for i in ids]))
+    tables = _aligned_tables([*seeds_a, *seeds_b])
     names = [m for m in tables[0].metric_names() if all(m in t.metric_names() for t in tables)]
     points = [t.point() for t in tables]
     rng = np.random.default_rng(seed)
     samples = _joint_samples(tables, n_resamples, rng)
     n_a, n_b = len(seeds_a), len(seeds_b)
+    # Drawn after the examples' resamples, A's seeds before B's: the order fixes the results.
     pick_a = rng.integers(0, n_a, size=(n_resamples, n_a)) if n_a > 1 else None
     pick_b = rng.integers(0, n_b, size=(n_resamples, n_b)) if n_b > 1 else None
-    cols = np.arange(n_resamples)[:, None]
-
-    def seed_mean(stack: np.ndarray, point: list[float], pick: np.ndarray | None) -> np.ndarray:
-        # stack [S, R]: each run's value on each resample; pick [R, S]: the seeds drawn
-        if pick is None:
-            return stack[0]
-        drawn = stack[pick, cols].mean(axis=1)
-        if not inflate:
-            return drawn
-        n_seeds = len(point)
-        deviation = np.asarray(point) - np.mean(point)
-        return drawn + (math.sqrt(n_seeds / (n_seeds - 1)) - 1) * deviation[pick].mean(axis=1)
 
     result: dict[str, dict[str, float | list[float]]] = {}
     for m in names:
@@ -225,7 +237,8 @@ def seed_bootstrap(
         observed = float(np.mean(point_a) - np.mean(point_b))
         stack_a = np.stack([s[m] for s in samples[:n_a]])
         stack_b = np.stack([s[m] for s in samples[n_a:]])
-        d = seed_mean(stack_a, point_a, pick_a) - seed_mean(stack_b, point_b, pick_b)
+        mean_a = _seed_mean(stack_a, point_a, pick_a, inflate)
+        d = mean_a - _seed_mean(stack_b, point_b, pick_b, inflate)
         hits = int(np.count_nonzero(np.abs(d - observed) >= abs(observed) - 1e-12))
         lo, hi = percentile_ci(d)
         result[m] = {

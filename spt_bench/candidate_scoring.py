@@ -48,40 +48,31 @@ def _require_plain_cache(cache: Any) -> None:
         raise _NoPrefixSharing(f"cache layers {sorted({type(x).__name__ for x in layers or []})}")
 
 
-def _score_group_packed(
-    method: Method,
-    examples: list[Example],
-    prompts: list[list[int]],
-    candidates: list[list[list[int]]],
-) -> list[list[tuple[float, int]]]:
-    """One prefix forward for the group filling a KV cache, then ONE continuation forward in which
-    each row packs all of its example's candidates side by side: a 4D mask lets a candidate
-    token see the row's prefix and its own candidate's earlier tokens only, and its position
-    continues from the prefix length, so each candidate is scored exactly as if it alone
-    followed the prompt. The cache is never copied per candidate."""
-    import torch
-
+def _prefix_forward(
+    method: Method, examples: list[Example], prompts: list[list[int]]
+) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """The group's left-padded prompts under the method's prefix through the backbone, filling a
+    KV cache: (attention mask [B, P], cache, each row's last hidden state [B, H])."""
     from spt_bench.data.formatting import collate_generate
     from spt_bench.decode import prefixed_inputs
 
     backbone = method.backbone
-    attn = getattr(backbone.model.config, "_attn_implementation", None)
-    if attn not in ("sdpa", "eager"):
-        raise _NoPrefixSharing(f"attention implementation {attn!r} takes no 4D mask")
-    device = backbone.device
-    pad = backbone.pad_token_id
-    gen = collate_generate(prompts, pad, examples).to(device)
+    gen = collate_generate(prompts, backbone.pad_token_id, examples).to(backbone.device)
     # A per-layer key/value prefix (prefix tuning) arrives as a pre-filled cache whose columns
-    # `mask` already covers, so the packed continuation below sees it like any cached token.
+    # `mask` already covers, so the packed continuation sees it like any cached token.
     embeds, mask, _, cache = prefixed_inputs(method, gen)
     hidden, cache = backbone.forward_base(embeds, mask, cache=cache, use_cache=True)
     _require_plain_cache(cache)
     last = hidden[:, -1]  # left-padded: the last column predicts each row's first response token
     del hidden
-    n_rows, n_prefix = mask.shape
-    prefix_len = mask.sum(dim=1).tolist()
-    # Per row: the fed tokens (each candidate but its last token), their candidate index and
-    # offset inside the candidate.
+    return mask, cache, last
+
+
+def _packed_rows(
+    candidates: list[list[list[int]]],
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Per row: the fed tokens (each candidate but its last token), their candidate index and
+    offset inside the candidate."""
     fed, owner, offset = [], [], []
     for cands in candidates:
         ids_r, own_r, off_r = [], [], []
@@ -92,36 +83,70 @@ def _score_group_packed(
         fed.append(ids_r)
         owner.append(own_r)
         offset.append(off_r)
+    return fed, owner, offset
+
+
+def _packed_allowed(own: torch.Tensor, mask: torch.Tensor, device: Any) -> torch.Tensor:
+    """Boolean [B, 1, W, P + W] mask of the packed continuation: a fed token sees its row's
+    prefix and its own candidate's earlier tokens; a padding column sees itself."""
+    import torch
+
+    n_rows, width = own.shape
+    n_prefix = mask.shape[1]
+    q = torch.arange(width, device=device)
+    same = own[:, :, None] == own[:, None, :]  # [B, W, W] same candidate
+    causal = q[None, :, None] >= q[None, None, :]
+    cont_ok = same & causal & (own[:, None, :] >= 0)
+    cont_ok |= torch.eye(width, dtype=torch.bool, device=device)[None]  # padding: itself
+    prefix_ok = mask.bool()[:, None, :].expand(n_rows, width, n_prefix)
+    return torch.cat([prefix_ok, cont_ok], dim=2)[:, None]  # [B, 1, W, P + W]
+
+
+def _continuation_forward(
+    backbone: Any, attn: str, candidates: list[list[list[int]]], mask: torch.Tensor, cache: Any
+) -> torch.Tensor | None:
+    """ONE forward over the cached prefixes in which each row packs all of its example's
+    candidates side by side, positions continuing from the row's prefix length: the hidden
+    states [B, W, H] of the fed tokens, or None when no candidate has more than one token."""
+    import torch
+
+    device = backbone.device
+    pad = backbone.pad_token_id
+    n_rows = mask.shape[0]
+    prefix_len = mask.sum(dim=1).tolist()
+    fed, owner, offset = _packed_rows(candidates)
     width = max(len(r) for r in fed)
-    h_cont = None
-    if width:
-        ids = torch.full((n_rows, width), pad, dtype=torch.long)
-        own = torch.full((n_rows, width), -1, dtype=torch.long)
-        pos = torch.zeros((n_rows, width), dtype=torch.long)
-        for b in range(n_rows):
-            n = len(fed[b])
-            if n:
-                ids[b, :n] = torch.tensor(fed[b])
-                own[b, :n] = torch.tensor(owner[b])
-                pos[b, :n] = torch.tensor(offset[b]) + int(prefix_len[b])
-        ids, own, pos = ids.to(device), own.to(device), pos.to(device)
-        q = torch.arange(width, device=device)
-        same = own[:, :, None] == own[:, None, :]  # [B, W, W] same candidate
-        causal = q[None, :, None] >= q[None, None, :]
-        cont_ok = same & causal & (own[:, None, :] >= 0)
-        cont_ok |= torch.eye(width, dtype=torch.bool, device=device)[None]  # padding: itself
-        prefix_ok = mask.bool()[:, None, :].expand(n_rows, width, n_prefix)
-        allowed = torch.cat([prefix_ok, cont_ok], dim=2)[:, None]  # [B, 1, W, P + W]
-        cont_embeds = backbone.embed(ids)
-        if attn == "sdpa":  # boolean (True = attend), whatever dtype autocast computes in
-            mask4d = allowed
-        else:  # eager attention adds the mask to its scores
-            mask4d = torch.zeros(allowed.shape, dtype=cont_embeds.dtype, device=device)
-            mask4d.masked_fill_(~allowed, torch.finfo(cont_embeds.dtype).min)
-        h_cont, _ = backbone.forward_base(
-            cont_embeds, mask4d, position_ids=pos, cache=cache, use_cache=True
-        )
-    # Gather, per candidate token, the hidden state that predicts it.
+    if not width:
+        return None
+    ids = torch.full((n_rows, width), pad, dtype=torch.long)
+    own = torch.full((n_rows, width), -1, dtype=torch.long)
+    pos = torch.zeros((n_rows, width), dtype=torch.long)
+    for b in range(n_rows):
+        n = len(fed[b])
+        if n:
+            ids[b, :n] = torch.tensor(fed[b])
+            own[b, :n] = torch.tensor(owner[b])
+            pos[b, :n] = torch.tensor(offset[b]) + int(prefix_len[b])
+    ids, own, pos = ids.to(device), own.to(device), pos.to(device)
+    allowed = _packed_allowed(own, mask, device)
+    cont_embeds = backbone.embed(ids)
+    if attn == "sdpa":  # boolean (True = attend), whatever dtype autocast computes in
+        mask4d = allowed
+    else:  # eager attention adds the mask to its scores
+        mask4d = torch.zeros(allowed.shape, dtype=cont_embeds.dtype, device=device)
+        mask4d.masked_fill_(~allowed, torch.finfo(cont_embeds.dtype).min)
+    h_cont, _ = backbone.forward_base(
+        cont_embeds, mask4d, position_ids=pos, cache=cache, use_cache=True
+    )
+    return h_cont
+
+
+def _prediction_index(
+    candidates: list[list[list[int]]],
+) -> tuple[list[int], list[int], list[int], list[int], list[tuple[int, int]]]:
+    """Per candidate token: the row and fed column of the hidden state that predicts it (column
+    -1: the prefix's last state), the token, and its candidate's index in `flat`, the list of
+    (row, candidate) pairs."""
     pred_rows, pred_cols, targets, seq_of = [], [], [], []
     flat: list[tuple[int, int]] = []
     for b, cands in enumerate(candidates):
@@ -135,6 +160,20 @@ def _score_group_packed(
             targets += seq
             seq_of += [k] * len(seq)
             col += len(seq) - 1
+    return pred_rows, pred_cols, targets, seq_of, flat
+
+
+def _candidate_scores(
+    backbone: Any,
+    candidates: list[list[list[int]]],
+    last: torch.Tensor,
+    h_cont: torch.Tensor | None,
+) -> list[list[tuple[float, int]]]:
+    """(nll_sum, n_tokens) per candidate from the prefix's last states and the packed ones."""
+    import torch
+
+    device = backbone.device
+    pred_rows, pred_cols, targets, seq_of, flat = _prediction_index(candidates)
     rows_t = torch.tensor(pred_rows, device=device)
     cols_t = torch.tensor(pred_cols, device=device)
     from_prefix = cols_t < 0
@@ -149,6 +188,26 @@ def _score_group_packed(
     for (b, c), s in zip(flat, sums.tolist(), strict=True):
         scores[b][c] = (float(s), len(candidates[b][c]))
     return scores
+
+
+def _score_group_packed(
+    method: Method,
+    examples: list[Example],
+    prompts: list[list[int]],
+    candidates: list[list[list[int]]],
+) -> list[list[tuple[float, int]]]:
+    """One prefix forward for the group filling a KV cache, then ONE continuation forward in which
+    each row packs all of its example's candidates side by side: a 4D mask lets a candidate
+    token see the row's prefix and its own candidate's earlier tokens only, and its position
+    continues from the prefix length, so each candidate is scored exactly as if it alone
+    followed the prompt. The cache is never copied per candidate."""
+    backbone = method.backbone
+    attn = getattr(backbone.model.config, "_attn_implementation", None)
+    if attn not in ("sdpa", "eager"):
+        raise _NoPrefixSharing(f"attention implementation {attn!r} takes no 4D mask")
+    mask, cache, last = _prefix_forward(method, examples, prompts)
+    h_cont = _continuation_forward(backbone, attn, candidates, mask, cache)
+    return _candidate_scores(backbone, candidates, last, h_cont)
 
 
 def _score_naive(

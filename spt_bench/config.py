@@ -43,7 +43,7 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 DECODING_MODES = ("greedy", "sample", "beam")
 DECODE_ENGINES = ("hf", "vllm")  # spt_bench.decode / spt_bench.vllm_engine; same greedy outputs
 RETIRED_ENGINES = {"static": "hf"}  # old run folders still evaluate (same outputs as hf)
-# post-processing of generated text (spt_bench.decode.clean_response; docs/metrics.md)
+# post-processing of generated text (spt_bench.postprocess.clean_response; docs/metrics.md)
 CLEAN_RULES = ("default", "authors")
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 

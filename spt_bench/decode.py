@@ -14,14 +14,10 @@
   where post-processing cuts anyway, so what follows could not change the cleaned response;
   `turn_ended`), and finished rows are dropped from the batch (and from the KV cache) so they
   cost nothing while the others continue.
-- Post-processing (`clean_response`): decode without special tokens, cut at the first newline,
-  cut where the model starts another turn (" Q:", " R:", "<|im_start|>", "User:"...), strip a
-  leading role marker ("R:", "assistant", "A:"...) and surrounding whitespace. The raw text is
-  kept in `raw_prediction`. `clean="authors"` (config key `clean`, `--clean authors`) applies the
-  SPT authors' rule instead, for exact reproduction only: cut at the first match of
-  `R:|Q:|Summary:|\n|:` (any colon: "6:30" -> "6", " R: hello" -> ""), then strip. Every stop
-  rule above fixes the cleaned text under both rules (a turn stop needs a colon in the text),
-  so both rules can be applied to the same `raw_prediction`.
+- Post-processing (`clean_response`, `spt_bench.postprocess`, which documents both rules):
+  decode without special tokens, cut at the first newline and where the model starts another
+  turn, strip role markers. The raw text is kept in `raw_prediction`; every stop rule above
+  fixes the cleaned text under both clean rules, so either can be applied to it later.
 - Rows are appended to predictions.jsonl as each batch finishes; a resumed decode skips ids
   already written (a truncated last line from a kill is dropped first), so no row is redone or
   duplicated. When all rows are there the file is rewritten in dataset order.
@@ -30,16 +26,16 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spt_bench.batches import longest_first
-from spt_bench.config import CLEAN_RULES, DecodeConfig
+from spt_bench.config import DecodeConfig
 from spt_bench.errors import ConfigError
 from spt_bench.io import append_jsonl, atomic_write_text, read_jsonl
+from spt_bench.postprocess import clean_response, turn_ended  # noqa: F401 - re-exported
 from spt_bench.progress import ProgressBar
 
 CHUNK = 256  # vllm engine: rows per vLLM generate call (appended to predictions.jsonl after each)
@@ -52,26 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.data.formatting import PromptFormatter
     from spt_bench.methods import Method
     from spt_bench.models import Backbone, StopTokens
-
-
-_LEADING_MARKER = re.compile(
-    r"^\s*(?:<\|im_start\|>\s*)?(?:assistant|R|A|Bot|Assistant|Response|Me|You)\s*:\s*",
-    re.IGNORECASE,
-)
-_LEADING_ROLE_LINE = re.compile(r"^\s*(?:<\|im_start\|>)?\s*assistant\s*\n", re.IGNORECASE)
-_NEXT_TURN = re.compile(
-    r"(?:\s(?:Q|R)\s*:|<\|im_start\|>|<\|im_end\|>|\b(?:User|Partner|Human)\s*:|given persona:)"
-)
-
-
-def turn_ended(text: str) -> bool:
-    """True once a response being generated holds the start of another turn where
-    `clean_response` cuts it: text generated after this point cannot change the cleaned
-    response (the cut is the leftmost match, and every marker ends with ':' already present),
-    so decoding the row can stop. Untrained SmolLM2 rows on ConvAI2 continue the dialogue
-    (" ... Q: what do you do ? R: ...") and stop ~25% earlier this way."""
-    head = _LEADING_ROLE_LINE.sub("", text).lstrip().split("\n", 1)[0]
-    return _NEXT_TURN.search(_LEADING_MARKER.sub("", head)) is not None
 
 
 # Above this many new tokens a run gets a warning with its worst-case decoding volume: ConvAI2
@@ -136,26 +112,6 @@ def check_max_new_tokens(
         f"uses 32): a model that does not stop at a newline or EOS runs every row to the cap, "
         f"up to {volume}, each step slower as the KV cache grows"
     )
-
-
-# the authors' post-processing: re.split on this pattern, first piece (any colon cuts)
-_AUTHORS_CUT = re.compile(r"R:|Q:|Summary:|\n|:")
-
-
-def clean_response(text: str, rule: str = "default") -> str:
-    """Post-process one generated response by `rule` (CLEAN_RULES; see module doc); idempotent."""
-    if rule == "authors":
-        return _AUTHORS_CUT.split(text, maxsplit=1)[0].strip()
-    if rule != "default":
-        raise ConfigError(f"clean rule must be one of {', '.join(CLEAN_RULES)}, got {rule!r}")
-    text = _LEADING_ROLE_LINE.sub("", text)
-    text = text.lstrip()
-    text = text.split("\n", 1)[0]
-    text = _LEADING_MARKER.sub("", text)
-    m = _NEXT_TURN.search(text)
-    if m:
-        text = text[: m.start()]
-    return text.strip()
 
 
 @dataclass

@@ -180,6 +180,80 @@ def prepare_candidates(
     return mode, prompts, token_sets, gold_index
 
 
+def _check_device(backbone: Any, device: Any) -> None:
+    """Reject a `device` other than the backbone's (None: the backbone's)."""
+    import torch
+
+    if device is not None:
+        dev = torch.device(device)
+        idx = (dev.index, backbone.device.index)
+        if dev.type != backbone.device.type or (None not in idx and idx[0] != idx[1]):
+            raise ConfigError(
+                f"model metrics on {device} but the model is on {backbone.device}; they must match"
+            )
+
+
+def _per_example_metrics(
+    examples: list[Example],
+    scores: list[list[tuple[float, int]]],
+    gold_index: list[int],
+    ks: tuple[int, ...],
+) -> dict[str, dict[str, Any]]:
+    """Per example id: the reference's NLL sum and token count, and with ks its hits@k, the
+    true response's rank (ties count against it) and the number of candidates."""
+    per_example: dict[str, dict[str, Any]] = {}
+    for ex, sc, g in zip(examples, scores, gold_index, strict=True):
+        nll, n = sc[g]
+        row: dict[str, Any] = {"ref_nll_sum": nll, "ref_n_tokens": n}
+        if ks:
+            gold_lp = -nll / n
+            rank = 1 + sum(1 for j, (s, m) in enumerate(sc) if j != g and -s / m >= gold_lp)
+            for k in ks:
+                row[f"hits@{k}"] = int(rank <= k)
+            row["gold_rank"] = rank
+            row["n_candidates"] = len(sc)
+        per_example[ex.id] = row
+    return per_example
+
+
+def _metrics_summary(
+    backbone: Any,
+    ks: tuple[int, ...],
+    mode: str | None,
+    shared: bool,
+    token_sets: list[list[list[int]]],
+    seconds: float,
+    *,
+    n_examples: int,
+    pool_size: int,
+    seed: int,
+    n_candidates: int,
+) -> dict[str, Any]:
+    """How the model metrics were made (metrics.json's "model_metrics")."""
+    n_seq = sum(len(s) for s in token_sets)
+    summary: dict[str, Any] = {
+        "ppl": PPL_DEFINITION,
+        "tokenizer": tokenizer_fingerprint(backbone.tokenizer),
+        "hits_k": list(ks),
+        "hits_candidates": mode,
+        "prefix_sharing": shared,
+        "n_examples": n_examples,
+        "sequences_scored": n_seq,
+        "seconds": round(seconds, 3),
+        "sequences_per_s": round(n_seq / seconds, 2) if seconds > 0 else None,
+    }
+    if ks:
+        counts = [len(s) for s in token_sets]
+        summary["hits_score"] = HITS_SCORE
+        summary["n_candidates"] = {"min": min(counts), "max": max(counts)} if counts else None
+        if mode == "synthetic":
+            summary["synthetic_protocol"] = SYNTHETIC_PROTOCOL
+            summary["synthetic_pool_examples"] = pool_size
+            summary["synthetic_seed"] = seed
+            summary["synthetic_n_candidates"] = n_candidates
+    return summary
+
+
 def compute_model_metrics(
     method: Method,
     examples: Sequence[Example],
@@ -207,16 +281,8 @@ def compute_model_metrics(
     device: where the model runs; must be the backbone's device (None = that device).
     on_progress: optional callable(n_examples_done) for a progress bar.
     """
-    import torch
-
     backbone = method.backbone
-    if device is not None:
-        dev = torch.device(device)
-        idx = (dev.index, backbone.device.index)
-        if dev.type != backbone.device.type or (None not in idx and idx[0] != idx[1]):
-            raise ConfigError(
-                f"model metrics on {device} but the model is on {backbone.device}; they must match"
-            )
+    _check_device(backbone, device)
     ks = _check_hits_k(hits_k)
     t0 = time.perf_counter()
     examples = list(examples)
@@ -240,40 +306,20 @@ def compute_model_metrics(
         use_prefix_sharing=use_prefix_sharing,
         on_progress=on_progress,
     )
-    per_example: dict[str, dict[str, Any]] = {}
-    for ex, sc, g in zip(examples, scores, gold_index, strict=True):
-        nll, n = sc[g]
-        row: dict[str, Any] = {"ref_nll_sum": nll, "ref_n_tokens": n}
-        if ks:
-            gold_lp = -nll / n
-            rank = 1 + sum(1 for j, (s, m) in enumerate(sc) if j != g and -s / m >= gold_lp)
-            for k in ks:
-                row[f"hits@{k}"] = int(rank <= k)
-            row["gold_rank"] = rank
-            row["n_candidates"] = len(sc)
-        per_example[ex.id] = row
+    per_example = _per_example_metrics(examples, scores, gold_index, ks)
     seconds = time.perf_counter() - t0
-    n_seq = sum(len(s) for s in token_sets)
-    summary: dict[str, Any] = {
-        "ppl": PPL_DEFINITION,
-        "tokenizer": tokenizer_fingerprint(backbone.tokenizer),
-        "hits_k": list(ks),
-        "hits_candidates": mode,
-        "prefix_sharing": shared,
-        "n_examples": len(examples),
-        "sequences_scored": n_seq,
-        "seconds": round(seconds, 3),
-        "sequences_per_s": round(n_seq / seconds, 2) if seconds > 0 else None,
-    }
-    if ks:
-        counts = [len(s) for s in token_sets]
-        summary["hits_score"] = HITS_SCORE
-        summary["n_candidates"] = {"min": min(counts), "max": max(counts)} if counts else None
-        if mode == "synthetic":
-            summary["synthetic_protocol"] = SYNTHETIC_PROTOCOL
-            summary["synthetic_pool_examples"] = len(examples if pool is None else pool)
-            summary["synthetic_seed"] = seed
-            summary["synthetic_n_candidates"] = n_candidates
+    summary = _metrics_summary(
+        backbone,
+        ks,
+        mode,
+        shared,
+        token_sets,
+        seconds,
+        n_examples=len(examples),
+        pool_size=len(examples if pool is None else pool),
+        seed=seed,
+        n_candidates=n_candidates,
+    )
     return ModelMetrics(per_example=per_example, summary=summary)
 
 

@@ -62,8 +62,11 @@ def _texts(value: Any, role: str, where: str) -> tuple[str, ...]:
     raise SptBenchError(f"{where}: column for {role} must hold a list of strings or a string")
 
 
-def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
-    """Map a column table (column -> values, as `Dataset.to_dict()` gives) to Examples."""
+def _role_columns(
+    columns: dict[str, list], name: str
+) -> tuple[dict[str, list], dict[str, str | None]]:
+    """(the column table, expanded when it holds one row per dialogue, and the column of each
+    role or None); rejects a table without persona, history or response/candidates columns."""
     names = list(columns)
     if "utterances" in columns and _pick(names, "history") is None:
         columns = _expand_utterances(columns, name)
@@ -84,6 +87,44 @@ def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
             f"{name}: cannot map columns {names}: no response column "
             f"(one of {', '.join(COLUMNS['response'])}) and no candidates column"
         )
+    return columns, role_col
+
+
+def _row_response(value: Any, candidates: tuple[str, ...], where: str) -> str:
+    """A row's response (a 1-item list unwrapped; missing: the last candidate), unstripped."""
+    response = value
+    if isinstance(response, (list, tuple)) and len(response) == 1:
+        response = response[0]
+    if response is None:
+        if not candidates:
+            raise SptBenchError(f"{where}: no response and no candidates")
+        response = candidates[-1]
+    if not isinstance(response, str) or not response.strip():
+        raise SptBenchError(f"{where}: response must be a non-empty string")
+    return response
+
+
+def _row_turn(value: Any, next_turn: int, where: str) -> int:
+    """A row's turn column value (an int >= 0), or `next_turn` when it has none."""
+    if value is None:
+        return next_turn
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SptBenchError(f"{where}: turn must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _check_unique_ids(examples: list[Example], name: str) -> None:
+    seen: set[str] = set()
+    for ex in examples:
+        if ex.id in seen:
+            raise SptBenchError(f"{name}: duplicate example id {ex.id!r} (dialogue id + turn)")
+        seen.add(ex.id)
+
+
+def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
+    """Map a column table (column -> values, as `Dataset.to_dict()` gives) to Examples."""
+    columns, role_col = _role_columns(columns, name)
+    names = list(columns)
     n = len(columns[names[0]]) if names else 0
 
     def col(role: str) -> list:
@@ -109,15 +150,7 @@ def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
         if history and history[0] in SILENCES:
             history = history[1:]
         candidates = _texts(cands[i], "candidates", where)
-        response = responses[i]
-        if isinstance(response, (list, tuple)) and len(response) == 1:
-            response = response[0]
-        if response is None:
-            if not candidates:
-                raise SptBenchError(f"{where}: no response and no candidates")
-            response = candidates[-1]
-        if not isinstance(response, str) or not response.strip():
-            raise SptBenchError(f"{where}: response must be a non-empty string")
+        response = _row_response(responses[i], candidates, where)
         if dids[i] is not None:
             dialog_id = f"{name}:{dids[i]}"
         else:
@@ -126,12 +159,7 @@ def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
                 dialog_counter += 1
             dialog_id = f"{name}:{dialog_counter}"
         prev_persona, prev_len = persona, len(history)
-        if turns[i] is not None:
-            turn = turns[i]
-            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
-                raise SptBenchError(f"{where}: turn must be an integer >= 0, got {turn!r}")
-        else:
-            turn = turn_in_dialog.get(dialog_id, 0)
+        turn = _row_turn(turns[i], turn_in_dialog.get(dialog_id, 0), where)
         turn_in_dialog[dialog_id] = turn + 1
         examples.append(
             Example(
@@ -144,11 +172,7 @@ def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
                 candidates=candidates,
             )
         )
-    seen: set[str] = set()
-    for ex in examples:
-        if ex.id in seen:
-            raise SptBenchError(f"{name}: duplicate example id {ex.id!r} (dialogue id + turn)")
-        seen.add(ex.id)
+    _check_unique_ids(examples, name)
     return examples
 
 

@@ -10,6 +10,7 @@ lines are present. The responder is always the second speaker of a dialogue line
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spt_bench.data.example import Example
@@ -71,117 +72,149 @@ def parse_parlai(path: str | Path, *, dialog_prefix: str | None = None) -> list[
     return parse_parlai_lines(lines, path=path, dialog_prefix=dialog_prefix or path.stem)
 
 
-def parse_parlai_lines(lines: list[str], *, path: str | Path, dialog_prefix: str) -> list[Example]:
-    examples: list[Example] = []
-    dialog_index = -1
-    dialog_id = ""
-    dialog_start = 0
-    prev_number = 0
-    persona: list[str] = []
-    partner_persona: list[str] = []
-    utterances: list[str] = []
+def _split_numbered_line(line: str, lineno: int, path: str | Path) -> tuple[int, str]:
+    """Split `N text` into (N, text); text is "" when the line holds only its number."""
+    space = line.find(" ")
+    number_text = line if space < 0 else line[:space]
+    if not (number_text.isascii() and number_text.isdigit()):
+        if not line.strip():
+            raise InputError(path, lineno, "blank line, expected 'N text'")
+        raise InputError(path, lineno, "line does not start with its number ('N text')")
+    return int(number_text), ("" if space < 0 else line[space + 1 :])
+
+
+def _check_numbering(number: int, prev_number: int, lineno: int, path: str | Path) -> None:
+    """Reject a line number (other than 1) that does not continue the current dialogue."""
+    if number != prev_number + 1:
+        if lineno == 1:
+            raise InputError(path, lineno, f"numbering starts at {number}, expected 1")
+        raise InputError(
+            path,
+            lineno,
+            f"line number {number} follows {prev_number}: expected {prev_number + 1} "
+            "(same dialogue) or 1 (new dialogue)",
+        )
+
+
+@dataclass
+class _Dialogue:
+    """The dialogue being read: its persona lines so far and its utterances so far."""
+
+    index: int
+    dialog_id: str
+    start: int  # the line number of its first line
+    persona: list[str] = field(default_factory=list)
+    partner_persona: list[str] = field(default_factory=list)
+    utterances: list[str] = field(default_factory=list)
     persona_t: tuple[str, ...] = ()
     partner_t: tuple[str, ...] = ()
-    turn = 0
+    turn: int = 0
 
-    def close_dialogue(next_line: int | None) -> None:
-        if dialog_index >= 0 and turn == 0:
-            where = f"dialogue {dialog_index + 1} (from line {dialog_start})"
-            if not examples and next_line is None:
-                problem = f"no examples: {where} has no dialogue lines (partner<TAB>response)"
-            else:
-                problem = f"{where} has no dialogue lines (partner<TAB>response)"
-            raise InputError(path, next_line or len(lines), problem)
-
-    for lineno, line in enumerate(lines, start=1):
-        space = line.find(" ")
-        number_text = line if space < 0 else line[:space]
-        if not (number_text.isascii() and number_text.isdigit()):
-            if not line.strip():
-                raise InputError(path, lineno, "blank line, expected 'N text'")
-            raise InputError(path, lineno, "line does not start with its number ('N text')")
-        number = int(number_text)
-        if number == 1:
-            close_dialogue(lineno)
-            dialog_index += 1
-            dialog_id = f"{dialog_prefix}:{dialog_index}"
-            dialog_start = lineno
-            persona, partner_persona, utterances = [], [], []
-            turn = 0
-        elif number != prev_number + 1:
-            if lineno == 1:
-                raise InputError(path, lineno, f"numbering starts at {number}, expected 1")
+    def add_persona_line(self, text: str, lineno: int, path: str | Path) -> None:
+        """Append a `your persona:` / `partner's persona:` sentence (a line without a TAB)."""
+        if text.startswith(YOUR_PERSONA):
+            target = self.persona
+            sentence = text[len(YOUR_PERSONA) :].strip()
+        elif text.startswith(PARTNER_PERSONA):
+            target = self.partner_persona
+            sentence = text[len(PARTNER_PERSONA) :].strip()
+        else:
             raise InputError(
                 path,
                 lineno,
-                f"line number {number} follows {prev_number}: expected {prev_number + 1} "
-                "(same dialogue) or 1 (new dialogue)",
+                "dialogue line without a TAB between the partner's utterance and the response",
             )
+        if self.turn:
+            raise InputError(path, lineno, "persona line after the dialogue lines")
+        if not sentence:
+            raise InputError(path, lineno, "empty persona sentence")
+        target.append(sentence)
+
+    def add_turn(self, partner: str, response: str, candidates: tuple[str, ...]) -> Example:
+        """The Example of a dialogue line; a turn-0 `__SILENCE__` stays out of the history."""
+        if self.turn == 0:
+            self.persona_t, self.partner_t = tuple(self.persona), tuple(self.partner_persona)
+        if not (self.turn == 0 and partner == SILENCE):
+            self.utterances.append(partner)
+        example = Example(
+            dialog_id=self.dialog_id,
+            turn=self.turn,
+            persona=self.persona_t,
+            history=tuple(self.utterances),
+            response=response,
+            partner_persona=self.partner_t,
+            candidates=candidates,
+        )
+        self.utterances.append(response)
+        self.turn += 1
+        return example
+
+
+def _dialogue_fields(text: str, lineno: int, path: str | Path) -> tuple[str, str, tuple[str, ...]]:
+    """(partner, response, candidates) of `partner<TAB>self[<TAB>reward<TAB>cand1|cand2|...]`."""
+    fields = text.split("\t")
+    if len(fields) > 4:
+        raise InputError(path, lineno, f"{len(fields)} TAB-separated fields, expected 2 to 4")
+    partner = fields[0].strip()
+    response = fields[1].strip()
+    if not partner:
+        raise InputError(path, lineno, "empty partner utterance before the TAB")
+    if not response:
+        raise InputError(path, lineno, "empty response after the TAB")
+    candidates: tuple[str, ...] = ()
+    if len(fields) == 4 and fields[3].strip():
+        candidates = tuple(c.strip() for c in fields[3].split("|"))
+        if not all(candidates):
+            raise InputError(path, lineno, "empty candidate in the candidates field")
+    return partner, response, candidates
+
+
+def _close_dialogue(
+    dialogue: _Dialogue,
+    have_examples: bool,
+    next_line: int | None,
+    n_lines: int,
+    path: str | Path,
+) -> None:
+    """Reject a dialogue that ends (at next_line, or at the end of file) without dialogue lines."""
+    if dialogue.index >= 0 and dialogue.turn == 0:
+        where = f"dialogue {dialogue.index + 1} (from line {dialogue.start})"
+        if not have_examples and next_line is None:
+            problem = f"no examples: {where} has no dialogue lines (partner<TAB>response)"
+        else:
+            problem = f"{where} has no dialogue lines (partner<TAB>response)"
+        raise InputError(path, next_line or n_lines, problem)
+
+
+def parse_parlai_lines(lines: list[str], *, path: str | Path, dialog_prefix: str) -> list[Example]:
+    """Parse the lines of a ParlAI/ConvAI2 text file (see parse_parlai); path is for messages."""
+    examples: list[Example] = []
+    dialogue = _Dialogue(index=-1, dialog_id="", start=0)
+    prev_number = 0
+    for lineno, line in enumerate(lines, start=1):
+        number, text = _split_numbered_line(line, lineno, path)
+        if number == 1:
+            _close_dialogue(dialogue, bool(examples), lineno, len(lines), path)
+            index = dialogue.index + 1
+            dialogue = _Dialogue(index=index, dialog_id=f"{dialog_prefix}:{index}", start=lineno)
+        else:
+            _check_numbering(number, prev_number, lineno, path)
         prev_number = number
-        text = "" if space < 0 else line[space + 1 :]
         if not text.strip():
             raise InputError(path, lineno, "no text after the line number")
-
         if "\t" not in text:
-            if text.startswith(YOUR_PERSONA):
-                target = persona
-                sentence = text[len(YOUR_PERSONA) :].strip()
-            elif text.startswith(PARTNER_PERSONA):
-                target = partner_persona
-                sentence = text[len(PARTNER_PERSONA) :].strip()
-            else:
-                raise InputError(
-                    path,
-                    lineno,
-                    "dialogue line without a TAB between the partner's utterance and the response",
-                )
-            if turn:
-                raise InputError(path, lineno, "persona line after the dialogue lines")
-            if not sentence:
-                raise InputError(path, lineno, "empty persona sentence")
-            target.append(sentence)
-            continue
+            dialogue.add_persona_line(text, lineno, path)
+        else:
+            examples.append(dialogue.add_turn(*_dialogue_fields(text, lineno, path)))
 
-        fields = text.split("\t")
-        if len(fields) > 4:
-            raise InputError(path, lineno, f"{len(fields)} TAB-separated fields, expected 2 to 4")
-        partner = fields[0].strip()
-        response = fields[1].strip()
-        if not partner:
-            raise InputError(path, lineno, "empty partner utterance before the TAB")
-        if not response:
-            raise InputError(path, lineno, "empty response after the TAB")
-        candidates: tuple[str, ...] = ()
-        if len(fields) == 4 and fields[3].strip():
-            candidates = tuple(c.strip() for c in fields[3].split("|"))
-            if not all(candidates):
-                raise InputError(path, lineno, "empty candidate in the candidates field")
-        if turn == 0:
-            persona_t, partner_t = tuple(persona), tuple(partner_persona)
-        if not (turn == 0 and partner == SILENCE):
-            utterances.append(partner)
-        examples.append(
-            Example(
-                dialog_id=dialog_id,
-                turn=turn,
-                persona=persona_t,
-                history=tuple(utterances),
-                response=response,
-                partner_persona=partner_t,
-                candidates=candidates,
-            )
-        )
-        utterances.append(response)
-        turn += 1
-
-    if dialog_index >= 0 and turn == 0 and examples:
+    if dialogue.index >= 0 and dialogue.turn == 0 and examples:
         # A file cut with `head -N` inside a persona block: keep the complete dialogues.
         warn(
-            f"{path}: the last dialogue (from line {dialog_start}) has no dialogue lines, "
-            f"left out (file cut short?); read {dialog_index} complete dialogue(s)"
+            f"{path}: the last dialogue (from line {dialogue.start}) has no dialogue lines, "
+            f"left out (file cut short?); read {dialogue.index} complete dialogue(s)"
         )
         return examples
-    close_dialogue(None)
+    _close_dialogue(dialogue, bool(examples), None, len(lines), path)
     return examples
 
 
