@@ -22,7 +22,6 @@ from run_helpers import (  # noqa: F401
     make_predictions,
     make_run,
     md_table_cells,
-    real_spt_run,
 )
 from typer.testing import CliRunner
 
