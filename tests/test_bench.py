@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_model import tiny_random
 from typer.testing import CliRunner
 
 from cli import app
@@ -44,7 +45,7 @@ LOG: list[str] = []
 @pytest.fixture(scope="module")
 def tiny_result(short_data) -> dict:
     settings = BenchSettings(
-        model="tiny-random", data=short_data, batch_size=3, reps=2, warmup=1, n_decode=5,
+        model="tiny-random", data=short_data, batch_size=3, reps=2, warmup=0, n_decode=5,
         decode_batch_sizes="2", generate_batch_sizes="2,5", max_new_tokens=6, checkpointing=True,
     )  # fmt: skip
     return run_bench(settings, on_partial=PARTIALS.append, log=LOG.append)
@@ -126,9 +127,8 @@ def test_batch_size_lists_parse_and_reject_nonsense():
 
 
 def test_auto_decode_batch_on_cpu_is_the_cpu_default():
-    from spt_bench.models import load_backbone
 
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     assert largest_decode_batch(bb, 300, 1000) == 32
     assert largest_decode_batch(bb, 300, 7) == 7
 
@@ -171,9 +171,8 @@ def test_decoding_halves_the_batch_on_out_of_memory_instead_of_crashing(tmp_path
     import torch
 
     import spt_bench.decode as dec
-    from spt_bench.models import load_backbone
 
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     method = build_bench_method(bb, "prompt-tuning", BenchSettings(model="tiny-random"), [])
     examples = [
         Example(f"d{i}", 0, ("i like tea.",), (f"hello {i}",), "hi") for i in range(7)
@@ -215,6 +214,9 @@ sys.meta_path[:] = [HidingPathFinder if f is PathFinder else f for f in sys.meta
 '''
 
 
+# slow (the script in a subprocess, ~35 s): the bench it drives is covered in-process by the
+# tiny_result tests and the bench CLI test above
+@pytest.mark.slow
 def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, short_data):
     """scripts/gpu_check.sh end to end on CPU (tiny-random, no GGUF join, no wheels) with
     datasets, nltk, rouge-score and bert-score hidden: the bench path must not need them."""
