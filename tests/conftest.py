@@ -77,7 +77,8 @@ def finished_full_ft(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def finished_spt(tmp_path_factory) -> Path:
     """A finished tiny SPT run through the harness (tiny-random, K=4, 2 steps with a dev
-    evaluation at each, 6 test rows, model metrics on, no BERTScore), made once per session."""
+    evaluation at each, 6 test rows of 3 new tokens, no BERTScore and no model metrics), made
+    once per session."""
     from spt_bench.config import config_from_dict
     from spt_bench.runner import run
 
@@ -93,6 +94,7 @@ def finished_spt(tmp_path_factory) -> Path:
             eval_every=1,
             max_new_tokens=3,
             bertscore=False,
+            model_metrics=False,
             out=str(tmp_path_factory.mktemp("shared-spt")),
             name="spt",
         )

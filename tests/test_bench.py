@@ -42,15 +42,22 @@ PARTIALS: list[dict] = []
 LOG: list[str] = []
 
 
+# The tests of one whole bench run (tiny_result, ~20 s) are slow: the fast suite keeps the bench
+# end to end through its CLI (test_bench_cli_writes_json...), and the identities these tests
+# read off the figures are checked directly - our loss equals plain transformers' loss
+# (test_model_metrics' perplexity tests), activation checkpointing and lean activations keep
+# the losses (test_harness_train, test_lean_autograd), our greedy decoding equals generate's
+# (test_harness_decode).
 @pytest.fixture(scope="module")
 def tiny_result(short_data) -> dict:
     settings = BenchSettings(
-        model="tiny-random", data=short_data, batch_size=3, reps=2, warmup=0, n_decode=5,
+        model="tiny-random", data=short_data, batch_size=3, reps=2, warmup=1, n_decode=5,
         decode_batch_sizes="2", generate_batch_sizes="2,5", max_new_tokens=6, checkpointing=True,
     )  # fmt: skip
     return run_bench(settings, on_partial=PARTIALS.append, log=LOG.append)
 
 
+@pytest.mark.slow
 def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
     """A run cut off while decoding (a GPU session's time limit) keeps its training figures:
     the CLI writes this partial result to --json, and every figure is logged as measured."""
@@ -61,6 +68,7 @@ def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
     assert any(line.startswith("decode ours (hf engine), batch 2: ") for line in LOG)
 
 
+@pytest.mark.slow
 def test_training_figures_cover_both_methods_and_their_plain_references(tiny_result):
     train = tiny_result["train"]
     names = [e["name"] for e in train["entries"]]
@@ -75,6 +83,7 @@ def test_training_figures_cover_both_methods_and_their_plain_references(tiny_res
     assert 1.0 <= pad["bucketed_padded_over_real_tokens"] <= pad["random_padded_over_real_tokens"]
 
 
+@pytest.mark.slow
 def test_plain_reference_loss_equals_our_response_only_loss(tiny_result):
     """Same prompts, same batch: full-vocabulary model(...).loss == our response-only NLL."""
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
@@ -84,6 +93,7 @@ def test_plain_reference_loss_equals_our_response_only_loss(tiny_result):
         assert plain["first_loss"] == pytest.approx(by_name[ours]["first_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
     ckpt = by_name["spt + activation checkpointing"]
@@ -91,6 +101,7 @@ def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
     assert "spt_checkpointing_over_spt_time" in tiny_result["train"]["ratios"]
 
 
+@pytest.mark.slow
 def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
     plain_autograd = by_name["spt without lean activations"]
@@ -98,6 +109,7 @@ def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
     assert tiny_result["train"]["ratios"]["spt_lean_over_plain_autograd_time"] > 0
 
 
+@pytest.mark.slow
 def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     dec = tiny_result["decode"]
     assert dec["n"] == 5 and dec["max_new_tokens"] == 6
@@ -111,6 +123,7 @@ def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     assert tiny_result["score"]["seconds"] > 0 and tiny_result["score"]["rows"] == 5
 
 
+@pytest.mark.slow
 def test_bench_records_device_dtype_and_versions(tiny_result):
     assert tiny_result["device"] == "cpu" and tiny_result["dtype"] == "float32"
     assert tiny_result["env"]["packages"]["torch"]

@@ -50,7 +50,8 @@ def test_default_run_path_works_end_to_end_on_the_sample(tmp_path: Path) -> None
 
 
 def test_run_folder_is_never_overwritten_silently_and_names_stay_inside(tmp_path: Path) -> None:
-    args = [*TINY, *SHORT, "--method", "text-prompt", "--eval-limit", "3", "--out", str(tmp_path)]
+    args = [*TINY, *SHORT, "--no-model-metrics", "--method", "text-prompt", "--eval-limit", "3",
+            "--out", str(tmp_path)]  # fmt: skip
     assert _run(*args, "--name", "a").exit_code == 0
     again = _run(*args, "--name", "a")
     assert again.exit_code == 2 and "already exists; use --overwrite" in again.output
@@ -67,7 +68,8 @@ def test_run_folder_is_never_overwritten_silently_and_names_stay_inside(tmp_path
 
 
 def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> None:
-    args = [*TINY, *SHORT, "--method", "lora", "--max-steps", "3", "--eval-limit", "5"]
+    args = [*TINY, *SHORT, "--no-model-metrics", "--method", "lora", "--max-steps", "3",
+            "--eval-limit", "5"]  # fmt: skip
     assert _run(*args, "--out", str(tmp_path / "r")).exit_code == 0
     before = _rows(tmp_path / "r/predictions.jsonl")
     res = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--no-bertscore"])
@@ -171,6 +173,7 @@ def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoin
 
     monkeypatch.setattr(SelectivePromptTuning, "setup", spy)
     args = [*TINY, *SHORT, "--retriever-center", "--max-steps", "2", "--eval-limit", "3",
+            "--dev-limit", "2",
             "--no-model-metrics", "--out", str(tmp_path), "--name", "c"]  # fmt: skip
     config = tmp_path / "cfg.yaml"
     config.write_text("data:\n  max_input_tokens: 64\n")
@@ -226,7 +229,8 @@ def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_pat
 
 
 def test_authors_settings_flags_reach_the_saved_config(tmp_path: Path) -> None:
-    args = [*TINY, *SHORT, "--max-steps", "1", "--eval-limit", "2", "--no-model-metrics"]
+    args = [*TINY, *SHORT, "--max-steps", "1", "--eval-limit", "2", "--dev-limit", "2",
+            "--no-model-metrics"]  # fmt: skip
     flags = ["--random-batches", "--max-grad-norm", "0", "--fusion-reduction", "token",
              "--softplus-threshold", "20"]  # fmt: skip
     assert _run(*args, *flags, "--out", str(tmp_path), "--name", "a").exit_code == 0
