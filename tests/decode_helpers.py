@@ -4,15 +4,15 @@ method with a per-row soft prompt."""
 from __future__ import annotations
 
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.data.example import Example
 from spt_bench.methods import PrefixOutput
-from spt_bench.models import load_backbone
 
 
 def perturbed_tiny(scale: float = 0.15, seed: int = 0):
     """tiny-random with larger weights, so greedy outputs differ between prompts."""
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in bb.model.named_parameters():

@@ -1,5 +1,6 @@
 """Run folders for compare/plot/chat tests: synthetic predictions scored by the real scorer
-(`make_run`) and one tiny real SPT run through the harness (`real_spt_run`)."""
+(`make_run`); the tiny real runs through the harness are conftest's session fixtures
+(`finished_spt`, `finished_full_ft`)."""
 
 from __future__ import annotations
 
@@ -113,36 +114,6 @@ def make_run(
         metrics["prompt_usage"] = usage
     atomic_write_json(run / "metrics.json", metrics)
     return run
-
-
-_REAL_SPT_RUN: list[Path] = []
-
-
-def real_spt_run(tmp_path_factory) -> Path:
-    """One tiny SPT run through the harness (tiny-random, 2 steps, dev eval each step), made
-    once per test session and shared by the plot and chat tests (~20 s on 2 CPU cores)."""
-    if not _REAL_SPT_RUN:
-        from spt_bench.config import config_from_dict
-        from spt_bench.runner import run
-
-        config = config_from_dict(
-            dict(
-                method="spt",
-                model="tiny-random",
-                max_steps=2,
-                train_limit=4,
-                dev_limit=2,
-                eval_limit=6,
-                batch_size=2,
-                eval_every=1,
-                max_new_tokens=3,
-                bertscore=False,
-                out=str(tmp_path_factory.mktemp("realspt")),
-                name="spt",
-            )
-        )
-        _REAL_SPT_RUN.append(run(config, progress=False).run_dir)
-    return _REAL_SPT_RUN[0]
 
 
 def md_table_cells(text: str, first_header: str = "Run") -> tuple[list[str], list[list[str]]]:

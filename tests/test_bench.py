@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_model import tiny_random
 from typer.testing import CliRunner
 
 from cli import app
@@ -41,6 +42,12 @@ PARTIALS: list[dict] = []
 LOG: list[str] = []
 
 
+# The tests of one whole bench run (tiny_result, ~20 s) are slow: the fast suite keeps the bench
+# end to end through its CLI (test_bench_cli_writes_json...), and the identities these tests
+# read off the figures are checked directly - our loss equals plain transformers' loss
+# (test_model_metrics' perplexity tests), activation checkpointing and lean activations keep
+# the losses (test_harness_train, test_lean_autograd), our greedy decoding equals generate's
+# (test_harness_decode).
 @pytest.fixture(scope="module")
 def tiny_result(short_data) -> dict:
     settings = BenchSettings(
@@ -50,6 +57,7 @@ def tiny_result(short_data) -> dict:
     return run_bench(settings, on_partial=PARTIALS.append, log=LOG.append)
 
 
+@pytest.mark.slow
 def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
     """A run cut off while decoding (a GPU session's time limit) keeps its training figures:
     the CLI writes this partial result to --json, and every figure is logged as measured."""
@@ -60,6 +68,7 @@ def test_training_figures_are_handed_over_before_decoding_starts(tiny_result):
     assert any(line.startswith("decode ours (hf engine), batch 2: ") for line in LOG)
 
 
+@pytest.mark.slow
 def test_training_figures_cover_both_methods_and_their_plain_references(tiny_result):
     train = tiny_result["train"]
     names = [e["name"] for e in train["entries"]]
@@ -74,6 +83,7 @@ def test_training_figures_cover_both_methods_and_their_plain_references(tiny_res
     assert 1.0 <= pad["bucketed_padded_over_real_tokens"] <= pad["random_padded_over_real_tokens"]
 
 
+@pytest.mark.slow
 def test_plain_reference_loss_equals_our_response_only_loss(tiny_result):
     """Same prompts, same batch: full-vocabulary model(...).loss == our response-only NLL."""
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
@@ -83,6 +93,7 @@ def test_plain_reference_loss_equals_our_response_only_loss(tiny_result):
         assert plain["first_loss"] == pytest.approx(by_name[ours]["first_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
     ckpt = by_name["spt + activation checkpointing"]
@@ -90,6 +101,7 @@ def test_activation_checkpointing_variant_computes_the_same_loss(tiny_result):
     assert "spt_checkpointing_over_spt_time" in tiny_result["train"]["ratios"]
 
 
+@pytest.mark.slow
 def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
     by_name = {e["name"]: e for e in tiny_result["train"]["entries"]}
     plain_autograd = by_name["spt without lean activations"]
@@ -97,6 +109,7 @@ def test_lean_activations_entry_has_the_same_loss_and_a_ratio(tiny_result):
     assert tiny_result["train"]["ratios"]["spt_lean_over_plain_autograd_time"] > 0
 
 
+@pytest.mark.slow
 def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     dec = tiny_result["decode"]
     assert dec["n"] == 5 and dec["max_new_tokens"] == 6
@@ -110,6 +123,7 @@ def test_decoding_matches_plain_generate_on_the_same_prompts(tiny_result):
     assert tiny_result["score"]["seconds"] > 0 and tiny_result["score"]["rows"] == 5
 
 
+@pytest.mark.slow
 def test_bench_records_device_dtype_and_versions(tiny_result):
     assert tiny_result["device"] == "cpu" and tiny_result["dtype"] == "float32"
     assert tiny_result["env"]["packages"]["torch"]
@@ -126,9 +140,8 @@ def test_batch_size_lists_parse_and_reject_nonsense():
 
 
 def test_auto_decode_batch_on_cpu_is_the_cpu_default():
-    from spt_bench.models import load_backbone
 
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     assert largest_decode_batch(bb, 300, 1000) == 32
     assert largest_decode_batch(bb, 300, 7) == 7
 
@@ -171,9 +184,8 @@ def test_decoding_halves_the_batch_on_out_of_memory_instead_of_crashing(tmp_path
     import torch
 
     import spt_bench.decode as dec
-    from spt_bench.models import load_backbone
 
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     method = build_bench_method(bb, "prompt-tuning", BenchSettings(model="tiny-random"), [])
     examples = [
         Example(f"d{i}", 0, ("i like tea.",), (f"hello {i}",), "hi") for i in range(7)
@@ -215,6 +227,9 @@ sys.meta_path[:] = [HidingPathFinder if f is PathFinder else f for f in sys.meta
 '''
 
 
+# slow (the script in a subprocess, ~35 s): the bench it drives is covered in-process by the
+# tiny_result tests and the bench CLI test above
+@pytest.mark.slow
 def test_gpu_check_script_runs_without_the_packages_the_gpu_box_lacks(tmp_path, short_data):
     """scripts/gpu_check.sh end to end on CPU (tiny-random, no GGUF join, no wheels) with
     datasets, nltk, rouge-score and bert-score hidden: the bench path must not need them."""

@@ -4,7 +4,6 @@ replies come from the harness's generation path."""
 from __future__ import annotations
 
 import pytest
-from run_helpers import real_spt_run
 from typer.testing import CliRunner
 
 from spt_bench.chat import Reply, chat_loop, describe_reply_info, load_responder
@@ -81,8 +80,8 @@ def test_methods_that_train_need_a_run_folder_and_persona_is_required():
     assert res.exit_code == 2 and "persona" in res.output
 
 
-def test_chat_with_a_trained_spt_run_shows_the_selected_prompt(tmp_path_factory):
-    run_dir = real_spt_run(tmp_path_factory)
+def test_chat_with_a_trained_spt_run_shows_the_selected_prompt(finished_spt):
+    run_dir = finished_spt
     setup = load_responder(run_dir, max_new_tokens=3)
     assert setup.description.startswith("spt on tiny-random (checkpoint step-")
     out: list[str] = []

@@ -22,7 +22,6 @@ from run_helpers import (  # noqa: F401
     make_predictions,
     make_run,
     md_table_cells,
-    real_spt_run,
 )
 from typer.testing import CliRunner
 
@@ -283,9 +282,10 @@ def _cli_app():
     return app
 
 
-def test_real_harness_runs_compare_and_report(tmp_path):
+def test_real_harness_runs_compare_and_report(finished_full_ft, tmp_path):
     """Two tiny `spt-bench run`s through the harness: compare reads their files unchanged, a
-    different eval set is refused, and each report.md carries the metric table."""
+    different eval set (the session's full-ft run: 3 examples) is refused, and each report.md
+    carries the metric table."""
     from spt_bench.config import config_from_dict
     from spt_bench.runner import run
 
@@ -304,13 +304,12 @@ def test_real_harness_runs_compare_and_report(tmp_path):
         )
         return run(config, progress=False).run_dir
 
-    a, b = harness_run("a", 12, 0), harness_run("b", 12, 1)
-    short = harness_run("short", 8, 0)
+    a, b = harness_run("a", 6, 0), harness_run("b", 6, 1)
     comparison = build_comparison(load_runs([a, b]), baseline=str(a), group_seeds=False)
     parsed = json.loads(render(comparison, "json"))
     for row in parsed["rows"]:
         saved = _metrics(Path(row["path"]))
-        assert row["n"] == saved["n"] == 12
+        assert row["n"] == saved["n"] == 6
         assert row["values"] == {m: saved["overall"][m] for m in parsed["metrics"]}
     assert [r["label"] for r in parsed["rows"]] == [
         "text-prompt (shots=0, seed=0)",
@@ -322,10 +321,10 @@ def test_real_harness_runs_compare_and_report(tmp_path):
         per_seed = [_metrics(p)["overall"][m] for p in (a, b)]
         assert row.per_seed[m] == per_seed and value == pytest.approx(sum(per_seed) / 2)
     with pytest.raises(ComparisonRefused, match="different example sets"):
-        build_comparison(load_runs([a, short]))
+        build_comparison(load_runs([a, finished_full_ft]))
     # the run wrote the text-free score file beside example_scores.jsonl, one row per example
     stats = [json.loads(x) for x in (a / "example_stats.jsonl").read_text().splitlines()]
-    assert len(stats) == 12 and not {"prediction", "reference"} & set(stats[0])
+    assert len(stats) == 6 and not {"prediction", "reference"} & set(stats[0])
     report = (a / "report.md").read_text()
     assert "| metric | value | 95% CI |" in report
     f1 = _metrics(a)["overall"]["f1"]

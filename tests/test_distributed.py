@@ -99,6 +99,9 @@ def _prompts(run: Path) -> torch.Tensor:
     ]
 
 
+# slow (two processes through accelerate launch): the fast suite keeps the sharding rules - rows
+# split across processes, the single-process batches, part files merged once and in order
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_decode_every_example_once(data, tmp_path, one_thread):
     train, test, test_ids = data
     flags = [*RUN_FLAGS, "--train-data", train, "--test-data", test]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from decode_helpers import FixedPrefix, perturbed_tiny, toy_examples
+from tiny_model import tiny_random
 
 from spt_bench.data.formatting import collate_generate
 from spt_bench.decode import (
@@ -19,7 +20,6 @@ from spt_bench.decode import (
 )
 from spt_bench.errors import ConfigError
 from spt_bench.methods import get_method
-from spt_bench.models import load_backbone
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_prefix_rows_are_laid_out_pad_prefix_prompt(backbone) -> None:
 
 
 def test_rows_stop_at_eos_or_newline_and_finished_rows_leave_the_batch(monkeypatch) -> None:
-    bb = load_backbone("tiny-random")
+    bb = tiny_random()
     method = get_method("full-ft")(bb)
     eos, nl = bb.eos_token_id, bb.tokenizer.convert_tokens_to_ids("Ċ")
     # scripted next tokens per call of the LM head: row 0 says 42 then EOS; row 1 says 43, 44
@@ -235,7 +235,7 @@ def test_max_new_tokens_is_bounded_by_the_model_context_and_large_caps_warn():
     from spt_bench.decode import check_max_new_tokens, model_context_length
     from spt_bench.errors import ConfigError
 
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     assert model_context_length(backbone) == 2048 == model_context_length(backbone.model.config)
     assert check_max_new_tokens(backbone, 448, 32) is None
     with pytest.raises(ConfigError, match=r"reach 100456 tokens, over the model's context of "

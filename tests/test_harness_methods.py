@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.data.example import Example
 from spt_bench.data.formatting import collate_train
@@ -20,7 +21,6 @@ from spt_bench.methods import (
     prepend_prefix,
     register_method,
 )
-from spt_bench.models import load_backbone
 from spt_bench.train import TrainSettings, load_trained_weights, train
 
 METHODS = [cls.name for cls in list_methods()]
@@ -68,7 +68,7 @@ def test_unknown_method_lists_the_known_ones() -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_path: Path) -> None:
     cls = get_method(name)
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     torch.manual_seed(0)
     method = cls(backbone, make_options(cls, TEST_OPTIONS.get(name, {})))
     method.setup(_examples(8), seed=0)
@@ -87,7 +87,7 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
         after = method.trainable_parameters()
         assert any(not torch.equal(a, b) for a, b in zip(trainable_before, after, strict=True))
         # a fresh instance restores exactly the trained state from the checkpoint
-        fresh_bb = load_backbone("tiny-random")
+        fresh_bb = tiny_random()
         torch.manual_seed(1)
         fresh = cls(fresh_bb, make_options(cls, TEST_OPTIONS.get(name, {})))
         assert load_trained_weights(fresh, tmp_path, "last") is not None
@@ -110,7 +110,7 @@ def test_every_registered_method_trains_a_few_steps_and_decodes(name: str, tmp_p
 
 def test_prompt_methods_leave_every_lm_weight_untouched(tmp_path: Path) -> None:
     for name in ("prompt-tuning", "spt", "prefix-tuning", "p-tuning-v2"):
-        backbone = load_backbone("tiny-random")
+        backbone = tiny_random()
         before = {n: p.detach().clone() for n, p in backbone.model.state_dict().items()}
         cls = get_method(name)
         method = cls(backbone, make_options(cls, {}))
@@ -125,7 +125,7 @@ def test_prompt_methods_leave_every_lm_weight_untouched(tmp_path: Path) -> None:
 
 def test_full_ft_changes_the_lm_and_lora_only_its_adapters(tmp_path: Path) -> None:
     for name in ("full-ft", "lora"):
-        backbone = load_backbone("tiny-random")
+        backbone = tiny_random()
         method = get_method(name)(backbone)
         before = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
         f = method.build_formatter()
@@ -144,7 +144,7 @@ def test_full_ft_changes_the_lm_and_lora_only_its_adapters(tmp_path: Path) -> No
 
 
 def test_text_prompt_draws_its_shots_from_train_with_the_seed() -> None:
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     cls = get_method("text-prompt")
     a = cls(backbone, make_options(cls, {"shots": 2}))
     a.setup(_examples(10), seed=3)
@@ -159,7 +159,7 @@ def test_text_prompt_draws_its_shots_from_train_with_the_seed() -> None:
 
 
 def test_inference_nll_uses_the_prefix_chosen_from_the_prompt_alone() -> None:
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     method = get_method("full-ft")(backbone)
     f = method.build_formatter()
     batch = collate_train([f.encode_train(ex) for ex in _examples(3)], 0)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.data.example import Example
 from spt_bench.errors import SptBenchError
 from spt_bench.methods import get_method, make_options
-from spt_bench.models import load_backbone
 from spt_bench.train import (
     MicroBatchStream,
     TrainingDiverged,
@@ -32,7 +32,7 @@ def _examples(n: int = 12) -> list[Example]:
 
 
 def _setup(method: str = "lora", seed: int = 0, **options):
-    backbone = load_backbone("tiny-random", seed=seed)
+    backbone = tiny_random(seed=seed)
     cls = get_method(method)
     torch.manual_seed(seed)
     m = cls(backbone, make_options(cls, options))
@@ -99,7 +99,7 @@ def test_grad_accumulation_matches_a_large_batch(tmp_path: Path) -> None:
     exs = [Example("d", 0, ("p.",), ("hello",), f"same length reply {i}.") for i in range(4)]
     logs = []
     for bs, ga in ((4, 1), (2, 2)):
-        backbone = load_backbone("tiny-random")
+        backbone = tiny_random()
         m = get_method("full-ft")(backbone)
         f = m.build_formatter()
         enc = [f.encode_train(e) for e in exs]

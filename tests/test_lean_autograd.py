@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.lean_autograd import lean_modules, saved_activation_bytes, set_lean_activations
-from spt_bench.models import build_tiny_random, load_backbone
+from spt_bench.models import build_tiny_random
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_backbone("tiny-random").tokenizer
+    return tiny_random().tokenizer
 
 
 def _model(tokenizer, dtype=torch.float32, frozen=True):

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.data import Example, load_examples
 from spt_bench.errors import ConfigError
@@ -20,7 +21,6 @@ from spt_bench.model_metrics import (
     score_candidate_tokens,
     synthetic_candidates,
 )
-from spt_bench.models import load_backbone
 
 # fp32 on CPU: the cached and the full forward differ only by summation order.
 TOLERANCE = 1e-4
@@ -34,7 +34,7 @@ def sample() -> list[Example]:
 @pytest.fixture(scope="module")
 def backbone():
     """Shared by the tests that only score (none of them changes a weight)."""
-    return load_backbone("tiny-random", device="cpu", seed=0)
+    return tiny_random(device="cpu", seed=0)
 
 
 class FixedSoftPrompts(Method):
@@ -168,7 +168,7 @@ def test_prefix_sharing_with_eager_attention_and_cut_candidates(sample, max_resp
     nothing after the prefix, cut to 3 they carry no EOS."""
     from spt_bench.data.formatting import PromptFormatter
 
-    backbone = load_backbone("tiny-random", device="cpu", seed=0)
+    backbone = tiny_random(device="cpu", seed=0)
     backbone.model.set_attn_implementation("eager")
     method = FixedSoftPrompts(backbone)
     formatter = PromptFormatter(backbone.tokenizer, max_response_tokens=max_response_tokens)
@@ -289,7 +289,7 @@ def test_trained_model_ranks_the_true_response_above_chance():
         for i, (persona, response) in enumerate(FAMILIES.items())
         for j, partner in enumerate(PARTNERS)
     ]
-    method = get_method("full-ft")(load_backbone("tiny-random", device="cpu", seed=0))
+    method = get_method("full-ft")(tiny_random(device="cpu", seed=0))
     formatter = method.build_formatter()
 
     def hits(m):

@@ -35,6 +35,30 @@ def test_tiny_random_is_small_seeded_and_pads_with_a_non_eos_token(tiny) -> None
                            different.model.model.layers[0].mlp.up_proj.weight)  # fmt: skip
 
 
+def test_the_tests_shared_tiny_random_copies_are_load_backbone_s_model(tiny) -> None:
+    """tests/tiny_model.py hands the other tests copies of one loaded tiny-random: the same
+    weights, tokenizer and stop tokens as `load_backbone`, and each copy its own weights."""
+    from tiny_model import tiny_random
+
+    from spt_bench.models import stop_tokens
+
+    copy, other = tiny_random(), tiny_random()
+    assert (copy.name, copy.device, copy.dtype) == (tiny.name, tiny.device, tiny.dtype)
+    assert copy.tokenizer.get_vocab() == tiny.tokenizer.get_vocab()
+    assert copy.pad_token_id == tiny.pad_token_id and copy.eos_token_id == tiny.eos_token_id
+    assert stop_tokens(copy) == stop_tokens(load_backbone("tiny-random"))
+    for (n, a), (m, b) in zip(copy.model.state_dict().items(), tiny.model.state_dict().items(),
+                              strict=True):  # fmt: skip
+        assert n == m and torch.equal(a, b), n
+    with torch.no_grad():
+        copy.model.model.embed_tokens.weight.add_(1.0)
+    assert not torch.equal(copy.model.model.embed_tokens.weight,
+                           other.model.model.embed_tokens.weight)  # fmt: skip
+    seeded = load_backbone("tiny-random", seed=1).model.state_dict()
+    for n, a in tiny_random(seed=1).model.state_dict().items():
+        assert torch.equal(a, seeded[n]), n
+
+
 def test_response_nll_equals_the_full_logits_loss_on_response_tokens(tiny) -> None:
     torch.manual_seed(0)
     ids = torch.randint(5, 1000, (3, 12))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import tiny_random
 
 from spt_bench.data import load_examples
 from spt_bench.data.formatting import collate_generate, collate_train
@@ -151,7 +152,7 @@ def test_saved_adapter_reloads_in_bare_peft_with_the_same_logits(key: str, tmp_p
 
 
 def test_kv_prefix_hits_at_1_with_prefix_sharing_equals_full_forwards() -> None:
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     method = _make("prefix-tuning", backbone)
     _perturb_adapter(method)
     sample = load_examples("sample")
@@ -175,7 +176,7 @@ def test_engines_that_cannot_serve_a_kv_prefix_refuse_it_in_one_line() -> None:
     from spt_bench.config import config_from_dict
     from spt_bench.session import check_decode_engine
 
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     prefix = _make("p-tuning-v2", backbone)
     msg = prefix.engine_refusal("vllm")
     assert msg and "'p-tuning-v2'" in msg and "\n" not in msg
@@ -185,7 +186,7 @@ def test_engines_that_cannot_serve_a_kv_prefix_refuse_it_in_one_line() -> None:
         check_decode_engine(
             config_from_dict({"method": "p-tuning-v2", "decode_engine": "vllm"}), prefix
         )
-    ia3 = _make("ia3", load_backbone("tiny-random"))
+    ia3 = _make("ia3", tiny_random())
     assert ia3.engine_refusal("vllm") is None and ia3.engine_refusal("hf", "beam") is None
 
 
@@ -194,17 +195,17 @@ def test_generic_peft_reads_peft_format_files_and_rejects_bad_configs(tmp_path: 
     cfg = tmp_path / "ia3.json"
     cfg.write_text(json.dumps({"peft_type": "IA3", "target_modules": ["k_proj", "down_proj"],
                                "feedforward_modules": ["down_proj"]}))  # fmt: skip
-    method = cls(load_backbone("tiny-random"), make_options(cls, {"peft_config": str(cfg)}))
+    method = cls(tiny_random(), make_options(cls, {"peft_config": str(cfg)}))
     assert method.peft_type == "IA3" and method.summary()["trainable_params"] > 0
     with pytest.raises(ConfigError, match="needs peft_type"):
         make_options(cls, {})
     with pytest.raises(ConfigError, match="unknown peft_type 'NOPE'"):
-        cls(load_backbone("tiny-random"), make_options(cls, {"peft_type": "NOPE"}))
+        cls(tiny_random(), make_options(cls, {"peft_type": "NOPE"}))
     with pytest.raises(ConfigError, match="has no field 'bogus'"):
-        cls(load_backbone("tiny-random"),
+        cls(tiny_random(),
             make_options(cls, {"peft_type": "IA3", "peft_args": '{"bogus": 1}'}))  # fmt: skip
     with pytest.raises(ConfigError, match="not supported"):
-        cls(load_backbone("tiny-random"), make_options(cls, {"peft_type": "CPT"}))
+        cls(tiny_random(), make_options(cls, {"peft_type": "CPT"}))
 
 
 def test_peft_with_lora_type_equals_the_lora_method() -> None:
@@ -226,6 +227,26 @@ def test_peft_with_lora_type_equals_the_lora_method() -> None:
     assert torch.equal(losses[0], losses[1])
 
 
+def test_methods_table_counts_every_method_on_the_meta_device_from_smollm2_s_config() -> None:
+    """Fast half of the check below: no weights loaded, the counts follow from the config."""
+    from transformers import AutoConfig
+
+    from spt_bench.methods import list_methods
+    from spt_bench.peft_method import _smollm2_config, trainable_counts_on_meta
+
+    counts = trainable_counts_on_meta("smollm2-135m")
+    assert set(counts) == {cls.name for cls in list_methods()}
+    assert all(isinstance(n, int) for n in counts.values()), counts
+    assert counts["text-prompt"] == 0 and min(n for n in counts.values() if n) > 0
+    cfg = _smollm2_config(AutoConfig)
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim
+    assert counts["p-tuning-v2"] == 8 * per_token  # a key and a value per layer per token
+    assert counts["prompt-tuning"] % cfg.hidden_size == 0 and counts["full-ft"] > 10**8
+
+
+# slow (loads SmolLM2-135M three times; on a fresh machine it is first converted from the GGUF)
+@pytest.mark.slow
 def test_methods_table_counts_on_the_meta_device_equal_the_loaded_smollm2() -> None:
     from spt_bench.peft_method import trainable_counts_on_meta
 
@@ -292,7 +313,5 @@ def test_prefix_tuning_run_resumes_evaluates_chats_and_exports_a_peft_adapter(
 
     reply = load_responder(resumed).responder.respond(("i like tea.",), ("hi there",))
     assert isinstance(reply.text, str)
-    bare = PeftModel.from_pretrained(
-        load_backbone("tiny-random").model, str(resumed / last / "adapter")
-    )
+    bare = PeftModel.from_pretrained(tiny_random().model, str(resumed / last / "adapter"))
     assert bare.peft_config["default"].peft_type == "PREFIX_TUNING"

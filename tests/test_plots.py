@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from run_helpers import make_run, real_spt_run
+from run_helpers import make_run
 from typer.testing import CliRunner
 
 from spt_bench.compare import load_runs
@@ -144,8 +144,8 @@ def test_plot_cli_commands_write_images(runs, tmp_path):
     assert res.exit_code == 2 and res.output.startswith("error: ")
 
 
-def test_plots_from_a_real_spt_run_of_the_harness(tmp_path_factory, tmp_path):
-    run_dir = real_spt_run(tmp_path_factory)
+def test_plots_from_a_real_spt_run_of_the_harness(finished_spt, tmp_path):
+    run_dir = finished_spt
     (run,) = load_runs([run_dir])
     curves = training_curves(run_dir)
     assert {"nll", "sel", "fusion", "ctr"} <= set(curves.losses)

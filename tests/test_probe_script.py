@@ -9,9 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# slow (the bash script runs three tiny runs and a table in subprocesses): the fast suite keeps
+# what it drives - runs, resume of an unfinished run (test_run_e2e, test_run_folder) and the
+# text-free publishing (test_results_doc)
+@pytest.mark.slow
 def test_probe_script_runs_seeds_publishes_and_resumes(tmp_path: Path) -> None:
     wrapper = tmp_path / "spt-bench"
     wrapper.write_text(

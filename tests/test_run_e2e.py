@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cli import app
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random", "--no-bertscore"]
+SHORT = ["--max-new-tokens", "4"]  # where the length of the responses does not matter
 
 
 def _run(*args: str):
@@ -48,7 +50,8 @@ def test_default_run_path_works_end_to_end_on_the_sample(tmp_path: Path) -> None
 
 
 def test_run_folder_is_never_overwritten_silently_and_names_stay_inside(tmp_path: Path) -> None:
-    args = [*TINY, "--method", "text-prompt", "--eval-limit", "3", "--out", str(tmp_path)]
+    args = [*TINY, *SHORT, "--no-model-metrics", "--method", "text-prompt", "--eval-limit", "3",
+            "--out", str(tmp_path)]  # fmt: skip
     assert _run(*args, "--name", "a").exit_code == 0
     again = _run(*args, "--name", "a")
     assert again.exit_code == 2 and "already exists; use --overwrite" in again.output
@@ -65,7 +68,8 @@ def test_run_folder_is_never_overwritten_silently_and_names_stay_inside(tmp_path
 
 
 def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> None:
-    args = [*TINY, "--method", "lora", "--max-steps", "3", "--eval-limit", "5"]
+    args = [*TINY, *SHORT, "--no-model-metrics", "--method", "lora", "--max-steps", "3",
+            "--eval-limit", "5"]  # fmt: skip
     assert _run(*args, "--out", str(tmp_path / "r")).exit_code == 0
     before = _rows(tmp_path / "r/predictions.jsonl")
     res = runner.invoke(app, ["evaluate", str(tmp_path / "r"), "--no-bertscore"])
@@ -79,10 +83,11 @@ def test_evaluate_redecodes_a_saved_run_from_its_checkpoint(tmp_path: Path) -> N
     assert missing.exit_code == 2 and "not a run folder" in missing.output
 
 
-def test_an_old_run_naming_the_retired_static_engine_evaluates_with_hf(tmp_path) -> None:
+def test_an_old_run_naming_the_retired_static_engine_evaluates_with_hf(
+    finished_spt, tmp_path
+) -> None:
     run = tmp_path / "r"
-    args = [*TINY, "--method", "spt", "--max-steps", "2", "--eval-limit", "6"]
-    assert _run(*args, "--out", str(run.parent), "--name", "r").exit_code == 0
+    shutil.copytree(finished_spt, run)
     before = _rows(run / "predictions.jsonl")
     config = json.loads((run / "config.json").read_text())
     config["decode_engine"] = "static"  # as written by spt-bench before the engine's retirement
@@ -95,28 +100,26 @@ def test_an_old_run_naming_the_retired_static_engine_evaluates_with_hf(tmp_path)
     assert json.loads((run / "metrics.json").read_text())["decode"]["engine"] == "hf"
 
 
-def test_resume_continues_a_run_and_refuses_changed_settings(tmp_path: Path) -> None:
-    args = [*TINY, "--method", "full-ft", "--max-steps", "2", "--eval-limit", "4"]
+def test_resume_continues_a_run_and_refuses_changed_settings(finished_full_ft, tmp_path) -> None:
     out = str(tmp_path / "r")
-    assert _run(*args, "--out", out).exit_code == 0
+    shutil.copytree(finished_full_ft, out)  # full-ft, 2 steps, 3 test rows
     (tmp_path / "r/metrics.json").unlink()
     lines = (tmp_path / "r/predictions.jsonl").read_text().splitlines()
-    (tmp_path / "r/predictions.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "r/predictions.jsonl").write_text(lines[0] + "\n")
     res = _run("--resume", "--out", out)
     assert res.exit_code == 0, res.output
-    assert len(_rows(tmp_path / "r/predictions.jsonl")) == 4
+    assert len(_rows(tmp_path / "r/predictions.jsonl")) == 3
     metrics = json.loads((tmp_path / "r/metrics.json").read_text())
-    assert metrics["decode"]["n_resumed"] == 2 and metrics["decode"]["n_decoded_this_process"] == 2
-    assert metrics["decode"]["n_decoded"] == 4  # every row, whichever process decoded it
+    assert metrics["decode"]["n_resumed"] == 1 and metrics["decode"]["n_decoded_this_process"] == 2
+    assert metrics["decode"]["n_decoded"] == 3  # every row, whichever process decoded it
     changed = _run("--resume", "--out", out, "--lr", "0.5")
     assert changed.exit_code == 2 and "changed settings: --lr (train.lr)" in changed.output
 
 
-def test_resume_may_change_memory_settings_and_records_them(tmp_path: Path) -> None:
+def test_resume_may_change_memory_settings_and_records_them(finished_spt, tmp_path) -> None:
     # a run killed for memory resumes with checkpointing on and a smaller decoding batch
-    args = [*TINY, "--method", "spt", "--max-steps", "2", "--eval-limit", "4"]
     out = str(tmp_path / "r")
-    assert _run(*args, "--out", out).exit_code == 0
+    shutil.copytree(finished_spt, out)
     (tmp_path / "r/metrics.json").unlink()
     res = _run(
         "--resume", "--out", out, "--activation-checkpointing", "1", "--eval-batch-size", "2"
@@ -169,7 +172,8 @@ def test_setup_runs_for_training_with_the_runs_formatter_and_not_for_a_checkpoin
         return original(self, train_examples, seed=seed, formatter=formatter)
 
     monkeypatch.setattr(SelectivePromptTuning, "setup", spy)
-    args = [*TINY, "--retriever-center", "--max-steps", "2", "--eval-limit", "3",
+    args = [*TINY, *SHORT, "--retriever-center", "--max-steps", "2", "--eval-limit", "3",
+            "--dev-limit", "2",
             "--no-model-metrics", "--out", str(tmp_path), "--name", "c"]  # fmt: skip
     config = tmp_path / "cfg.yaml"
     config.write_text("data:\n  max_input_tokens: 64\n")
@@ -197,7 +201,7 @@ def test_vllm_engine_without_vllm_fails_before_training_naming_the_install(tmp_p
 def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_path: Path) -> None:
     from spt_bench.decode import clean_response
 
-    args = [*TINY, "--method", "text-prompt", "--eval-limit", "3", "--no-model-metrics"]
+    args = [*TINY, *SHORT, "--method", "text-prompt", "--eval-limit", "3", "--no-model-metrics"]
     assert _run(*args, "--out", str(tmp_path), "--name", "a", "--clean", "authors").exit_code == 0
     run = tmp_path / "a"
     assert json.loads((run / "metrics.json").read_text())["clean_rule"] == "authors"
@@ -225,7 +229,8 @@ def test_clean_rule_is_recorded_and_rescore_recleans_the_raw_predictions(tmp_pat
 
 
 def test_authors_settings_flags_reach_the_saved_config(tmp_path: Path) -> None:
-    args = [*TINY, "--max-steps", "1", "--eval-limit", "2", "--no-model-metrics"]
+    args = [*TINY, *SHORT, "--max-steps", "1", "--eval-limit", "2", "--dev-limit", "2",
+            "--no-model-metrics"]  # fmt: skip
     flags = ["--random-batches", "--max-grad-norm", "0", "--fusion-reduction", "token",
              "--softplus-threshold", "20"]  # fmt: skip
     assert _run(*args, *flags, "--out", str(tmp_path), "--name", "a").exit_code == 0

@@ -20,7 +20,8 @@ from spt_bench.run_folder import RunFolder
 
 runner = CliRunner()
 TINY = ["--model", "tiny-random", "--no-bertscore", "--no-model-metrics"]
-FAST = [*TINY, "--method", "full-ft", "--max-steps", "2", "--eval-limit", "3", "--dev-limit", "2"]
+FAST = [*TINY, "--method", "full-ft", "--max-steps", "2", "--eval-limit", "3", "--dev-limit", "2",
+        "--max-new-tokens", "4"]  # fmt: skip
 
 
 def _run(*args: str):
@@ -31,13 +32,10 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """One finished full-ft run, copied by the tests that change it."""
-    root = tmp_path_factory.mktemp("finished")
-    res = _run(*FAST, "--save-every", "1", "--out", str(root), "--name", "base")
-    assert res.exit_code == 0, res.output
-    return root / "base"
+@pytest.fixture()
+def finished(finished_full_ft) -> Path:
+    """The session's finished full-ft run (conftest), copied by the tests that change it."""
+    return finished_full_ft
 
 
 # ---------------------------------------------------------------- 1. one process per folder
@@ -213,7 +211,8 @@ def test_a_resumed_run_reports_the_time_of_every_process(tmp_path) -> None:
 
     config = config_from_dict(dict(
         method="full-ft", model="tiny-random", max_steps=2, save_every=1, eval_limit=3,
-        dev_limit=2, bertscore=False, model_metrics=False, out=str(tmp_path), name="r",
+        dev_limit=2, max_new_tokens=4, bertscore=False, model_metrics=False, out=str(tmp_path),
+        name="r",
     ))  # fmt: skip
     with pytest.raises(Killed):
         run(config, progress=False, on_train_step=kill_after_first_step)

@@ -143,14 +143,10 @@ def test_resume_accepts_a_moved_data_file_with_the_recorded_content_only(two_dir
 # ---------------------------------------------------------------- 3. score never writes a run
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seams")
-    res = runner.invoke(app, ["run", *TINY, "--method", "full-ft", "--max-steps", "2",
-                              "--eval-limit", "3", "--dev-limit", "2", "--max-new-tokens", "4",
-                              "--out", str(root), "--name", "base"])  # fmt: skip
-    assert res.exit_code == 0, res.output
-    return root / "base"
+@pytest.fixture()
+def finished(finished_full_ft) -> Path:
+    """The session's finished full-ft run (conftest), copied by the tests that change it."""
+    return finished_full_ft
 
 
 @pytest.mark.parametrize("target", ["checkpoint/state.json", "train_log.jsonl", "env.json",
@@ -229,8 +225,8 @@ def test_a_run_whose_folder_is_moved_stops_and_the_moved_folder_resumes(tmp_path
 
     config = config_from_dict(dict(
         method="full-ft", model="tiny-random", max_steps=6, save_every=1, eval_limit=3,
-        dev_limit=2, bertscore=False, model_metrics=False, out=str(tmp_path), name="r",
-        log_every=1,
+        dev_limit=2, max_new_tokens=4, bertscore=False, model_metrics=False, out=str(tmp_path),
+        name="r", log_every=1,
     ))  # fmt: skip
     with pytest.raises(FolderMovedError, match="was moved or removed"):
         run(config, progress=False, on_train_step=move_at_step_2)
@@ -243,6 +239,10 @@ def test_a_run_whose_folder_is_moved_stops_and_the_moved_folder_resumes(tmp_path
 # ---------------------------------------------------------------- 5. timings over killed processes
 
 
+# slow (a subprocess decoding ConvAI2, killed with SIGKILL): the fast suite keeps the same
+# accounting in-process - test_run_folder's resumed run reports the time of every process, the
+# killed one's included, and test_run_e2e's resume counts resumed and newly decoded rows
+@pytest.mark.slow
 def test_a_run_killed_while_decoding_counts_every_process_and_row(tmp_path, convai2_valid):
     run = tmp_path / "k"
     args = [sys.executable, "-m", "cli", "run", *TINY, "--method", "text-prompt",
@@ -371,8 +371,8 @@ def _bad_start_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
 def test_a_bad_start_fails_in_one_line_before_any_work_and_leaves_no_folder(tmp_path, case):
     args, message = _bad_start_cases(tmp_path)[case]
     base = ["run", "--model", "tiny-random", "--method", "full-ft", "--max-steps", "2",
-            "--eval-limit", "3", "--no-bertscore", "--no-model-metrics",
-            "--out", str(tmp_path / "runs"), "--name", "r"]  # fmt: skip
+            "--eval-limit", "3", "--dev-limit", "2", "--max-new-tokens", "4", "--no-bertscore",
+            "--no-model-metrics", "--out", str(tmp_path / "runs"), "--name", "r"]  # fmt: skip
     res = runner.invoke(app, [*base, *args])
     assert res.exit_code == 2, res.output
     errors = [x for x in res.output.strip().splitlines() if not x.startswith("run folder:")]

@@ -15,6 +15,7 @@ from synthetic_helpers import (
     make_example,
     tiny_backbone,
 )
+from tiny_model import tiny_random
 
 from spt_bench.errors import ConfigError
 from spt_bench.spt import SelectivePromptTuning, SptOptions
@@ -436,10 +437,9 @@ def test_run_config_options_are_validated_through_the_registry() -> None:
 
 
 def test_test_split_prompt_usage_histogram_goes_to_diagnostics() -> None:
-    from spt_bench.models import load_backbone
     from spt_bench.spt import SelectivePromptTuning, SptOptions
 
-    method = SelectivePromptTuning(load_backbone("tiny-random", device="cpu"), SptOptions(k=3))
+    method = SelectivePromptTuning(tiny_random(device="cpu"), SptOptions(k=3))
     rows = [{"selected_prompt": p} for p in (0, 2, 2, 1, 2)]
     diag = method.prediction_diagnostics(rows)
     assert diag["prompt_usage"] == [1, 1, 3]
@@ -450,9 +450,8 @@ def test_retriever_center_uses_the_training_query_mean_and_centred_keys() -> Non
     from spt_bench.data.example import Example
     from spt_bench.data.formatting import collate_train
     from spt_bench.methods import get_method, make_options
-    from spt_bench.models import load_backbone
 
-    backbone = load_backbone("tiny-random", seed=0)
+    backbone = tiny_random(seed=0)
     cls = get_method("spt")
     examples = [
         Example(f"d{i}", 0, (f"i like colour {i}.", "i have a cat."), (f"hello number {i}",), "hi.")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_model import tiny_random
 
 from spt_bench.config import config_from_dict
 from spt_bench.errors import ConfigError
-from spt_bench.models import load_backbone
 from spt_bench.session import decode_settings
 from spt_bench.vllm_engine import VllmOptions, engine_kwargs, source_view
 
@@ -21,7 +21,7 @@ def test_parallel_sizes_and_kv_cache_pass_through_from_the_config_to_vllm() -> N
     assert settings.engine == "vllm"
     assert settings.vllm == VllmOptions(kv_cache_gb=0.5, tensor_parallel_size=2,
                                         data_parallel_size=4)  # fmt: skip
-    backbone = load_backbone("tiny-random")
+    backbone = tiny_random()
     kw = engine_kwargs("/m", backbone, settings.vllm, prompt_embeds=True, max_model_len=512, seed=3)
     assert kw["tensor_parallel_size"] == 2 and kw["data_parallel_size"] == 4
     assert kw["kv_cache_memory_bytes"] == 2**29  # explicit, never a share of the machine's RAM

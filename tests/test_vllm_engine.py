@@ -26,6 +26,11 @@ if not vllm_available():
         raise RuntimeError("SPT_BENCH_REQUIRE_VLLM=1 but vLLM is not installed (make setup)")
     pytest.skip("vLLM is not installed", allow_module_level=True)
 
+# slow: each test starts a vLLM engine (CPU build, 20-30 s); the fast suite keeps the engine's
+# configuration (test_vllm_config: sizes, refusals, the GGUF view, multi-process refusal) and
+# the hf engine's decoding, which these tests compare vLLM's rows against
+pytestmark = pytest.mark.slow
+
 MAX_NEW = 12
 
 
