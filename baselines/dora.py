@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from baselines.lora import LoraOptions
+from spt_bench.baselines.lora import LoraOptions
 from spt_bench.methods import register_method
 from spt_bench.peft_method import PeftMethod, comma_list
 

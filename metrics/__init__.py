@@ -1,6 +1,6 @@
 """spt-bench metrics: one scorer for every method and for any predictions file.
 
-    from metrics import score_predictions, ScoreReport, BertScoreOptions, paired_bootstrap,
+    from spt_bench.metrics import score_predictions, ScoreReport, BertScoreOptions, paired_bootstrap,
                         METRICS, render_score_report
 
 Scoring a file into a run folder (`metrics.files`: score_file, write_example_scores, ...)
@@ -11,13 +11,13 @@ Importing this package is cheap (numpy only); sacrebleu, rouge-score, bert-score
 inside the functions that use them. Definitions of every metric: docs/metrics.md.
 """
 
-from metrics.bertscore import BertScoreOptions
-from metrics.bootstrap import bootstrap_ci, paired_bootstrap
-from metrics.predictions import read_prediction_rows, validate_rows
-from metrics.registry import METRICS, Metric, MetricRegistry
-from metrics.render import render_score_report
-from metrics.scorer import ScoreReport, score_predictions
-from metrics.table import ScoreTable
+from spt_bench.metrics.bertscore import BertScoreOptions
+from spt_bench.metrics.bootstrap import bootstrap_ci, paired_bootstrap
+from spt_bench.metrics.predictions import read_prediction_rows, validate_rows
+from spt_bench.metrics.registry import METRICS, Metric, MetricRegistry
+from spt_bench.metrics.render import render_score_report
+from spt_bench.metrics.scorer import ScoreReport, score_predictions
+from spt_bench.metrics.table import ScoreTable
 
 __all__ = [
     "METRICS",

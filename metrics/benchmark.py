@@ -56,7 +56,7 @@ def convai2_rows(path: Path, seed: int = 0) -> list[dict]:
 def time_bertscore(rows: list[dict], batch_size: int) -> dict:
     import torch
 
-    from metrics.bertscore import BertScoreOptions, compute_bertscore
+    from spt_bench.metrics.bertscore import BertScoreOptions, compute_bertscore
 
     preds = [r["prediction"] for r in rows]
     refs = [r["reference"] for r in rows]
@@ -94,8 +94,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from metrics import BertScoreOptions, ScoreTable, bootstrap_ci, score_predictions
-    from metrics.turns import turn_buckets
+    from spt_bench.metrics import BertScoreOptions, ScoreTable, bootstrap_ci, score_predictions
+    from spt_bench.metrics.turns import turn_buckets
 
     rows = convai2_rows(args.file)
     if args.bertscore_only:

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from metrics.table import ScoreTable
 from spt_bench.errors import SptBenchError
+from spt_bench.metrics.table import ScoreTable
 
 # Metrics whose resampled values come from subsets (see _delete_d_scaled).
 SUBSET_METRICS = ("dist1", "dist2")

@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics.bertscore import BertScoreOptions
-from metrics.predictions import read_prediction_rows
-from metrics.scorer import ScoreReport, score_predictions
 from spt_bench.inputs import file_sha256
 from spt_bench.io import atomic_write_json, atomic_write_text
+from spt_bench.metrics.bertscore import BertScoreOptions
+from spt_bench.metrics.predictions import read_prediction_rows
+from spt_bench.metrics.scorer import ScoreReport, score_predictions
 from spt_bench.run_folder import RunFolder, enclosing_run_folder
 
 EXAMPLE_SCORES_NAME = RunFolder.EXAMPLE_SCORES
@@ -88,7 +88,7 @@ def example_stats_rows(per_example: list[dict]) -> list[dict]:
     """Per-example rows without text: ids, dialog ids, turns, selected prompt, every
     per-example metric and the corpus metrics' sufficient statistics (BLEU counts, NLL sums,
     distinct-n as n-gram counts and run-local n-gram ids instead of the prediction)."""
-    from metrics.table import ScoreTable
+    from spt_bench.metrics.table import ScoreTable
 
     grams = ScoreTable.from_per_example(per_example).textfree_ngrams()
     out = []

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from metrics.registry import HITS_KS
 from spt_bench.errors import InputError
+from spt_bench.metrics.registry import HITS_KS
 
 REQUIRED = ("id", "reference", "prediction")
 # Optional fields that, when present, must be present on every row.

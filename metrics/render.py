@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from metrics.registry import METRICS
+from spt_bench.metrics.registry import METRICS
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from metrics.scorer import ScoreReport
+    from spt_bench.metrics.scorer import ScoreReport
 
 
 def _fmt(value: float | None) -> str:

@@ -11,19 +11,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from metrics.bertscore import BertScoreOptions, compute_bertscore, resolve_encoder
-from metrics.bootstrap import bootstrap_ci
-from metrics.predictions import validate_rows
-from metrics.registry import HITS_KS, METRICS
-from metrics.table import ScoreTable, nltk_bleu_stats
-from metrics.text import (
+from spt_bench.metrics.bertscore import BertScoreOptions, compute_bertscore, resolve_encoder
+from spt_bench.metrics.bootstrap import bootstrap_ci
+from spt_bench.metrics.predictions import validate_rows
+from spt_bench.metrics.registry import HITS_KS, METRICS
+from spt_bench.metrics.table import ScoreTable, nltk_bleu_stats
+from spt_bench.metrics.text import (
     normalized_tokens,
     persona_f1,
     reference_sha,
     token_f1,
     whitespace_tokens,
 )
-from metrics.turns import RULE_TEXT, min_bucket_size, turn_buckets
+from spt_bench.metrics.turns import RULE_TEXT, min_bucket_size, turn_buckets
 
 _CARRIED_FIELDS = ("dialog_id", "turn")  # plus the methods' carried row fields
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metrics.registry import HITS_KS, METRICS
-from metrics.text import ngrams
+from spt_bench.metrics.registry import HITS_KS, METRICS
+from spt_bench.metrics.text import ngrams
 
 SACREBLEU_ORDER = 4
 NLTK_ORDERS = (1, 2)  # BLEU-1 and BLEU-2

@@ -69,7 +69,11 @@ def stop_words() -> frozenset[str]:
     Entries are in normalised form (contraction pieces such as "don" / "t" included, because
     normalisation turns "don't" into "don t").
     """
-    text = resources.files("metrics").joinpath("resources/stopwords_en.txt").read_text("utf-8")
+    text = (
+        resources.files("spt_bench.metrics")
+        .joinpath("resources/stopwords_en.txt")
+        .read_text("utf-8")
+    )
     words = set()
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

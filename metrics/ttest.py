@@ -125,7 +125,7 @@ def seed_t_test(
     (its metric value, e.g. corpus BLEU or mean F1), and `welch_t_test` compares the per-seed
     values of every metric both report. seeds_a / seeds_b: the per-example rows of each seed's
     run, all on the same examples (refused otherwise), at least 2 runs on one side."""
-    from metrics.table import ScoreTable
+    from spt_bench.metrics.table import ScoreTable
 
     runs = [*seeds_a, *seeds_b]
     if not seeds_a or not seeds_b:

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from metrics.bootstrap import seed_bootstrap
-from metrics.ttest import seed_t_test, welch_t_test
+from spt_bench.metrics.bootstrap import seed_bootstrap
+from spt_bench.metrics.ttest import seed_t_test, welch_t_test
 
 N_EXAMPLES, N_SEEDS, ALPHA, RESAMPLES = 64, 3, 0.05, 1000
 

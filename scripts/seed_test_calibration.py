@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_compare import make_predictions  # noqa: E402
 
-from metrics import paired_bootstrap, score_predictions  # noqa: E402
-from metrics.bootstrap import seed_bootstrap  # noqa: E402
+from spt_bench.metrics import paired_bootstrap, score_predictions  # noqa: E402
+from spt_bench.metrics.bootstrap import seed_bootstrap  # noqa: E402
 
 
 def system_run(quality: float, seed: int) -> list[dict]:

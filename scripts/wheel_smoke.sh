@@ -15,11 +15,18 @@ own=$("$tmp/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["
 echo "$deps" > "$own/spt-bench-deps.pth"
 "$tmp/venv/bin/python" -m pip install -q --no-deps "$tmp"/dist/spt_bench-*.whl
 cd "$tmp"  # no repository on sys.path from here on
-where=$("$tmp/venv/bin/python" -c 'import spt_bench, cli; print(spt_bench.__file__, cli.__file__)')
+where=$("$tmp/venv/bin/python" -c 'import spt_bench, spt_bench.metrics, spt_bench.baselines; print(spt_bench.__file__, spt_bench.metrics.__file__)')
 case "$where" in
   "$tmp/venv/"*" $tmp/venv/"*) ;;
-  *) echo "wheel smoke: spt_bench/cli imported from outside the wheel: $where" >&2; exit 1 ;;
+  *) echo "wheel smoke: spt_bench imported from outside the wheel: $where" >&2; exit 1 ;;
 esac
+# the wheel installs no top-level names that other packages use (cli, metrics, baselines)
+for name in cli metrics baselines; do
+  if "$tmp/venv/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$name') is None)" 2>/dev/null; then
+    owner=$("$tmp/venv/bin/python" -c "import $name; print($name.__file__)")
+    case "$owner" in "$tmp/venv/"*) echo "wheel smoke: the wheel installs a top-level '$name' ($owner)" >&2; exit 1 ;; esac
+  fi
+done
 "$tmp/venv/bin/spt-bench" --version
 "$tmp/venv/bin/spt-bench" presets > /dev/null
 echo "+ spt-bench run --preset smoke --model tiny-random --max-steps 2 --eval-limit 4 (from the wheel)"

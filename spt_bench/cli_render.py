@@ -21,8 +21,8 @@ def dry_run_text(config: Any) -> str:
 
 
 def print_result(result: RunResult, console: Any) -> None:
-    from metrics import render_score_report
     from spt_bench.distributed import get_dist
+    from spt_bench.metrics import render_score_report
     from spt_bench.model_metrics import model_metrics_note
 
     if not get_dist().is_main:  # one report per launch, not one per process

@@ -43,14 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Modules holding the built-in methods, imported lazily by the registry.
 BUILTIN_METHOD_MODULES: tuple[str, ...] = (
-    "baselines.text_prompt",
-    "baselines.full_ft",
-    "baselines.prompt_tuning",
-    "baselines.lora",
-    "baselines.peft_generic",
-    "baselines.prefix_tuning",
-    "baselines.ia3",
-    "baselines.dora",
+    "spt_bench.baselines.text_prompt",
+    "spt_bench.baselines.full_ft",
+    "spt_bench.baselines.prompt_tuning",
+    "spt_bench.baselines.lora",
+    "spt_bench.baselines.peft_generic",
+    "spt_bench.baselines.prefix_tuning",
+    "spt_bench.baselines.ia3",
+    "spt_bench.baselines.dora",
     "spt_bench.spt.method",
 )
 

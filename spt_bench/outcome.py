@@ -33,8 +33,8 @@ def score_and_write(
     config: RunConfig,
     extra: dict,
 ) -> tuple[dict, Any]:
-    from metrics import BertScoreOptions, score_predictions
-    from metrics.files import write_example_scores, write_example_stats
+    from spt_bench.metrics import BertScoreOptions, score_predictions
+    from spt_bench.metrics.files import write_example_scores, write_example_stats
 
     report = score_predictions(
         rows, bertscore=BertScoreOptions() if config.score.bertscore else None, seed=config.seed

@@ -72,7 +72,7 @@ def make_run(
     n_resamples: int = 200,
 ) -> Path:
     """A finished run folder as the harness writes it (files scored by the real scorer)."""
-    from metrics import score_predictions
+    from spt_bench.metrics import score_predictions
 
     if method == "spt" and method_options is None:
         method_options = {"k": 4, "prompt_len": 8}

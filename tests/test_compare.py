@@ -96,7 +96,7 @@ def test_json_csv_md_latex_rich_show_the_run_files_numbers(runs):
 
 
 def test_gains_avg_and_p_values_are_defined_as_documented(runs):
-    from metrics import paired_bootstrap
+    from spt_bench.metrics import paired_bootstrap
 
     comparison = build_comparison(load_runs([runs["pt"], runs["spt"]]), baseline=str(runs["pt"]))
     base_row, spt_row = comparison.rows

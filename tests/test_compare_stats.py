@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 from run_helpers import make_run, md_table_cells
 
-from metrics import ScoreTable
-from metrics.bootstrap import holm_adjust, seed_bootstrap
-from metrics.files import write_example_stats
 from spt_bench.compare import (
     ComparisonRefused,
     build_comparison,
@@ -25,6 +22,9 @@ from spt_bench.compare import (
 )
 from spt_bench.errors import SptBenchError
 from spt_bench.io import atomic_write_json, read_jsonl
+from spt_bench.metrics import ScoreTable
+from spt_bench.metrics.bootstrap import holm_adjust, seed_bootstrap
+from spt_bench.metrics.files import write_example_stats
 
 
 def _rows(run: Path) -> list[dict]:
@@ -87,7 +87,7 @@ def test_row_p_values_account_for_seeds_and_are_holm_adjusted(seeded):
     runs = [p for paths in seeded.values() for p in paths]
     c = build_comparison(load_runs(runs), baseline="prompt-tuning")
     spt, lora = c.rows[1], c.rows[2]
-    from metrics.ttest import seed_t_test
+    from spt_bench.metrics.ttest import seed_t_test
 
     base = [_rows(p) for p in seeded["prompt-tuning"]]
     direct = seed_t_test([_rows(p) for p in seeded["spt"]], base)
@@ -286,7 +286,7 @@ def test_rows_of_several_seeds_get_a_seed_level_t_test_named_in_the_legend(seede
     """Issue 23 item 7: Welch's t on the per-seed values for rows of several seeds (the
     seed-grouped bootstrap over-rejects true nulls); one seed on both sides keeps the paired
     bootstrap; one seed on one side: a t-test with the other side's spread."""
-    from metrics.ttest import welch_t_test
+    from spt_bench.metrics.ttest import welch_t_test
 
     runs = [p for paths in seeded.values() for p in paths]
     c = build_comparison(load_runs(runs), baseline="prompt-tuning")
@@ -351,7 +351,7 @@ def test_p_adjust_scope_table_holm_adjusts_every_p_value_of_the_table(seeded):
 def _with_changed_references(src: Path, dst: Path, n_changed: int) -> Path:
     """A copy of a run whose first `n_changed` references were edited (as if run on a modified
     copy of the data file), rescored by the real scorer."""
-    from metrics import score_predictions
+    from spt_bench.metrics import score_predictions
 
     shutil.copytree(src, dst)
     rows = [{k: v for k, v in r.items() if k != "prompt_scores"} for r in

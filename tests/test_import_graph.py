@@ -16,6 +16,8 @@ def _module_name(path: Path) -> str:
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
+    if parts[0] in ("metrics", "baselines"):  # installed (and imported) as spt_bench.<name>
+        parts = ["spt_bench", *parts]
     return ".".join(parts)
 
 
@@ -128,8 +130,22 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_the_graph_follows_package_init_and_scripts() -> None:
     graph = import_graph()
     # the score command imports metrics.files, which runs metrics/__init__ first
-    assert "metrics" in graph["spt_bench.commands.score"]
+    assert "spt_bench.metrics" in graph["spt_bench.commands.score"]
     assert any(name.startswith("scripts.") for name in graph)
+
+
+def test_metrics_baselines_and_cli_are_imported_under_spt_bench_only() -> None:
+    """The wheel installs metrics/ and baselines/ as spt_bench.metrics and spt_bench.baselines
+    (issue 23, item 13): project code never imports the bare top-level names."""
+    bare = []
+    for mod, path in project_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            bare += [f"{mod}: {n}" for n in names if n.split(".")[0] in ("metrics", "baselines")]
+    assert not bare, bare
 
 
 def test_project_modules_import_no_cycle() -> None:

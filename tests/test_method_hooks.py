@@ -113,8 +113,8 @@ def test_labels_and_notes_come_from_the_method_hooks(toy, tmp_path):
 
 
 def test_report_chat_and_scorer_use_the_row_fields_and_sections(toy):
-    from metrics.scorer import carried_fields
     from spt_bench.chat import describe_reply_info
+    from spt_bench.metrics.scorer import carried_fields
     from spt_bench.report import render_report
 
     assert "choice" in carried_fields()

@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from metrics import ScoreTable, paired_bootstrap, score_predictions
-from metrics.bootstrap import bootstrap_samples, resample_weights
 from spt_bench.data import load_examples
 from spt_bench.errors import SptBenchError
+from spt_bench.metrics import ScoreTable, paired_bootstrap, score_predictions
+from spt_bench.metrics.bootstrap import bootstrap_samples, resample_weights
 
 
 @pytest.fixture(scope="module")

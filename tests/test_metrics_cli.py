@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from metrics import paired_bootstrap, score_predictions
+from spt_bench.metrics import paired_bootstrap, score_predictions
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from metrics import BertScoreOptions, score_predictions
 from spt_bench.data import load_examples
+from spt_bench.metrics import BertScoreOptions, score_predictions
 
 N_PAIRS = 300
 
@@ -183,7 +183,7 @@ def small_rows(rows):
 
 @pytest.fixture(scope="module")
 def minilm():
-    from metrics.bertscore import minilm_path
+    from spt_bench.metrics.bertscore import minilm_path
 
     return str(minilm_path())
 

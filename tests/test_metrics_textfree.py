@@ -7,8 +7,8 @@ import json
 import pytest
 from run_helpers import make_predictions
 
-from metrics import ScoreTable, bootstrap_ci, paired_bootstrap, score_predictions
-from metrics.files import example_stats_rows, read_example_scores, write_example_stats
+from spt_bench.metrics import ScoreTable, bootstrap_ci, paired_bootstrap, score_predictions
+from spt_bench.metrics.files import example_stats_rows, read_example_scores, write_example_stats
 
 
 def _scoring_rows(quality: float, seed: int) -> list[dict]:
@@ -65,8 +65,8 @@ def test_read_example_scores_prefers_the_full_file_then_the_text_free_one(report
 
 
 def test_score_file_writes_the_text_free_file_beside_metrics_json(tmp_path):
-    from metrics.files import score_file
     from spt_bench.io import append_jsonl
+    from spt_bench.metrics.files import score_file
 
     preds = tmp_path / "predictions.jsonl"
     append_jsonl(preds, _scoring_rows(0.5, 1)[:20])

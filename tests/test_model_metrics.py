@@ -94,7 +94,7 @@ def plain_transformers_nll(model, prompt: list[int], response: list[int], prefix
 
 
 def test_perplexity_equals_exp_of_plain_transformers_loss(sample, backbone):
-    from metrics import score_predictions
+    from spt_bench.metrics import score_predictions
 
     method = get_method("full-ft")(backbone)
     formatter = method.build_formatter()
@@ -356,9 +356,9 @@ def test_spt_is_scored_under_its_retriever_selected_prompt(sample, backbone):
 
 
 def test_run_step_adds_fields_to_predictions_file_the_scorer_reads(sample, backbone, tmp_path):
-    from metrics import score_predictions
-    from metrics.predictions import read_prediction_rows
     from spt_bench.io import append_jsonl
+    from spt_bench.metrics import score_predictions
+    from spt_bench.metrics.predictions import read_prediction_rows
 
     method = get_method("text-prompt")(backbone)  # chat template, no prefix
     formatter = method.build_formatter()

@@ -13,7 +13,7 @@ from synthetic_helpers import (
     tiny_backbone,
 )
 
-from baselines.prompt_tuning import PromptTuning, PromptTuningOptions
+from spt_bench.baselines.prompt_tuning import PromptTuning, PromptTuningOptions
 from spt_bench.errors import ConfigError
 from spt_bench.spt import SelectivePromptTuning, SptOptions
 

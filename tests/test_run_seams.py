@@ -164,7 +164,7 @@ def test_score_out_never_lands_inside_a_run_folder(finished, tmp_path, target) -
 
 def test_two_scorings_in_the_same_second_get_two_folders(finished, tmp_path, monkeypatch) -> None:
     """A second scoring starts while the first is writing, within the same second."""
-    import metrics.files as files
+    import spt_bench.metrics.files as files
     import spt_bench.run_folder as rf
 
     class Frozen(rf.datetime):

@@ -42,7 +42,7 @@ def world(single_thread) -> Backbone:
 
 
 def test_feedback_loop_routes_each_persona_family_to_its_own_prompt(world: Backbone) -> None:
-    from baselines.prompt_tuning import PromptTuning, PromptTuningOptions
+    from spt_bench.baselines.prompt_tuning import PromptTuning, PromptTuningOptions
     from spt_bench.spt import SelectivePromptTuning, SptOptions
 
     torch.manual_seed(0)

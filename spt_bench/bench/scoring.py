@@ -26,7 +26,7 @@ def bench_scoring(rows: list[dict], settings: BenchSettings) -> dict[str, Any]:
         return {"seconds": None, "note": why}
     if settings.bertscore and importlib.util.find_spec("bert_score") is None:
         return {"seconds": None, "note": "n/a (bert-score not installed here)"}
-    from metrics import BertScoreOptions, score_predictions
+    from spt_bench.metrics import BertScoreOptions, score_predictions
 
     t0 = time.perf_counter()
     report = score_predictions(rows, bertscore=BertScoreOptions() if settings.bertscore else None)

@@ -49,9 +49,9 @@ def score(
 
     from rich.console import Console
 
-    from metrics import BertScoreOptions, render_score_report
-    from metrics.files import score_file
     from spt_bench.errors import ConfigError
+    from spt_bench.metrics import BertScoreOptions, render_score_report
+    from spt_bench.metrics.files import score_file
     from spt_bench.tables import output_console
 
     if resamples < 0:
@@ -79,7 +79,7 @@ def score(
         return
     console = output_console()
     render_score_report(scored.report, console, title=f"{predictions}: {scored.report.n} examples")
-    from metrics.files import EXAMPLE_STATS_NAME
+    from spt_bench.metrics.files import EXAMPLE_STATS_NAME
 
     written = [scored.metrics_path, scored.examples_path]
     stats = scored.metrics_path.with_name(EXAMPLE_STATS_NAME)

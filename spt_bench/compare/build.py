@@ -185,7 +185,7 @@ def _run_values(
     """A run's values and CIs: from metrics.json, or rescored on `ids` from its per-example
     scores (forced comparisons of runs with different example sets)."""
     if ids is not None and run.per_example is not None:
-        from metrics import ScoreTable, bootstrap_ci
+        from spt_bench.metrics import ScoreTable, bootstrap_ci
 
         table = ScoreTable.from_per_example(_restricted(run.per_example, ids))
         point = table.point()

@@ -118,7 +118,7 @@ class RunRecord:
         """Per-example scores: example_scores.jsonl, else the text-free example_stats.jsonl;
         None when the run folder has neither (e.g. only metrics.json was kept)."""
         if not self._scores_checked:
-            from metrics.files import read_example_scores
+            from spt_bench.metrics.files import read_example_scores
 
             found = read_example_scores(self.path)
             self._example_scores = found[0] if found else None

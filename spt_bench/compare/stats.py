@@ -163,7 +163,7 @@ def _higher_is_better(runs: Sequence[RunRecord], metric: str) -> bool | None:
         if isinstance(meta, dict) and "higher_is_better" in meta:
             return bool(meta["higher_is_better"])
     try:
-        from metrics import METRICS  # light: the registry, not the scoring backends
+        from spt_bench.metrics import METRICS  # light: the registry, not the scoring backends
 
         spec = METRICS[metric]
     except (ImportError, KeyError):
@@ -216,7 +216,7 @@ def seed_p_values(
 ) -> dict[str, float]:
     """p-values of `group` vs `baseline` (metrics.seed_bootstrap) over `ids` (default: all;
     the runs must then share their examples); {} when a run has no per-example scores."""
-    from metrics.bootstrap import seed_bootstrap
+    from spt_bench.metrics.bootstrap import seed_bootstrap
 
     if any(r.per_example is None for r in (*group.runs, *baseline.runs)):
         return {}
@@ -263,8 +263,8 @@ def row_p_values(
         return {}, None, []
     if len(group.runs) == 1 and len(baseline.runs) == 1:
         return seed_p_values(group, baseline, metric_names, ids=ids, seed=seed), P_TEST_PAIRED, []
-    from metrics.bootstrap import seed_bootstrap
-    from metrics.ttest import seed_t_test
+    from spt_bench.metrics.bootstrap import seed_bootstrap
+    from spt_bench.metrics.ttest import seed_t_test
 
     a = [_restricted(r.per_example, ids) for r in group.runs]
     b = [_restricted(r.per_example, ids) for r in baseline.runs]
@@ -290,7 +290,7 @@ def paired_p_values(
 def adjust_p_values(p_values: dict[Any, float], method: str) -> dict[Any, float]:
     """Holm across the family given (the metrics of one row, or every p-value of a table),
     or unchanged (`none`)."""
-    from metrics.bootstrap import holm_adjust
+    from spt_bench.metrics.bootstrap import holm_adjust
 
     if method not in P_ADJUST:
         raise SptBenchError(f"unknown --p-adjust {method!r}; choose one of {', '.join(P_ADJUST)}")

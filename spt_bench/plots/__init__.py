@@ -12,8 +12,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from metrics.turns import turn_bucket_of
 from spt_bench.compare.runs import load_runs, load_single_run, load_unfinished_run
+from spt_bench.metrics.turns import turn_bucket_of
 from spt_bench.plots.common import OKABE_ITO, _image_format, bootstrap_mean_ci
 from spt_bench.plots.prompts import plot_prompts, prompt_usage
 from spt_bench.plots.training import plot_training, training_curves, training_figure

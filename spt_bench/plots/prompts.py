@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from metrics.turns import bucket_order
 from spt_bench.compare.runs import RunRecord
 from spt_bench.errors import SptBenchError
+from spt_bench.metrics.turns import bucket_order
 from spt_bench.plots.common import (
     OKABE_ITO,
     _figure,

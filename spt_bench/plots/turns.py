@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics.turns import bucket_order, turn_bucket_of
 from spt_bench.compare.runs import RunRecord
 from spt_bench.errors import InputError, SptBenchError
+from spt_bench.metrics.turns import bucket_order, turn_bucket_of
 from spt_bench.plots.common import (
     _figure,
     _finite,
@@ -82,8 +82,8 @@ def _bucket_cis(
     mine = [r for r in rows if turn_bucket_of(turns.get(str(r["id"]), -1), buckets) == bucket]
     if len(mine) < 2:
         return {}
-    from metrics.bootstrap import bootstrap_ci
-    from metrics.table import ScoreTable
+    from spt_bench.metrics.bootstrap import bootstrap_ci
+    from spt_bench.metrics.table import ScoreTable
 
     return bootstrap_ci(ScoreTable.from_per_example(mine), n_resamples=n_resamples, seed=seed)
 
@@ -168,7 +168,7 @@ def degenerate_turns_note(series: TurnSeries, n_examples: int) -> str | None:
     """Why a run's turn plot has no trend: all its examples fell in one turn bucket."""
     if len(series.buckets) > 1:
         return None
-    from metrics.turns import min_bucket_size
+    from spt_bench.metrics.turns import min_bucket_size
 
     m = min_bucket_size(n_examples)
     return (

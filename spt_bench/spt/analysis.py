@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metrics.turns import turn_bucket_of
 from spt_bench.methods import LogField, ReportSection, RowField
+from spt_bench.metrics.turns import turn_bucket_of
 
 SELECTED = "selected_prompt"  # row field: index of the prompt the retriever selected
 SCORES = "prompt_scores"  # row field: the retriever's score of every prompt
