@@ -36,8 +36,6 @@ def build_method(
     """The configured method over its backbone, set up with the train split - unless it is a
     trained method about to be loaded from a checkpoint, whose trained state holds whatever
     `setup` would compute (`from_checkpoint`)."""
-    import torch
-
     from spt_bench.distributed import resolve_process_device
     from spt_bench.models import load_backbone
 
@@ -48,10 +46,34 @@ def build_method(
         trust_remote_code=config.model.trust_remote_code,
         seed=config.seed,
     )
-    torch.manual_seed(config.seed)
+    if from_checkpoint and cls.trains:
+        return method_over(backbone, cls, options, None, seed=config.seed)
+    return method_over(
+        backbone, cls, options, train_examples, seed=config.seed,
+        formatter=lambda method: make_formatter(method, config),
+    )  # fmt: skip
+
+
+def method_over(
+    backbone: Any,
+    cls: type,
+    options: Any,
+    train_examples: list | None,
+    *,
+    seed: int,
+    formatter: Any = None,
+) -> Any:
+    """A method over an already loaded backbone, seeded, set up with the train split (None:
+    not set up - a checkpoint will hold its state). `formatter(method)` builds the formatter
+    `setup` gets (None: the method's default). The one way run, evaluate, chat and bench
+    construct a method (bench puts several over one backbone)."""
+    import torch
+
+    torch.manual_seed(seed)
     method = cls(backbone, options)
-    if not (from_checkpoint and cls.trains):
-        method.setup(train_examples, seed=config.seed, formatter=make_formatter(method, config))
+    if train_examples is not None:
+        fmt = formatter(method) if formatter is not None else None
+        method.setup(train_examples, seed=seed, **({"formatter": fmt} if fmt else {}))
     return method
 
 

@@ -64,15 +64,12 @@ def train_figures(
 def build_bench_method(backbone: Backbone, name: str, settings: BenchSettings, train: list) -> Any:
     """A registered method over `backbone`, seeded, with the options its `bench_options` hook
     takes from the bench's knobs (K, prompt length)."""
-    import torch
-
     from spt_bench.methods import get_method, make_options
+    from spt_bench.session import method_over
 
     cls = get_method(name)
-    torch.manual_seed(settings.seed)
-    method = cls(backbone, make_options(cls, cls.bench_options(settings.method_knobs())))
-    method.setup(train, seed=settings.seed)
-    return method
+    options = make_options(cls, cls.bench_options(settings.method_knobs()))
+    return method_over(backbone, cls, options, train, seed=settings.seed)
 
 
 def soft_prompts(method: Any) -> torch.Tensor | None:
