@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# setuptools packs whatever build/lib holds: a build from before a module moved would ship it
+rm -rf build
 "$VENV/bin/python" -m pip wheel --no-deps -q -w "$tmp/dist" .
 "$VENV/bin/python" -m venv "$tmp/venv"
 deps=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

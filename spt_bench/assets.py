@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from spt_bench.errors import MissingAssetError
 
@@ -69,15 +70,7 @@ def smollm2_model_dir() -> Path:
     # The weights are already de-quantised; without this transformers refuses later dtype casts.
     model.hf_quantizer = None
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".smollm2-135m."))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _publish_dir(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return _write_published(final, model.save_pretrained, tokenizer.save_pretrained)
 
 
 def smollm2_tokenizer_dir() -> Path:
@@ -93,9 +86,16 @@ def smollm2_tokenizer_dir() -> Path:
     gguf = smollm2_gguf_path()
     final.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".smollm2."))
+    return _write_published(final, tokenizer.save_pretrained)
+
+
+def _write_published(final: Path, *writers: Any) -> Path:
+    """Each `writer(folder)` fills a temp folder beside `final`, which is then published there
+    (`_publish_dir`); a failure leaves no half-written cache."""
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
     try:
-        tokenizer.save_pretrained(tmp)
+        for write in writers:
+            write(tmp)
         _publish_dir(tmp, final)
     finally:
         if tmp.exists():

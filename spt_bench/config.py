@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from spt_bench.config_flat import FLAT_KEYS, is_flat, upgrade_flat  # noqa: F401 - re-exported
+from spt_bench.config_flat import (  # noqa: F401 - re-exported
+    FLAT_KEYS,
+    is_flat,
+    set_dotted,
+    upgrade_flat,
+)
 from spt_bench.errors import ConfigError
 from spt_bench.typed import _type_ok, describe_type
 
@@ -504,18 +509,6 @@ def leaf_fields() -> dict[str, tuple[dataclasses.Field, Any]]:
         else:
             out[f.name] = (f, hints[f.name])
     return out
-
-
-def set_dotted(values: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = values
-    for p in parts[:-1]:
-        nxt = node.get(p)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[p] = nxt
-        node = nxt
-    node[parts[-1]] = value
 
 
 def get_dotted(values: dict, key: str, default: Any = None) -> Any:

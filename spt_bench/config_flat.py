@@ -8,13 +8,14 @@ from typing import Any
 SECTION_NAMES = ("data", "model", "method", "train", "decode", "score", "output")
 
 
-def _set(values: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        if not isinstance(values.get(p), dict):
-            values[p] = {}
-        values = values[p]
-    values[leaf] = value
+def set_dotted(values: dict, key: str, value: Any) -> None:
+    """values["a"]["b"] = value for key "a.b" (missing or non-dict levels become dicts)."""
+    node = values
+    for p in key.split(".")[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[key.split(".")[-1]] = value
 
 
 # flat key (the schema before the nested one) -> dotted key
@@ -64,9 +65,9 @@ def upgrade_flat(data: dict) -> dict:
     for key, value in data.items():
         if key in SECTION_NAMES and isinstance(value, dict):
             for k, v in value.items():
-                _set(out, f"{key}.{k}", v)
+                set_dotted(out, f"{key}.{k}", v)
         elif key in FLAT_KEYS:
-            _set(out, FLAT_KEYS[key], value)
+            set_dotted(out, FLAT_KEYS[key], value)
         else:
             out[key] = value
     return out

@@ -24,7 +24,6 @@ from spt_bench.errors import ConfigError, InputError
 DATA_ROLES = ("source", "train_data", "test_data")
 SMALL_FILE = 16 * 2**20
 _CHUNK = 2**20
-_BUILTIN_MODELS = ("tiny-random",)  # built in memory: nothing to hash
 
 
 def file_sha256(path: Path) -> str:
@@ -112,9 +111,11 @@ def describe_data(value: str | None) -> dict[str, Any]:
 
 def describe_model(name: str) -> dict[str, Any]:
     """{name, path, fingerprint} of the backbone (built-in tiny models: no files)."""
-    if name in _BUILTIN_MODELS:
+    from spt_bench.models import IN_MEMORY_MODELS, SMOLLM2
+
+    if name in IN_MEMORY_MODELS:  # built in memory from a config: nothing to hash
         return {"name": name, "builtin": True, "fingerprint": None}
-    if name == "smollm2-135m":
+    if name == SMOLLM2:
         from spt_bench.models import smollm2_model_dir
 
         try:

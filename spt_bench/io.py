@@ -62,7 +62,8 @@ def make_dirs(path: str | Path) -> Path:
 def check_output_place(path: str | Path, *, folder: bool = False) -> None:
     """Fail now, in one line, when `path` (a file, or with `folder` a folder) cannot be
     written: something on its way is a file, or nothing can be created where it would go
-    (checked by making and removing a probe folder: permissions, read-only file systems)."""
+    (checked by making and removing a probe folder in the nearest existing parent:
+    permissions, read-only file systems; an existing target folder is checked with access())."""
     from spt_bench.errors import ConfigError
 
     p = Path(os.path.abspath(path))
@@ -75,6 +76,10 @@ def check_output_place(path: str | Path, *, folder: bool = False) -> None:
         nearest = nearest.parent
     if not nearest.is_dir():
         raise ConfigError(f"--out {path}: {nearest} is a file, not a folder")
+    if nearest == p:  # an existing folder (e.g. a run to resume): never write a probe into it
+        if not os.access(p, os.W_OK | os.X_OK):  # EROFS and EACCES, also for root on EROFS
+            raise ConfigError(f"--out {path}: cannot write in {p}")
+        return
     try:
         os.rmdir(tempfile.mkdtemp(dir=nearest, prefix=".spt-bench-probe-"))
     except OSError as e:

@@ -179,6 +179,7 @@ def normalize_input_paths(layers: dict[str, Any]) -> dict[str, Any]:
     same files whatever directory a later `evaluate` or `--resume` runs from. A data value
     that names no file fails here, with its name (before anything else is done)."""
     from spt_bench.inputs import DATA_ROLES, normalize_data_value
+    from spt_bench.models import BUILTIN_MODELS
 
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in layers.items()}
     data = out.get("data")
@@ -189,6 +190,6 @@ def normalize_input_paths(layers: dict[str, Any]) -> dict[str, Any]:
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
         name = model["name"]
-        if Path(name).expanduser().is_dir() and name not in ("tiny-random", "smollm2-135m"):
+        if Path(name).expanduser().is_dir() and name not in BUILTIN_MODELS:
             model["name"] = os.path.abspath(Path(name).expanduser())
     return out

@@ -367,19 +367,6 @@ def add_model_metrics_to_predictions(
     return mm.summary
 
 
-def parse_hits_k(text: str) -> list[int]:
-    """`--hits-k 1,5` -> [1, 5] (checked by `config.check_hits_settings`)."""
-    try:
-        ks = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(
-            f"--hits-k must be comma-separated integers, e.g. 1,5; got {text!r}"
-        ) from None
-    if not ks:
-        raise ConfigError("--hits-k needs at least one k, e.g. 1")
-    return ks
-
-
 def model_metrics_for_run(
     method: Method,
     formatter: PromptFormatter,

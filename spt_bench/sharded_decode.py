@@ -75,66 +75,52 @@ def decode_all(
     (see the module doc); every process returns all rows in dataset order. The vllm engine is
     shut down afterwards (its memory and worker processes freed for scoring)."""
     try:
-        return _decode_all(
-            method, formatter, examples, settings, out_path, progress=progress, console=console
+        dist = get_dist()
+        out_path = Path(out_path)
+        if not dist.enabled:
+            return decode(
+                method, formatter, examples, settings, out_path, progress=progress, console=console
+            )
+        ids = [ex.id for ex in examples]
+        if dist.is_main:  # a killed sharded decode leaves part files: fold them in first
+            merge_part_files(out_path, ids)
+        dist.wait()
+        done = {str(r.get("id")) for r in read_jsonl(out_path)} if out_path.is_file() else set()
+        todo = [ex for ex in examples if ex.id not in done]
+        lengths = [len(formatter.prompt_ids(ex)) for ex in todo]
+        batches = length_sorted_batches(lengths, settings.batch_size)
+        mine = [todo[i] for batch in batches[dist.rank :: dist.world_size] for i in batch]
+        dist.wait()  # every process has read the merged file before anyone appends
+        t0 = time.perf_counter()
+        if mine:
+            _, stats = decode(
+                method, formatter, mine, settings, part_path(out_path, dist.rank),
+                progress=progress and dist.is_main, console=console,
+            )  # fmt: skip
+        else:
+            stats = DecodeStats(engine=settings.engine)
+        seconds = time.perf_counter() - t0
+        gathered = dist.all_gather(
+            (stats.n_decoded, stats.new_tokens, seconds, stats.engine_start_s)
         )
+        dist.wait()
+        if dist.is_main:
+            merge_part_files(out_path, ids)
+        dist.wait()
+        by_id = {str(r["id"]): r for r in read_jsonl(out_path)}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            from spt_bench.errors import SptBenchError
+
+            raise SptBenchError(f"sharded decoding lost {len(missing)} rows (e.g. {missing[0]!r})")
+        total = DecodeStats(
+            n_decoded=sum(g[0] for g in gathered),
+            n_skipped=len(done),
+            seconds=max(g[2] for g in gathered),
+            new_tokens=sum(g[1] for g in gathered),
+            engine=settings.engine,
+            engine_start_s=max(g[3] for g in gathered),
+        )
+        return [by_id[i] for i in ids], total
     finally:
         shutdown(settings)
-
-
-def _decode_all(
-    method: Method,
-    formatter: Any,
-    examples: list[Example],
-    settings: DecodeSettings,
-    out_path: str | Path,
-    *,
-    progress: bool = False,
-    console: Any = None,
-) -> tuple[list[dict], DecodeStats]:
-
-    dist = get_dist()
-    out_path = Path(out_path)
-    if not dist.enabled:
-        return decode(
-            method, formatter, examples, settings, out_path, progress=progress, console=console
-        )
-    ids = [ex.id for ex in examples]
-    if dist.is_main:  # a killed sharded decode leaves part files: fold them in first
-        merge_part_files(out_path, ids)
-    dist.wait()
-    done = {str(r.get("id")) for r in read_jsonl(out_path)} if out_path.is_file() else set()
-    todo = [ex for ex in examples if ex.id not in done]
-    lengths = [len(formatter.prompt_ids(ex)) for ex in todo]
-    batches = length_sorted_batches(lengths, settings.batch_size)
-    mine = [todo[i] for batch in batches[dist.rank :: dist.world_size] for i in batch]
-    dist.wait()  # every process has read the merged file before anyone appends
-    t0 = time.perf_counter()
-    if mine:
-        _, stats = decode(
-            method, formatter, mine, settings, part_path(out_path, dist.rank),
-            progress=progress and dist.is_main, console=console,
-        )  # fmt: skip
-    else:
-        stats = DecodeStats(engine=settings.engine)
-    seconds = time.perf_counter() - t0
-    gathered = dist.all_gather((stats.n_decoded, stats.new_tokens, seconds, stats.engine_start_s))
-    dist.wait()
-    if dist.is_main:
-        merge_part_files(out_path, ids)
-    dist.wait()
-    by_id = {str(r["id"]): r for r in read_jsonl(out_path)}
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        from spt_bench.errors import SptBenchError
-
-        raise SptBenchError(f"sharded decoding lost {len(missing)} rows (e.g. {missing[0]!r})")
-    total = DecodeStats(
-        n_decoded=sum(g[0] for g in gathered),
-        n_skipped=len(done),
-        seconds=max(g[2] for g in gathered),
-        new_tokens=sum(g[1] for g in gathered),
-        engine=settings.engine,
-        engine_start_s=max(g[3] for g in gathered),
-    )
-    return [by_id[i] for i in ids], total
