@@ -252,6 +252,8 @@ def score_candidate_tokens(
     rows_per_forward: int = 128,
     use_prefix_sharing: bool = True,
     on_progress: Any = None,
+    groups: Sequence[Sequence[int]] | None = None,
+    on_group: Any = None,
 ) -> tuple[list[list[tuple[float, int]]], bool]:
     """(nll_sum, n_tokens) of every candidate token sequence of every example, and whether the
     prefix-sharing path was used. Each candidate is scored as the continuation of its example's
@@ -259,7 +261,10 @@ def score_candidate_tokens(
     `batch_size`: with prefix sharing, one prefix forward and one packed continuation forward
     per group; without it, full forwards of at most `rows_per_forward` sequences.
     Models whose cache is not a plain key/value cache (sliding windows) or whose attention
-    takes no 4D mask are scored without sharing (the returned flag says so)."""
+    takes no 4D mask are scored without sharing (the returned flag says so).
+    groups: score only these groups of example indices (a share of
+    `length_sorted_batches(prompt lengths, batch_size)`: sharded and resumed scoring), leaving
+    the others' results empty; on_group(indices, results, prefix_sharing) follows each group."""
     import torch
 
     from spt_bench.models import autocast
@@ -270,14 +275,16 @@ def score_candidate_tokens(
         raise ValueError("empty candidate token sequence")
     examples, prompts = list(examples), [list(p) for p in prompts]
     cands = [[list(s) for s in c] for c in candidates]
-    order = longest_first([len(p) for p in prompts])
+    if groups is None:
+        order = longest_first([len(p) for p in prompts])
+        groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     results: list[list[tuple[float, int]]] = [[] for _ in examples]
     backbone = method.backbone
     method.set_train_mode(False)
     shared = use_prefix_sharing
     with torch.inference_mode(), autocast(backbone.device):
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in groups:
+            idx = list(idx)
             args = (
                 method,
                 [examples[i] for i in idx],
@@ -293,6 +300,8 @@ def score_candidate_tokens(
                 group = _score_naive(*args, rows_per_forward)
             for i, s in zip(idx, group, strict=True):
                 results[i] = s
+            if on_group is not None:
+                on_group(idx, group, shared)
             if on_progress is not None:
                 on_progress(len(idx))
     return results, shared

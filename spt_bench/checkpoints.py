@@ -98,15 +98,28 @@ class _Checkpointer:
         make_dirs(self.root)
         self.state: dict[str, Any] = read_checkpoint_state(run_dir) or {}
 
+    def staging(self, step: int, *, clear: bool = True) -> Path:
+        """The hidden folder a checkpoint of `step` is written into before `publish`."""
+        tmp = self.root / f".step-{step:06d}.tmp"
+        if clear:
+            shutil.rmtree(tmp, ignore_errors=True)
+            make_dirs(tmp)
+        return tmp
+
     def save(self, method: Method, trainer: dict[str, Any], step: int, *, best: bool) -> None:
         import torch
 
-        name = f"step-{step:06d}"
-        folder = self.root / name
-        tmp = self.root / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = self.staging(step)
         save_trained_state(method, tmp)
         torch.save(trainer, tmp / TRAINER_FILE)
+        self.publish(tmp, method, step, best=best, train_seconds=trainer.get("train_seconds"))
+
+    def publish(
+        self, tmp: Path, method: Method, step: int, *, best: bool, train_seconds: Any
+    ) -> None:
+        """Rename a complete staging folder to step-N and name it in state.json (atomic)."""
+        name = f"step-{step:06d}"
+        folder = self.root / name
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         self.state["last"] = name
@@ -115,7 +128,7 @@ class _Checkpointer:
             self.state["best"] = name
             self.state["best_step"] = step
         self.state["method"] = method.name
-        self.state["train_seconds"] = trainer.get("train_seconds")
+        self.state["train_seconds"] = train_seconds
         atomic_write_json(self.root / STATE_FILE, self.state)
         keep = {self.state.get("last"), self.state.get("best")}
         for d in self.root.glob("step-*"):

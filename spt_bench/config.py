@@ -271,6 +271,11 @@ class TrainConfig(_Section):
         "Lean RMSNorm/MLP backward: same gradients, ~1/3 less activation memory.",
         resume="adjustable",
     )
+    strategy: Literal["ddp", "fsdp"] = setting(
+        "ddp",
+        "With several processes: ddp (every process holds the whole model) or fsdp (decoder "
+        "layers' weights, gradients and AdamW state sharded across processes).",
+    )
 
     def __post_init__(self) -> None:
         self._positive("batch_size", "grad_accum", "epochs", "log_every")

@@ -290,6 +290,13 @@ class Method(ABC):
         prompts = self.soft_prompts()
         return 0 if prompts is None else int(prompts.shape[1])
 
+    def training_rows_per_example(self) -> int:
+        """Sequences the training loss runs per example (the memory plan's activations):
+        one per soft prompt of the pool, since a pool's loss scores every example under each
+        of its K prompts; 1 for everything else."""
+        prompts = self.soft_prompts()
+        return 1 if prompts is None else int(prompts.shape[0])
+
     @classmethod
     def report_sections(
         cls, metrics: dict, rows: list[dict], example_scores: list[dict]

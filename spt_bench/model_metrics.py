@@ -269,6 +269,8 @@ def compute_model_metrics(
     use_prefix_sharing: bool = True,
     rows_per_forward: int = 128,
     on_progress: Any = None,
+    parts_folder: Path | None = None,
+    weights_key: str = "",
 ) -> ModelMetrics:
     """Reference perplexity statistics and Hits@k for `examples` under `method`.
 
@@ -280,6 +282,9 @@ def compute_model_metrics(
     test split when only part of it is scored, so the candidates do not depend on the limit).
     device: where the model runs; must be the backbone's device (None = that device).
     on_progress: optional callable(n_examples_done) for a progress bar.
+    Under a launch of several processes each scores its share of the batches
+    (spt_bench.sharded_scoring); with `parts_folder` the scoring is resumable (its part files
+    there, keyed by `weights_key` and the token sequences).
     """
     backbone = method.backbone
     _check_device(backbone, device)
@@ -296,16 +301,13 @@ def compute_model_metrics(
         seed=seed,
         distractor_pool=pool,
     )
-    scores, shared = score_candidate_tokens(
-        method,
-        examples,
-        prompts,
-        token_sets,
-        batch_size=batch_size,
-        rows_per_forward=rows_per_forward,
-        use_prefix_sharing=use_prefix_sharing,
-        on_progress=on_progress,
-    )
+    from spt_bench.sharded_scoring import score_sharded
+
+    scores, shared = score_sharded(
+        method, examples, prompts, token_sets, batch_size=batch_size,
+        rows_per_forward=rows_per_forward, use_prefix_sharing=use_prefix_sharing,
+        on_progress=on_progress, parts_folder=parts_folder, weights_key=weights_key,
+    )  # fmt: skip
     per_example = _per_example_metrics(examples, scores, gold_index, ks)
     seconds = time.perf_counter() - t0
     summary = _metrics_summary(
@@ -340,12 +342,22 @@ def add_model_metrics_to_predictions(
 ) -> dict[str, Any]:
     """The run-folder step: compute the model metrics of the decoded `examples`, add the
     per-example fields to `rows` (the decoder's prediction rows, same ids), rewrite
-    `predictions_path` atomically with them, and return the summary for metrics.json."""
+    `predictions_path` atomically with them, and return the summary for metrics.json.
+    Every process of a launch calls it (each scores its share); the main process writes.
+    A killed scoring resumes from part files next to `predictions_path`."""
     import json
 
+    from spt_bench.checkpoints import read_checkpoint_state
+    from spt_bench.distributed import get_dist
     from spt_bench.io import atomic_write_text
+    from spt_bench.sharded_scoring import drop_part_files
 
-    bar = ProgressBar(console, "ppl/hits", len(examples)) if progress and examples else None
+    dist = get_dist()
+    folder = Path(predictions_path).parent
+    # the weights scored: a part file of another checkpoint (or method) is not reused
+    weights_key = json.dumps([method.name, read_checkpoint_state(folder)], sort_keys=True)
+    show = progress and examples and dist.is_main
+    bar = ProgressBar(console, "ppl/hits", len(examples)) if show else None
     try:
         mm = compute_model_metrics(
             method,
@@ -357,13 +369,18 @@ def add_model_metrics_to_predictions(
             seed=seed,
             distractor_pool=distractor_pool,
             on_progress=bar.advance if bar is not None else None,
+            parts_folder=folder,
+            weights_key=weights_key,
         )
     finally:
         if bar is not None:
             bar.close()
     mm.merge_into(rows)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    atomic_write_text(predictions_path, text)
+    if dist.is_main:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_text(predictions_path, text)
+        drop_part_files(folder)
+    dist.wait()
     return mm.summary
 
 

@@ -403,9 +403,26 @@ def _load_tokenizer(path: str | Path, trust_remote_code: bool) -> Any:
 def build_tiny_random(tokenizer: Any, seed: int = 0) -> Any:
     """A 2-layer, hidden-64 Llama with tied embeddings, deterministically initialised."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
+    config = tiny_random_config(tokenizer)
+    devices_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(devices_state)
+    return model
+
+
+def tiny_random_config(tokenizer: Any = None) -> Any:
+    """tiny-random's LlamaConfig (the SmolLM2 tokenizer's vocabulary and special tokens)."""
+    from transformers import AutoTokenizer, LlamaConfig
+
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir()))
+        _fix_pad_token(tokenizer, None)
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -419,13 +436,6 @@ def build_tiny_random(tokenizer: Any, seed: int = 0) -> Any:
         pad_token_id=tokenizer.pad_token_id,
         attn_implementation="sdpa",
     )
-    devices_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(devices_state)
-    return model
 
 
 def _first_line(e: BaseException) -> str:

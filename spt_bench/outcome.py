@@ -104,6 +104,8 @@ def train_json(result: Any, folder: RunFolder) -> dict | None:
                 "seconds_this_process": round(result.seconds, 3),
                 "mean_step_seconds": result.mean_step_seconds,
                 "examples_per_s": result.examples_per_s,
+                "strategy": result.strategy,
+                "memory_per_process": result.memory_per_process,
             }
         )
     return out
@@ -140,15 +142,15 @@ def decode_score_report(
             config.decode.engine != "vllm" and dist.is_main
         ):  # an export left by an earlier vllm decode is of no further use
             folder.drop_vllm_export()
-    if not dist.is_main:  # scores and reports are the main process's job
-        return RunResult(folder.path, config, {}, train_result, dstats, plog.timings, None)
     model_metrics = None
-    if config.score.model_metrics:
+    if config.score.model_metrics:  # every process scores its share of the examples
         with plog.stage("model_metrics_s"):
             model_metrics = model_metrics_for_run(
                 method, formatter, test_ex, rows, folder.predictions, config,
                 progress=progress, console=console,
             )  # fmt: skip
+    if not dist.is_main:  # scores and reports are the main process's job
+        return RunResult(folder.path, config, {}, train_result, dstats, plog.timings, None)
     decode_json = dstats.to_json()
     if kind == "run":  # rows decoded by earlier (killed) processes of the run count too
         decode_json["n_decoded_this_process"] = decode_json["n_decoded"]

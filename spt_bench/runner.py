@@ -137,6 +137,12 @@ def _run_locked(
                     pad_id=backbone.pad_token_id, resume=resume, progress=progress,
                     console=console, on_step=on_train_step,
                 )  # fmt: skip
+            if train_result is not None and train_result.sharded:
+                # FSDP left the layers sharded; decoding shards examples and needs whole
+                # weights on every process: a fresh model from the final checkpoint
+                del method
+                method = build_method(config, cls, options, train_ex, from_checkpoint=True)
+                formatter = make_formatter(method, config)
             load_trained_weights(method, folder, "final")
 
     return decode_score_report(

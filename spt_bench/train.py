@@ -85,6 +85,10 @@ class TrainResult:
     total_seconds: float = 0.0  # all processes of the run, up to the checkpoint resumed
     mean_step_seconds: float | None = None
     examples_per_s: float | None = None
+    sharded: bool = False  # FSDP left the method's layers sharded: reload it to decode
+    strategy: str | None = None  # ddp / fsdp with several processes, None for one
+    # per process: bytes of the model's parameters it holds, of the trainable ones, of AdamW
+    memory_per_process: list[dict[str, int]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- data order
@@ -236,22 +240,33 @@ class _TrainingLoop:
 
         self.method, self.train_encoded, self.dev_batches = method, train_encoded, dev_batches
         self.settings, self.folder, self.pad_id = settings, folder, pad_id
-        self.params = [p for p in method.trainable_parameters() if p.requires_grad]
-        if not self.params:
-            raise SptBenchError(f"method {method.name!r} reports no trainable parameters")
         self.device = method.backbone.device
         # Several processes (accelerate launch): each takes its rows of every micro-batch and
-        # DDP averages the gradients; only the main process writes logs and checkpoints.
+        # DDP averages the gradients (or FSDP shards the layers: spt_bench.fsdp); only the
+        # main process writes logs and checkpoints.
         self.dist = get_dist()
-        self.ddp = ddp_wrap(method, self.params)
+        self.sharded = None
+        if settings.strategy == "fsdp" and self.dist.enabled:
+            from spt_bench.fsdp import ShardedTraining
+
+            self.sharded = ShardedTraining(method, self.dist)
+            self.params = self.sharded.params
+        else:
+            self.params = [p for p in method.trainable_parameters() if p.requires_grad]
+        if not self.params:
+            raise SptBenchError(f"method {method.name!r} reports no trainable parameters")
+        self.ddp = ddp_wrap(method, self.params) if self.sharded is None else None
         self.loss_fn = self.ddp if self.ddp is not None else method.training_loss
         self.n_total = total_steps(len(train_encoded), settings)
         warmup = int(round(settings.warmup_ratio * self.n_total))
         lengths = [len(e.input_ids) for e in train_encoded] if settings.bucket_by_length else None
         self.stream = MicroBatchStream(len(train_encoded), settings, lengths)
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=settings.lr, weight_decay=settings.weight_decay
-        )
+        if self.sharded is not None:
+            self.optimizer = self.sharded.optimizer(settings.lr, settings.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(
+                self.params, lr=settings.lr, weight_decay=settings.weight_decay
+            )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _lr_factor(s, self.n_total, warmup, settings.lr_schedule)
         )
@@ -278,10 +293,13 @@ class _TrainingLoop:
         from safetensors.torch import load_file
 
         last = self.ckpt.root / self.ckpt.state["last"]
-        state = load_file(str(last / WEIGHTS_FILE), device=str(self.device))
-        self.method.load_trained_state(state)
         trainer = torch.load(last / TRAINER_FILE, weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(trainer["optimizer"])
+        if self.sharded is not None:  # weights and AdamW state from the sharded checkpoint
+            self.sharded.load_sharded(last, self.optimizer)
+        else:
+            state = load_file(str(last / WEIGHTS_FILE), device=str(self.device))
+            self.method.load_trained_state(state)
+            self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])
         _set_rng_state(trainer["rng"])
         self.start_step = int(trainer["step"])
@@ -308,7 +326,7 @@ class _TrainingLoop:
         torch.manual_seed(self.settings.seed)
 
     def already_finished(self) -> TrainResult:
-        result = TrainResult(steps=self.start_step)
+        result = TrainResult(steps=self.start_step, sharded=self.sharded is not None)
         result.total_seconds = float(self.ckpt.state.get("train_seconds") or self.prior_seconds)
         result.best_step = self.ckpt.state.get("best_step")
         result.best_dev_loss = self.ckpt.state.get("best_dev_loss")
@@ -387,6 +405,8 @@ class _TrainingLoop:
                 comps_sum[k] = comps_sum.get(k, 0.0) + float(v)
             n_ex += len(batch)
             n_tok += int(batch.attention_mask.sum())
+        if self.sharded is not None:
+            self.sharded.average_replicated_grads()
         grad_norm = self._grad_norm()
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -404,7 +424,9 @@ class _TrainingLoop:
     def _grad_norm(self) -> float:
         import torch
 
-        if self.settings.max_grad_norm > 0:
+        if self.sharded is not None:
+            norm = self.sharded.clip_grad_norm(self.settings.max_grad_norm)
+        elif self.settings.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm)
         else:
             grads = [p.grad.norm() for p in self.params if p.grad is not None]
@@ -472,14 +494,34 @@ class _TrainingLoop:
         step, every = self.step, self.save_every
         do_save = step == self.n_total or self.stopped_early or improved
         do_save = do_save or (every is not None and step % every == 0)
-        if do_save and self.dist.is_main:
+        if do_save and self.sharded is not None:
+            self._save_sharded(step, improved)
+        elif do_save and self.dist.is_main:
             self.ckpt.save(self.method, self.trainer_state(), step, best=improved)
         if do_save:
             self.dist.wait()
 
+    def _save_sharded(self, step: int, best: bool) -> None:
+        """FSDP: every process writes its shards of the trained and AdamW state (resume),
+        then the main process the gathered trained state (one-process loading)."""
+        import torch
+
+        staging = self.ckpt.staging(step, clear=self.dist.is_main)
+        self.dist.wait()
+        self.sharded.save_sharded(staging, self.optimizer)
+        with self.sharded.whole_weights():
+            if self.dist.is_main:
+                save_trained_state(self.method, staging)
+        self.dist.wait()
+        if self.dist.is_main:
+            torch.save(self.trainer_state(), staging / TRAINER_FILE)
+            self.ckpt.publish(staging, self.method, step, best=best,
+                              train_seconds=self.trainer_state()["train_seconds"])  # fmt: skip
+
     def trainer_state(self) -> dict[str, Any]:
         return {
-            "optimizer": self.optimizer.state_dict(),
+            # FSDP: AdamW's state is in the sharded checkpoint
+            **({"optimizer": self.optimizer.state_dict()} if self.sharded is None else {}),
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(),
             "step": self.step,
@@ -488,9 +530,34 @@ class _TrainingLoop:
             "train_seconds": self.prior_seconds + (time.perf_counter() - self.t_start),
         }
 
+    def memory(self) -> dict[str, int]:
+        """Bytes this process holds (local shards under FSDP) for the backbone's and the
+        method's parameters, the trainable ones, and AdamW's state."""
+        from spt_bench.fsdp import decoder_layers, local_bytes
+
+        trainable = {id(p) for p in self.params}
+        model = self.method.backbone.model
+        held = list(model.parameters())
+        in_model = {id(p) for p in held}
+        held += [p for p in self.params if id(p) not in in_model]
+        try:
+            layers = [p for m in decoder_layers(model) for p in m.parameters()]
+        except SptBenchError:
+            layers = []
+        return {
+            "params": local_bytes(held)["params"],
+            "decoder_layers": local_bytes(layers)["params"],  # what FSDP shards
+            "trainable": local_bytes(self.params)["params"],
+            "optimizer": local_bytes([], self.optimizer)["optimizer"],
+            "frozen": local_bytes([p for p in held if id(p) not in trainable])["params"],
+        }
+
     def finish(self) -> TrainResult:
         result = self.result
         result.steps = self.step
+        result.sharded = self.sharded is not None
+        result.strategy = self.settings.strategy if self.dist.enabled else None
+        result.memory_per_process = self.dist.all_gather(self.memory())
         result.stopped_early = self.stopped_early
         result.best_step = self.ckpt.state.get("best_step")
         result.best_dev_loss = self.best_loss if math.isfinite(self.best_loss) else None

@@ -414,3 +414,43 @@ def test_spt_bench_run_and_evaluate_write_model_metrics(tmp_path):
 
     res = cli.invoke(app, ["run", *common, "--hits-k", "2", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "hits@2 is not reported" in res.output
+
+
+def test_killed_model_metrics_scoring_resumes_from_its_part_files(
+    sample, backbone, tmp_path, monkeypatch
+):
+    """A scoring killed after its first batch keeps that batch in its part file; the next
+    scoring skips it, scores only the rest, and ends with the uninterrupted values. Another
+    checkpoint (weights key) does not reuse the part file."""
+    import spt_bench.sharded_scoring as sharded
+
+    method = FixedSoftPrompts(backbone)
+    formatter = method.build_formatter()
+    examples = sample[:7]
+    common = {"hits_k": (1,), "n_candidates": 4, "distractor_pool": sample, "batch_size": 3}
+    whole = compute_model_metrics(method, examples, formatter, **common)
+
+    def killed_after_first(_n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compute_model_metrics(method, examples, formatter, parts_folder=tmp_path,
+                              on_progress=killed_after_first, **common)  # fmt: skip
+    part = sharded.part_file(tmp_path, 0)
+    assert len(part.read_text().splitlines()) == 3  # the first batch of 3
+
+    scored: list[int] = []
+    real = sharded.score_candidate_tokens
+
+    def counting(*args, groups, **kwargs):
+        scored.extend(i for g in groups for i in g)
+        return real(*args, groups=groups, **kwargs)
+
+    monkeypatch.setattr(sharded, "score_candidate_tokens", counting)
+    resumed = compute_model_metrics(method, examples, formatter, parts_folder=tmp_path, **common)
+    assert len(scored) == 4  # the two batches left: 3 + 1
+    assert resumed.per_example == whole.per_example
+    scored.clear()
+    compute_model_metrics(method, examples, formatter, parts_folder=tmp_path,
+                          weights_key="another checkpoint", **common)  # fmt: skip
+    assert len(scored) == 7
