@@ -66,6 +66,9 @@ def test_absent_named_dataset_says_in_one_line_where_to_put_which_files() -> Non
     assert "Synthetic-Persona-Chat_train.csv" in msg
     res = runner.invoke(app, ["data", "stats", "msc"])
     assert res.exit_code != 0 and "$SPT_BENCH_MSC_DIR" in res.output
+    res = runner.invoke(app, ["run", "--data", "msc", "--model", "tiny-random", "--dry-run"])
+    assert res.exit_code != 0 and "$SPT_BENCH_MSC_DIR" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
 
 
 def test_named_spc_uses_its_predefined_train_valid_test_files(monkeypatch, tmp_path) -> None:
