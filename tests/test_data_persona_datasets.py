@@ -178,3 +178,22 @@ def test_spc_datasets_form_errors_name_the_split_and_row() -> None:
     columns = {name: [value] for name, value in zip(SPC_HEADER, row, strict=True)}
     with pytest.raises(SptBenchError, match=r"^train row 0: no persona for User 2"):
         rows_to_examples(columns, name="train")
+
+
+def test_spc_saved_datasets_folder_uses_its_train_validation_test_splits(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from spt_bench.data.splits import load_splits
+
+    def split(tag: str) -> "datasets.Dataset":
+        rows = [spc_row(conv=[f"User 1: hi {tag} {i}", f"User 2: hello {tag} {i}"])
+                for i in range(2)]  # fmt: skip
+        return datasets.Dataset.from_dict({n: [r[k] for r in rows]
+                                           for k, n in enumerate(SPC_HEADER)})  # fmt: skip
+
+    folder = tmp_path / "spc"
+    names = ("train", "validation", "test")
+    datasets.DatasetDict({n: split(n) for n in names}).save_to_disk(str(folder))
+    splits = load_splits(folder)
+    assert splits.description["mode"] == "predefined"
+    assert [ex.id for ex in splits.test[:2]] == ["test:0:user1:0", "test:0:user2:0"]
+    assert {ex.dialog_id.split(":")[0] for ex in splits.dev} == {"validation"}

@@ -10,7 +10,8 @@ up, at least one dialogue each). On valid_self_original_no_cands.txt: 800/100/10
 - a folder with `train.*`, `dev.*`, `test.*` (what `data split` writes) -> used as they are;
 - a folder with ConvAI2 `train_*` and `valid_*` files, or a dataset with train and validation
   splits -> official: test = valid, train = train less 10% of its dialogues (seeded), which
-  become dev;
+  become dev; a dataset with a test split too -> its train / validation (dev) / test;
+- a named dataset (spt_bench/data/named.py) -> its default split;
 - any other single source -> split by the protocol.
 """
 
@@ -338,6 +339,13 @@ def _hf_splits(src: Source, protocol: str, seed: int) -> DataSplits:
     names = list(splits)
     if "train" in names and any(n in names for n in ("validation", "valid")):
         valid = _choose_split(names, "valid", str(src))
+        if "test" in names:  # e.g. Synthetic-Persona-Chat's train / validation / test
+            parts = {s: rows_to_examples(splits[s].to_dict(), name=s)
+                     for s in ("train", valid, "test")}  # fmt: skip
+            desc = {"mode": "predefined", "protocol": None, "seed": None,
+                    "sources": {"train": f"{src}[train]", "dev": f"{src}[{valid}]",
+                                "test": f"{src}[test]"}}  # fmt: skip
+            return _finish(parts["train"], parts[valid], parts["test"], desc)
         train_all = rows_to_examples(splits["train"].to_dict(), name="train")
         test = rows_to_examples(splits[valid].to_dict(), name=valid)
         sources = {"train": f"{src}[train]", "test": f"{src}[{valid}]"}
