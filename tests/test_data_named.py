@@ -126,3 +126,16 @@ def test_convai2_named_with_only_valid_splits_it_by_the_protocol(convai2_valid, 
     splits = load_splits("convai2")
     assert splits.description["mode"] == "protocol"
     assert [len(p) for _, p in splits.items()] == [6239, 779, 783]
+
+
+def test_spc_is_found_in_the_hugging_face_hub_cache(monkeypatch, tmp_path: Path) -> None:
+    """Where `datasets.load_dataset("google/Synthetic-Persona-Chat")` leaves the CSV files."""
+    snap = tmp_path / "hub/datasets--google--Synthetic-Persona-Chat/snapshots/abc123/data"
+    snap.mkdir(parents=True)
+    for k, split in enumerate(("train", "valid", "test")):
+        rows = [spc_row(conv=[f"User 1: hi {k} {i}", f"User 2: yo {k} {i}"]) for i in range(2)]
+        write_spc(snap / f"Synthetic-Persona-Chat_{split}.csv", rows)
+    splits = load_splits("synthetic-persona-chat")
+    assert splits.description["sources"]["test"] == str(
+        (snap / "Synthetic-Persona-Chat_test.csv").resolve()
+    )

@@ -7,8 +7,9 @@ Where a dataset's files are looked for, in order (the first folder holding them 
 2. `$SPT_BENCH_DATA_DIR/<folder>` (`convai2`, `synthetic-persona-chat`, `msc`);
 3. `<cache>/data/<folder>` (`$SPT_BENCH_CACHE`, default ~/.cache/spt-bench);
 4. for a hub dataset, the Hugging Face hub cache (`$HF_HUB_CACHE`, default
-   ~/.cache/huggingface/hub): the snapshot of `datasets--<owner>--<name>` a `huggingface-cli
-   download` or `datasets.load_dataset` left there.
+   `$HF_HOME/hub` or ~/.cache/huggingface/hub): the `data/` folder of the newest-named snapshot
+   of `datasets--<owner>--<name>`, as `huggingface-cli download` or `datasets.load_dataset`
+   leave it.
 
 This module only finds files (no reading); spt_bench/data/splits.py builds the splits.
 """
@@ -130,6 +131,15 @@ def get_named(name: str) -> NamedDataset | None:
     return NAMED.get(ALIASES.get(name, name))
 
 
+def hub_cache() -> Path:
+    """The Hugging Face hub cache, where `huggingface-cli download` and `datasets.load_dataset`
+    (it fetches hub files with `hf_hub_download`) leave a dataset's files."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME")
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "huggingface") / "hub"
+
+
 def candidate_folders(ds: NamedDataset) -> list[Path]:
     """Where `ds`'s files are looked for, in order (see the module docstring)."""
     folders = []
@@ -139,7 +149,7 @@ def candidate_folders(ds: NamedDataset) -> list[Path]:
         folders.append(Path(os.environ[DATA_DIR_ENV]).expanduser() / ds.folder)
     folders.append(cache_root() / "data" / ds.folder)
     if ds.hub_id:
-        hub = Path(os.environ.get("HF_HUB_CACHE") or Path.home() / ".cache/huggingface/hub")
+        hub = hub_cache()
         snapshots = hub / f"datasets--{ds.hub_id.replace('/', '--')}" / "snapshots"
         if snapshots.is_dir():
             folders += [p / "data" for p in sorted(snapshots.iterdir(), reverse=True)]
