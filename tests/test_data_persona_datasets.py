@@ -184,7 +184,7 @@ def test_spc_saved_datasets_folder_uses_its_train_validation_test_splits(tmp_pat
     datasets = pytest.importorskip("datasets")
     from spt_bench.data.splits import load_splits
 
-    def split(tag: str) -> "datasets.Dataset":
+    def split(tag: str) -> datasets.Dataset:
         rows = [spc_row(conv=[f"User 1: hi {tag} {i}", f"User 2: hello {tag} {i}"])
                 for i in range(2)]  # fmt: skip
         return datasets.Dataset.from_dict({n: [r[k] for r in rows]
