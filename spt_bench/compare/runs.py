@@ -188,10 +188,10 @@ class RunRecord:
 
     def data_key(self) -> str:
         flat = flatten(self.config)
-        data = {
+        data = {  # unset fields left out: configs written before a field existed lack it
             k: (Path(v).name if isinstance(v, str) else v)
             for k, v in flat.items()
-            if k in DATA_FIELDS
+            if k in DATA_FIELDS and v is not None
         }
         return json.dumps([self.n, data], sort_keys=True, default=str)
 

@@ -17,8 +17,8 @@ file stem. `meta.session` is the session number (previous sessions + 1).
 
 How much of the earlier sessions goes into the history (`data.msc_history`):
 `none` (default: the persona summaries carry them, and inputs stay ConvAI2-sized), `last` (the
-previous session's utterances) or `all` (every earlier session's, oldest first). Earlier
-utterances without an `id` alternate from Speaker 1 (ParlAI's assumption).
+previous session's utterances) or `all` (every earlier session's, oldest first). Turns without
+an `id` are taken to alternate from Speaker 1 (ParlAI's reader ignores the ids and assumes that).
 """
 
 from __future__ import annotations
@@ -63,19 +63,16 @@ def _speaker(label: Any, k: int) -> int:
     return speaker
 
 
-def _turns(dialog: Any, where: str, *, need_ids: bool) -> tuple[tuple[int, str], ...]:
+def _turns(dialog: Any, where: str) -> tuple[tuple[int, str], ...]:
+    """(speaker, text) of each turn: the `id` when there is one (it must name Speaker 1 or 2),
+    else alternating from Speaker 1 (ParlAI's own reading, which ignores ids)."""
     if not isinstance(dialog, list):
         raise _Bad(f"{where} must be a list of turns")
     turns = []
     for k, turn in enumerate(dialog):
         if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
             raise _Bad(f"{where} turn {k} needs a 'text' string")
-        if "id" in turn:
-            speaker = _speaker(turn["id"], k)
-        elif need_ids:
-            raise _Bad(f"{where} turn {k} has no 'id' (Speaker 1 or Speaker 2)")
-        else:
-            speaker = 1 + k % 2
+        speaker = _speaker(turn["id"], k) if "id" in turn else 1 + k % 2
         if turn["text"].strip():
             turns.append((speaker, turn["text"].strip()))
     return tuple(turns)
@@ -105,7 +102,7 @@ def _earlier(previous: Any, history: str) -> tuple[tuple[int, str], ...]:
     for j, session in enumerate(chosen):
         if not isinstance(session, dict):
             raise _Bad(f"previous_dialogs[{j}] must be an object with 'dialog'")
-        out += _turns(session.get("dialog"), f"previous_dialogs[{j}].dialog", need_ids=False)
+        out += _turns(session.get("dialog"), f"previous_dialogs[{j}].dialog")
     return tuple(out)
 
 
@@ -117,7 +114,7 @@ def session_examples(obj: Any, dialog_id: str, history: str = "none") -> list[Ex
     if missing:
         raise _Bad(f"missing field {missing[0]!r} (MSC needs {', '.join(REQUIRED)})")
     personas = _personas(obj["personas"])
-    turns = _turns(obj["dialog"], "'dialog'", need_ids=True)
+    turns = _turns(obj["dialog"], "'dialog'")
     if not turns:
         raise _Bad("empty conversation ('dialog' has no utterance)")
     previous = obj.get("previous_dialogs")
