@@ -70,3 +70,18 @@ def test_run_trained_on_the_sample_scores_the_eval_data_test_split_and_records_b
     with pytest.raises(ComparisonRefused, match=r"evaluated on garden.jsonl vs synthetic.*--force"):
         check_comparable(runs)
     assert check_comparable(runs, force=True)[0].startswith("forced:")
+
+
+def test_eval_data_test_split_is_the_one_an_in_domain_run_on_it_uses(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from spt_bench.data.splits import load_splits, splits_for_config
+
+    fixture = str(_eval_fixture(tmp_path / "garden.jsonl"))
+    data = SimpleNamespace(source=None, train_data=None, test_data=None, eval_data=fixture,
+                           split_protocol="convai2-valid-split", split_seed=0, variant=None,
+                           msc_history="none")  # fmt: skip
+    cross = splits_for_config(data)
+    assert cross.test == load_splits(fixture).test  # same ids: the two runs compare directly
+    assert cross.train == load_splits(None).train  # trained on the sample
+    assert cross.description["eval"]["data"] == fixture
