@@ -251,6 +251,8 @@ def preflight_assets(config: Any) -> None:
         resolve_source(data.test_data)
     elif data.source is not None:
         resolve_source(data.source)
+    if data.eval_data is not None:
+        resolve_source(data.eval_data)
     check_model_available(config.model.name)
 
 

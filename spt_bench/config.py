@@ -128,6 +128,10 @@ def key_error(key: str, problem: str) -> ConfigError:
     return err
 
 
+EVAL_SAMPLERS = ("dialogues", "examples")  # spt_bench/data/sampling.py
+MSC_HISTORY = ("none", "last", "all")  # spt_bench/data/msc.py
+
+
 @dataclass
 class DataConfig(_Section):
     """Which examples, how they are split and cut, and how inputs are formatted."""
@@ -146,6 +150,12 @@ class DataConfig(_Section):
     test_data: str | None = setting(
         None, "Separate test data (with --train-data).", commands=("evaluate",)
     )
+    eval_data: str | None = setting(
+        None,
+        "Evaluate on another source: its test split (as --data would give it) replaces the "
+        "test split of --data / --train-data (cross-dataset evaluation, docs/data.md).",
+        commands=("evaluate",),
+    )
     split_protocol: str = setting(
         "convai2-valid-split", "How one source is split into train/dev/test (docs/data.md)."
     )
@@ -156,6 +166,16 @@ class DataConfig(_Section):
     train_limit: int | None = setting(None, "Use N train examples (seeded subset).")
     dev_limit: int | None = setting(8, "Use N dev examples.")
     eval_limit: int | None = setting(None, "Decode and score N test examples.")
+    eval_sampler: str = setting(
+        "dialogues",
+        "How --eval-limit picks: dialogues (whole dialogues, seeded) or examples (seeded "
+        "examples: the earlier sampler, used by docs/results/cpu-peft/).",
+    )
+    msc_history: str = setting(
+        "none",
+        "MSC: earlier sessions in the history: none (the persona summaries carry them), "
+        "last (the previous session's utterances) or all (docs/data.md).",
+    )
     max_input_tokens: int = setting(448, "Input tokens kept (persona + history, cut left).")
     max_history_turns: int | None = setting(None, "Dialogue turns of history kept (all: unset).")
     max_response_tokens: int = setting(64, "Response tokens kept for training.")
@@ -168,6 +188,10 @@ class DataConfig(_Section):
         if self.source is not None and (self.train_data or self.test_data):
             raise ConfigError("give either data.source (--data) or data.train_data/test_data")
         check_seed("data.split_seed", self.split_seed)
+        if self.eval_sampler not in EVAL_SAMPLERS:
+            raise self._err("eval_sampler", f"must be one of {', '.join(EVAL_SAMPLERS)}")
+        if self.msc_history not in MSC_HISTORY:
+            raise self._err("msc_history", f"must be one of {', '.join(MSC_HISTORY)}")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """What a run read, bound by content: the run folder's inputs.json.
 
-A run records, for each data input (`data.source`, or `data.train_data` + `data.test_data`),
-the absolute path it resolved to and the sha256 of its bytes (a folder: of every file in it,
-by relative name), and for the model its path and a fingerprint. `evaluate` and `--resume`
+A run records, for each data input (`data.source`, or `data.train_data` + `data.test_data`,
+and `data.eval_data` when it evaluates on another source), the absolute path it resolved to and
+the sha256 of its bytes (a folder: of every file in it, by relative name; a named dataset: of
+the files it uses, and it is read again by its name), and for the model its path and a
+fingerprint. `evaluate` and `--resume`
 read the recorded file and check its hash, so a run is never re-scored against another file
 that happens to have the same (relative) name; a file that moved is accepted through `--data
 NEW` only when its content is the same.
@@ -21,7 +23,7 @@ from typing import Any
 
 from spt_bench.errors import ConfigError, InputError
 
-DATA_ROLES = ("source", "train_data", "test_data")
+DATA_ROLES = ("source", "train_data", "test_data", "eval_data")
 SMALL_FILE = 16 * 2**20
 _CHUNK = 2**20
 
@@ -74,9 +76,9 @@ def local_data_path(value: str | None) -> Path | None:
 def normalize_data_value(value: str | None) -> str | None:
     """A data value as recorded: a local file or folder as its absolute path (so a run does
     not depend on the directory it was started from); `sample` and hub ids unchanged."""
-    from spt_bench.data.resolve import SAMPLE
+    from spt_bench.data.resolve import SAMPLE, resolve_source
 
-    if value is None or value == SAMPLE:
+    if value is None or value == SAMPLE or resolve_source(value).kind == "named":
         return value
     path = local_data_path(value)
     return value if path is None else str(path)
@@ -87,6 +89,8 @@ def describe_data(value: str | None) -> dict[str, Any]:
     from spt_bench.data.resolve import SAMPLE, resolve_source
 
     src = resolve_source(SAMPLE if value is None else value)
+    if src.kind == "named":
+        return describe_named(str(value))
     if src.path is None:
         return {"given": value, "kind": src.kind, "hub_id": src.name, "sha256": None}
     path = Path(os.path.abspath(src.path))
@@ -106,6 +110,28 @@ def describe_data(value: str | None) -> dict[str, Any]:
         "path": str(path),
         "sha256": file_sha256(path),
         "bytes": path.stat().st_size,
+    }
+
+
+def describe_named(name: str) -> dict[str, Any]:
+    """A named dataset (spt_bench/data/named.py) as recorded: the folder it was found in and
+    one sha256 over the files it uses (name + content digest each), not the whole folder."""
+    from spt_bench.data.named import locate
+
+    located = locate(name)
+    paths = sorted({p for ps in located.files.values() for p in ps})
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.relative_to(located.folder).as_posix().encode() + b"\0")
+        h.update(file_sha256(p).encode() + b"\0")
+    return {
+        "given": name,
+        "kind": "named",
+        "dataset": located.dataset.name,
+        "path": str(located.folder),
+        "sha256": h.hexdigest(),
+        "files": [p.relative_to(located.folder).as_posix() for p in paths],
+        "bytes": sum(p.stat().st_size for p in paths),
     }
 
 
@@ -133,8 +159,8 @@ def describe_model(name: str) -> dict[str, Any]:
 def describe_inputs(data: Any, model_name: str) -> dict[str, Any]:
     """inputs.json for a run's DataConfig and model name."""
     roles = {r: getattr(data, r) for r in DATA_ROLES if getattr(data, r) is not None}
-    if not roles:
-        roles = {"source": None}  # the bundled sample
+    if not set(roles) - {"eval_data"}:
+        roles = {"source": None, **roles}  # trained on the bundled sample
     return {
         "data": {role: describe_data(value) for role, value in roles.items()},
         "model": describe_model(model_name),
@@ -157,6 +183,16 @@ def bind_recorded_inputs(
         if not want or not rec.get("path"):
             continue  # a hub dataset: no bytes to check
         given = overrides.get(role)
+        if rec.get("kind") == "named":  # read again by its name, wherever it is found now
+            name = given or rec["given"]
+            now = describe_named(name)["sha256"]
+            if now != want:
+                raise ConfigError(
+                    f"dataset {name!r} ({describe_named(name)['path']}) is not the data this "
+                    f"run used: sha256 {now[:16]} != recorded {want[:16]}"
+                )
+            use[role] = name
+            continue
         candidate = Path(given).expanduser() if given else Path(rec["path"])
         flag = "--data" if role == "source" else f"--{role.replace('_', '-')}"
         if not candidate.exists():

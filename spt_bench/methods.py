@@ -51,6 +51,7 @@ BUILTIN_METHOD_MODULES: tuple[str, ...] = (
     "spt_bench.baselines.prefix_tuning",
     "spt_bench.baselines.ia3",
     "spt_bench.baselines.dora",
+    "spt_bench.baselines.hira",
     "spt_bench.spt.method",
 )
 

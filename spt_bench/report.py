@@ -12,7 +12,7 @@ from typing import Any
 from spt_bench.io import atomic_write_text
 
 SUMMARY_KEYS = (
-    "method.name", "model.name", "data.source", "data.train_data", "data.test_data",
+    "method.name", "model.name", "data.source", "data.train_data", "data.test_data", "data.eval_data",
     "data.split_protocol", "seed", "train.max_steps", "train.epochs", "train.batch_size",
     "train.grad_accum", "train.lr", "decode.mode", "decode.max_new_tokens", "data.train_limit",
     "data.eval_limit",

@@ -1,4 +1,4 @@
-"""PEFT methods (peft, prefix-tuning, p-tuning-v2, ia3, dora) on the tiny-random model: they
+"""PEFT methods (peft, prefix-tuning, p-tuning-v2, ia3, dora, hira) on the tiny-random model: they
 learn, leave the frozen LM bit-identical, decode like PEFT itself, and save adapters that bare
 PEFT loads with the same logits."""
 
@@ -27,6 +27,7 @@ NEW_METHODS = {
     "p-tuning-v2": {},
     "ia3": {},
     "dora": {},
+    "hira": {},
     "peft": {"peft_type": "PROMPT_TUNING", "peft_args": {"num_virtual_tokens": 4}},
 }
 KV_METHODS = ("prefix-tuning", "prefix-tuning-no-mlp", "p-tuning-v2")
@@ -71,7 +72,7 @@ def test_loss_falls_and_the_frozen_lm_stays_bit_identical(key: str) -> None:
             assert torch.equal(p, frozen[n]), n
 
 
-@pytest.mark.parametrize("key", ["ia3", "dora"])
+@pytest.mark.parametrize("key", ["ia3", "dora", "hira"])
 def test_hf_engine_decodes_like_peft_generate(key: str) -> None:
     backbone = perturbed_tiny()
     method = _make(key, backbone)

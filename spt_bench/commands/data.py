@@ -118,3 +118,34 @@ def data_convert(
     else:
         raise SptBenchError(f"output {out!r} must end in .jsonl or .txt")
     typer.echo(f"wrote {len(examples)} examples to {out}")
+
+
+@command(data_app, "list")
+def data_list(
+    fmt: str = typer.Option("table", "--format", help="table, or json (one object per dataset)."),
+) -> None:
+    """The datasets `--data NAME` knows: source, licence, format, default split protocol, and
+    where their files are on this machine (or where to put them)."""
+    import json
+
+    from spt_bench.data.named import named_rows
+    from spt_bench.tables import fold_table, output_console
+
+    if fmt not in ("table", "json"):
+        raise SptBenchError(f"--format must be table or json, got {fmt!r}")
+    rows = named_rows()
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = fold_table(["name", "format", "licence", "default split", "source", "here"])
+    for r in rows:
+        here = "yes" if r["present"] else f"no (${r['env']})"
+        table.add_row(r["name"], r["format"], r["licence"], r["protocol"], r["source"], here)
+    console = output_console()
+    console.print(table)
+    aliases = ", ".join(f"{a} = {n}" for a, n in rows[0]["aliases"].items())
+    console.print(
+        f"aliases: {aliases}. Files go in the dataset's $SPT_BENCH_*_DIR, "
+        "$SPT_BENCH_DATA_DIR/<folder> or ~/.cache/spt-bench/data/<folder> (docs/data.md); "
+        "`--format json` lists each one's file names and where it was found."
+    )

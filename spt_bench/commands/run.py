@@ -102,7 +102,9 @@ def evaluate_cmd(
         result = rescore_run(run_dir, bertscore=bertscore, clean=clean, console=console)
         print_result(result, console)
         return
-    moved = {r: changes.pop(f"data.{r}", None) for r in ("source", "train_data", "test_data")}
+    from spt_bench.inputs import DATA_ROLES
+
+    moved = {r: changes.pop(f"data.{r}", None) for r in DATA_ROLES}
     changes.update(flatten(parse_set(set_)))
     result = evaluate_run(run_dir, changes=changes, data=moved, console=console)
     print_result(result, console)

@@ -30,7 +30,8 @@ NON_SETTINGS: frozenset[str] = frozenset(
 # config fields that say which examples a run was scored on (checked when a run has no
 # per-example score file to compare ids with)
 DATA_FIELDS: tuple[str, ...] = (
-    "data.source", "data.test_data", "data.split_protocol", "data.split_seed", "data.eval_limit",
+    "data.source", "data.test_data", "data.eval_data", "data.split_protocol", "data.split_seed",
+    "data.eval_limit",
 )  # fmt: skip
 
 
@@ -175,12 +176,22 @@ class RunRecord:
         flat["__clean_rule"] = self.clean_rule
         return json.dumps(flat, sort_keys=True, default=str)
 
+    @property
+    def evaluated_on(self) -> str:
+        """The data the run's test split came from (file name, dataset name or `sample`):
+        `data.eval_data` for a cross-dataset run, else its test data or source."""
+        for key in ("data.eval_data", "data.test_data", "data.source"):
+            value = get_dotted(self.config, key)
+            if value:
+                return Path(str(value)).name
+        return "sample"
+
     def data_key(self) -> str:
         flat = flatten(self.config)
-        data = {
+        data = {  # unset fields left out: configs written before a field existed lack it
             k: (Path(v).name if isinstance(v, str) else v)
             for k, v in flat.items()
-            if k in DATA_FIELDS
+            if k in DATA_FIELDS and v is not None
         }
         return json.dumps([self.n, data], sort_keys=True, default=str)
 

@@ -55,18 +55,22 @@ def check_comparable(
         if run is reference:
             continue
         ids = run.example_ids
+        # cross-dataset runs: name the evaluation data when it differs
+        data = "" if run.evaluated_on == reference.evaluated_on else (
+            f" (evaluated on {run.evaluated_on} vs {reference.evaluated_on})"
+        )  # fmt: skip
         if ids is not None and ref_ids is not None:
             if ids != ref_ids:
                 problems.append(
-                    f"runs were scored on different example sets: {run.label} ({run.path}) has "
-                    f"{len(ids)} examples, {reference.label} ({reference.path}) has "
-                    f"{len(ref_ids)}, {len(ids & ref_ids)} shared"
+                    f"runs were scored on different example sets{data}: {run.label} "
+                    f"({run.path}) has {len(ids)} examples, {reference.label} "
+                    f"({reference.path}) has {len(ref_ids)}, {len(ids & ref_ids)} shared"
                 )
         elif run.data_key() != reference.data_key():
             problems.append(
-                f"runs were scored on different example sets: {run.label} ({run.path}) has "
-                f"n={run.n}, {reference.label} ({reference.path}) has n={reference.n} or other "
-                "data settings (no per-example scores to compare ids)"
+                f"runs were scored on different example sets{data}: {run.label} ({run.path}) "
+                f"has n={run.n}, {reference.label} ({reference.path}) has n={reference.n} or "
+                "other data settings (no per-example scores to compare ids)"
             )
         else:
             unchecked += [r for r in (run, reference) if r.example_ids is None]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spt_bench.data.example import Example
+from spt_bench.data.synthetic_persona_chat import is_spc_columns, spc_rows_to_examples
 from spt_bench.errors import InputError, MissingAssetError, SptBenchError
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -122,7 +123,10 @@ def _check_unique_ids(examples: list[Example], name: str) -> None:
 
 
 def rows_to_examples(columns: dict[str, list], *, name: str) -> list[Example]:
-    """Map a column table (column -> values, as `Dataset.to_dict()` gives) to Examples."""
+    """Map a column table (column -> values, as `Dataset.to_dict()` gives) to Examples
+    (Synthetic-Persona-Chat's columns by its own reader)."""
+    if is_spc_columns(list(columns)):
+        return spc_rows_to_examples(columns, name=name)
     columns, role_col = _role_columns(columns, name)
     names = list(columns)
     n = len(columns[names[0]]) if names else 0

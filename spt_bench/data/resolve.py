@@ -3,11 +3,14 @@
 Resolution order for a value V:
 1. `sample` -> the bundled sample (spt_bench/data/sample/sample_dialogues.txt).
 2. V exists (relative to the working directory) -> that file or folder.
-3. V is relative and `$SPT_BENCH_DATA_DIR/V` exists -> that file or folder.
-4. V looks like a datasets hub id (`name` or `owner/name`, no file extension) -> the hub.
-5. Otherwise: file not found.
+3. V names a known dataset (`spt-bench data list`, spt_bench/data/named.py) -> its files, or a
+   one-line error saying where to put them.
+4. V is relative and `$SPT_BENCH_DATA_DIR/V` exists -> that file or folder.
+5. V looks like a datasets hub id (`name` or `owner/name`, no file extension) -> the hub.
+6. Otherwise: file not found.
 
-Files: `*.jsonl` is canonical JSONL, anything else ParlAI/ConvAI2 text. Folders: a saved
+Files: `*.csv` is Synthetic-Persona-Chat, a file of MSC session objects (JSON lines with
+`personas` and `dialog`) is MSC, other `*.jsonl` canonical JSONL, anything else ParlAI text. Folders: a saved
 `datasets` folder, or a folder of data files named `<split>_<variant>.txt` (ConvAI2: e.g.
 `valid_self_original_no_cands.txt`) or `<split>.jsonl` / `<split>.txt` (what `data split` writes).
 """
@@ -24,7 +27,10 @@ from pathlib import Path
 from spt_bench.data.example import Example
 from spt_bench.data.hf import is_saved_dataset_dir, load_hf_examples
 from spt_bench.data.jsonl import read_examples_jsonl
+from spt_bench.data.msc import looks_like_msc, parse_msc
+from spt_bench.data.named import get_named, locate
 from spt_bench.data.parlai import parse_parlai
+from spt_bench.data.synthetic_persona_chat import parse_spc_csv
 from spt_bench.errors import InputError, SptBenchError
 
 SAMPLE = "sample"
@@ -38,7 +44,8 @@ _FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved data source. kind: sample | parlai | jsonl | folder | hf-disk | hf-hub."""
+    """A resolved data source. kind: sample | parlai | jsonl | msc | spc | folder | hf-disk |
+    hf-hub | named (a dataset of spt_bench/data/named.py; path: the folder holding it)."""
 
     kind: str
     name: str  # the value as given
@@ -57,7 +64,17 @@ def _classify(name: str, path: Path) -> Source:
     if path.is_dir():
         kind = "hf-disk" if is_saved_dataset_dir(path) else "folder"
         return Source(kind, name, path)
-    return Source("jsonl" if path.suffix == ".jsonl" else "parlai", name, path)
+    return Source(file_kind(path), name, path)
+
+
+def file_kind(path: Path) -> str:
+    """A data file's reader: `.csv` Synthetic-Persona-Chat, a file of MSC session objects (any
+    suffix), `.jsonl` canonical JSONL, anything else ParlAI/ConvAI2 text."""
+    if path.suffix == ".csv":
+        return "spc"
+    if path.suffix in (".txt", ".jsonl") and looks_like_msc(path):
+        return "msc"
+    return "jsonl" if path.suffix == ".jsonl" else "parlai"
 
 
 def looks_like_hub_id(value: str) -> bool:
@@ -72,6 +89,8 @@ def resolve_source(source: str | Path) -> Source:
     path = Path(name).expanduser()
     if path.exists():
         return _classify(name, path)
+    if isinstance(source, str) and get_named(name) is not None:
+        return Source("named", name, locate(name).folder)  # one-line error when absent
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir and not path.is_absolute():
         candidate = Path(data_dir).expanduser() / path
@@ -157,9 +176,14 @@ def pick_folder_file(directory: Path, split: str | None, variant: str | None = N
     raise SptBenchError(f"{directory}: several {split} files ({names}); choose one with --variant")
 
 
-def read_file(path: Path) -> list[Example]:
-    """Read one data file by its extension (`.jsonl` canonical JSONL, else ParlAI text)."""
-    if path.suffix == ".jsonl":
+def read_file(path: Path, *, msc_history: str = "none") -> list[Example]:
+    """Read one data file with the reader `file_kind` picks (MSC: `msc_history` sessions)."""
+    kind = file_kind(path)
+    if kind == "spc":
+        examples = parse_spc_csv(path)
+    elif kind == "msc":
+        examples = parse_msc(path, history=msc_history)
+    elif kind == "jsonl":
         examples = read_examples_jsonl(path)
     else:
         examples = parse_parlai(path)
@@ -176,14 +200,33 @@ def narrow_source(src: Source, *, split: str | None = None, variant: str | None 
     return _classify(src.name, pick_folder_file(src.path, split, variant))
 
 
+def named_split_files(name: str, split: str | None) -> list[Path]:
+    """The files of a named dataset's `split` (valid and dev are one), or all of them."""
+    located = locate(name)
+    if split is None:
+        return [p for paths in located.files.values() for p in paths]
+    aliases = {"valid": ("valid", "dev"), "dev": ("dev", "valid"), "validation": ("valid", "dev")}
+    for key in aliases.get(split, (split,)):
+        if key in located.files:
+            return list(located.files[key])
+    raise InputError(located.folder, None, f"dataset {name!r} has no {split!r} split here")
+
+
 def load_source(
-    src: Source, *, split: str | None = None, variant: str | None = None
+    src: Source,
+    *,
+    split: str | None = None,
+    variant: str | None = None,
+    msc_history: str = "none",
 ) -> list[Example]:
     """Examples of a resolved source (a folder is first narrowed to one file)."""
+    if src.kind == "named":
+        return [ex for p in named_split_files(src.name, split)
+                for ex in read_file(p, msc_history=msc_history)]  # fmt: skip
     src = narrow_source(src, split=split, variant=variant)
-    if src.kind in ("sample", "parlai", "jsonl"):
+    if src.kind in ("sample", "parlai", "jsonl", "msc", "spc"):
         assert src.path is not None
-        return read_file(src.path)
+        return read_file(src.path, msc_history=msc_history)
     if src.kind == "hf-disk":
         return load_hf_examples(src.path or src.name, split=split, local=True)
     if src.kind == "hf-hub":
@@ -192,7 +235,11 @@ def load_source(
 
 
 def load_examples(
-    source: str | Path, *, split: str | None = None, variant: str | None = None
+    source: str | Path,
+    *,
+    split: str | None = None,
+    variant: str | None = None,
+    msc_history: str = "none",
 ) -> list[Example]:
     """Read any supported source into canonical Examples.
 
@@ -200,4 +247,5 @@ def load_examples(
     picks `valid_self_original_no_cands.txt`) or among the splits of a dataset; single files ignore
     them.
     """
-    return load_source(resolve_source(source), split=split, variant=variant)
+    src = resolve_source(source)
+    return load_source(src, split=split, variant=variant, msc_history=msc_history)

@@ -24,7 +24,7 @@ def load_run_data(config: Any) -> tuple[list, list, list, dict]:
 
     data = config.data
     splits = splits_for_config(data)
-    seed, how = data.split_seed, LIMIT_SAMPLERS
+    seed, how = data.split_seed, {**LIMIT_SAMPLERS, "test": data.eval_sampler}
     train = limit_examples(splits.train, data.train_limit, seed, how["train"])
     dev = limit_examples(splits.dev, data.dev_limit, seed, how["dev"])
     test = limit_examples(splits.test, data.eval_limit, seed, how["test"])
@@ -34,6 +34,6 @@ def load_run_data(config: Any) -> tuple[list, list, list, dict]:
         "train_limit": data.train_limit,
         "dev_limit": data.dev_limit,
         "eval_limit": data.eval_limit,
-        "samplers": dict(LIMIT_SAMPLERS),
+        "samplers": how,
     }
     return train, dev, test, desc

@@ -10,7 +10,8 @@ up, at least one dialogue each). On valid_self_original_no_cands.txt: 800/100/10
 - a folder with `train.*`, `dev.*`, `test.*` (what `data split` writes) -> used as they are;
 - a folder with ConvAI2 `train_*` and `valid_*` files, or a dataset with train and validation
   splits -> official: test = valid, train = train less 10% of its dialogues (seeded), which
-  become dev;
+  become dev; a dataset with a test split too -> its train / validation (dev) / test;
+- a named dataset (spt_bench/data/named.py) -> its default split;
 - any other single source -> split by the protocol.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 from spt_bench.data.example import Example
 from spt_bench.data.hf import _choose_split, dataset_splits, rows_to_examples
 from spt_bench.data.jsonl import format_examples_jsonl
+from spt_bench.data.named import locate
 from spt_bench.data.parlai import format_parlai
 from spt_bench.data.resolve import (
     DEFAULT_VARIANT,
@@ -235,6 +237,7 @@ def load_splits(
     protocol: str = "convai2-valid-split",
     seed: int = 0,
     variant: str | None = None,
+    msc_history: str = "none",
 ) -> DataSplits:
     """Train/dev/test Examples for a run; `description` records how they were made."""
     get_protocol(protocol)  # validate early, whatever the mode
@@ -242,14 +245,17 @@ def load_splits(
         if data is not None or train_data is None or test_data is None:
             raise ConfigError("give train_data and test_data together, and without data")
         train_src, test_src = resolve_source(train_data), resolve_source(test_data)
-        train_all = load_source(train_src, split="train", variant=variant)
-        test = load_source(test_src, split="valid", variant=variant)
+        how = {"variant": variant, "msc_history": msc_history}
+        train_all = load_source(train_src, split="train", **how)
+        test = load_source(test_src, split="valid", **how)
         sources = {"train": str(train_src), "test": str(test_src)}
         splits = _official(train_all, test, sources, seed)
         splits.description["mode"] = "explicit"
         return splits
 
     src = resolve_source(SAMPLE if data is None else data)
+    if src.kind == "named":
+        return _named_splits(src.name, protocol, seed, msc_history)
     if src.kind == "folder":
         assert src.path is not None
         groups = folder_files(src.path)
@@ -275,7 +281,57 @@ def load_splits(
         return splits_by_protocol(read_file(file), str(file), protocol, seed)
     if src.kind in ("hf-disk", "hf-hub"):
         return _hf_splits(src, protocol, seed)
-    return splits_by_protocol(load_source(src), str(src), protocol, seed)
+    examples = load_source(src, msc_history=msc_history)
+    return splits_by_protocol(examples, str(src), protocol, seed)
+
+
+def _named_splits(name: str, protocol: str, seed: int, msc_history: str) -> DataSplits:
+    """A named dataset's splits by its default protocol (`spt-bench data list`): ConvAI2 the
+    official train/valid (or, with only valid here, `protocol` over valid), the others their
+    predefined train/dev/test files."""
+    located = locate(name)
+    ds, files = located.dataset, located.files
+
+    def read(split: str) -> list[Example]:
+        return [ex for p in files[split] for ex in read_file(p, msc_history=msc_history)]
+
+    if ds.format == "parlai":
+        valid = str(files["valid"][0])
+        if "train" not in files:
+            splits = splits_by_protocol(read("valid"), valid, protocol, seed)
+        else:
+            sources = {"train": str(files["train"][0]), "test": valid}
+            splits = _official(read("train"), read("valid"), sources, seed)
+    else:
+        desc = {
+            "mode": "predefined",
+            "protocol": None,
+            "seed": None,
+            "sources": {s: ", ".join(str(p) for p in files[s]) for s in SPLITS},
+        }
+        splits = _finish(read("train"), read("dev"), read("test"), desc)
+    splits.description["dataset"] = ds.name
+    return splits
+
+
+def with_eval_data(splits: DataSplits, eval_data: str, **how: Any) -> DataSplits:
+    """Cross-dataset evaluation: `splits`' train and dev, and as test the test split that
+    `load_splits(eval_data)` gives with the same protocol, seed and options. The description
+    keeps the training data's and records the evaluation data's under `eval`."""
+    evaluated = load_splits(eval_data, **how)
+    desc = dict(splits.description)
+    desc["eval"] = {
+        "data": eval_data,
+        **{
+            k: v
+            for k, v in evaluated.description.items()
+            if k in ("mode", "protocol", "seed", "dataset")
+        },
+    }
+    desc["eval"]["test_source"] = evaluated.description["sources"].get(
+        "test", evaluated.description["sources"].get("all")
+    )  # fmt: skip
+    return _finish(splits.train, splits.dev, evaluated.test, desc)
 
 
 def _hf_splits(src: Source, protocol: str, seed: int) -> DataSplits:
@@ -283,6 +339,13 @@ def _hf_splits(src: Source, protocol: str, seed: int) -> DataSplits:
     names = list(splits)
     if "train" in names and any(n in names for n in ("validation", "valid")):
         valid = _choose_split(names, "valid", str(src))
+        if "test" in names:  # e.g. Synthetic-Persona-Chat's train / validation / test
+            parts = {s: rows_to_examples(splits[s].to_dict(), name=s)
+                     for s in ("train", valid, "test")}  # fmt: skip
+            desc = {"mode": "predefined", "protocol": None, "seed": None,
+                    "sources": {"train": f"{src}[train]", "dev": f"{src}[{valid}]",
+                                "test": f"{src}[test]"}}  # fmt: skip
+            return _finish(parts["train"], parts[valid], parts["test"], desc)
         train_all = rows_to_examples(splits["train"].to_dict(), name="train")
         test = rows_to_examples(splits[valid].to_dict(), name=valid)
         sources = {"train": f"{src}[train]", "test": f"{src}[{valid}]"}
@@ -347,12 +410,15 @@ __all__ = [
 
 
 def splits_for_config(data: Any) -> DataSplits:
-    """load_splits with a run config's `data` section (the one place that maps it)."""
-    return load_splits(
-        data.source,
-        train_data=data.train_data,
-        test_data=data.test_data,
-        protocol=data.split_protocol,
-        seed=data.split_seed,
-        variant=data.variant,
-    )
+    """load_splits with a run config's `data` section (the one place that maps it), the test
+    split taken from `data.eval_data` when it is set."""
+    how = {
+        "protocol": data.split_protocol,
+        "seed": data.split_seed,
+        "variant": data.variant,
+        "msc_history": data.msc_history,
+    }
+    splits = load_splits(data.source, train_data=data.train_data, test_data=data.test_data, **how)
+    if data.eval_data is not None:
+        splits = with_eval_data(splits, data.eval_data, **how)
+    return splits
