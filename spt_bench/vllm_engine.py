@@ -419,12 +419,37 @@ class VllmDecoder:
 
     def generate(self, batches: list[GenBatch]) -> tuple[list[list[int]], list[str], list[dict]]:
         """New tokens, stop reasons and row_info for the rows of `batches` (in order)."""
-        import torch
-
         from spt_bench.models import stop_tokens
 
-        method, backbone = self.method, self.method.backbone
+        requests, infos, seeds, prefix_len = self.requests(batches)
+        prompt_embeds = any("prompt_embeds" in r for r in requests)
+        engine = self._engine(prompt_embeds, prefix_len)
+        backbone = self.method.backbone
+        stops = stop_tokens(backbone)
+        params = [sampling_params(self.settings, self.stop_ids(), seed) for seed in seeds]
+        outputs = engine.llm.generate(requests, params, use_tqdm=False)
+        interrupt.check()
+        toks, reasons = [], []
+        for o in outputs:
+            kept, why = finish_row(o.outputs[0], backbone, stops, self.row_stop)
+            toks.append(kept)
+            reasons.append(why)
+        return toks, reasons, infos
+
+    def stop_ids(self) -> list[int]:
+        from spt_bench.models import stop_tokens
+
+        stops = stop_tokens(self.method.backbone)
+        return sorted(stops.eos | stops.newline)
+
+    def requests(self, batches: list[GenBatch]) -> tuple[list[dict], list[dict], list[int], int]:
+        """vLLM's requests for the rows of `batches` (token ids, or embeddings with the
+        method's prefix), their row_info, sampling seeds, and the longest prefix."""
+        import torch
+
         from spt_bench.models import autocast
+
+        method, backbone = self.method, self.method.backbone
 
         requests: list[dict] = []
         infos: list[dict] = []
@@ -451,16 +476,4 @@ class VllmDecoder:
                     embeds = backbone.embed(row_ids.to(backbone.device).unsqueeze(0))[0]
                     embeds = torch.cat([prefix, embeds], dim=0).detach().cpu()
                     requests.append({"prompt_embeds": embeds})
-        prompt_embeds = any("prompt_embeds" in r for r in requests)
-        engine = self._engine(prompt_embeds, prefix_len)
-        stops = stop_tokens(backbone)
-        stop_ids = sorted(stops.eos | stops.newline)
-        params = [sampling_params(self.settings, stop_ids, seed) for seed in seeds]
-        outputs = engine.llm.generate(requests, params, use_tqdm=False)
-        interrupt.check()
-        toks, reasons = [], []
-        for o in outputs:
-            kept, why = finish_row(o.outputs[0], backbone, stops, self.row_stop)
-            toks.append(kept)
-            reasons.append(why)
-        return toks, reasons, infos
+        return requests, infos, seeds, prefix_len

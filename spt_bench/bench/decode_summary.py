@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class DecodeFigures:
-    path: str  # "ours" | "plain generate"
+    path: str  # "ours" | "plain generate" | "raw vllm (prompt ids|prompt embeds)"
     batch_size: int
     requested: int | str
     seconds: float | None
@@ -29,6 +29,7 @@ class DecodeFigures:
     oom_halvings: int = 0  # our decoder halves a batch that does not fit and goes on
     engine: str | None = None  # ours: decode.DECODE_ENGINES; plain generate: None
     engine_start_s: float | None = None  # vllm engine: start (once), not in `seconds`
+    prompt_tokens: int | None = None  # raw vLLM: the prompt tokens of its requests
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -40,6 +40,12 @@ def plan_jobs(settings: BenchSettings, resolve: Callable[[int | str], int]) -> l
 
                 require_vllm()
             jobs.append(job)
+    if settings.raw_vllm and "vllm" in settings.decode_engines:
+        from spt_bench.bench.raw_vllm import RAW_KINDS
+
+        for bs in sorted({j.batch_size for j in jobs if j.engine == "vllm"}):
+            jobs += [DecodeFigures(f"raw vllm ({kind})", bs, bs, None, engine="vllm")
+                     for kind in RAW_KINDS]  # fmt: skip
     if settings.plain_generate:
         for req in settings.generate_batch_sizes or settings.decode_batch_sizes:
             bs = resolved.get(req) or resolve(req)
@@ -60,6 +66,7 @@ class DecodePasses:
         self.device = method.backbone.device
         self.predictions: dict[tuple[str, int], list[dict]] = {}
         self.plain_predictions: dict[int, dict[str, str]] = {}
+        self.raw: dict[int, Any] = {}  # raw vLLM jobs: their prepared requests
         self.peaks: dict[int, tuple[int | None, str]] = {}
         self.times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         # one operator profile per engine: of its last configuration's warm-up
@@ -85,9 +92,27 @@ class DecodePasses:
             if stats.engine_start_s:  # an engine with a start of its own (vllm)
                 job.engine_start_s = (job.engine_start_s or 0.0) + stats.engine_start_s
             return rows, stats.new_tokens
+        if job.path.startswith("raw vllm"):
+            return self._raw(i, subset, tag)
         return plain_generate(
             self.method, self.formatter, subset, job.batch_size, settings.max_new_tokens
         )
+
+    def _raw(self, i: int, subset: list[Example], tag: str) -> tuple[Any, int]:
+        """Raw vLLM on `subset`: requests built once per subset, untimed; the pass's seconds
+        are LLM.generate's alone (kept in `raw_seconds`, used instead of the wall time)."""
+        from spt_bench.bench.raw_vllm import RawVllm
+
+        job = self.jobs[i]
+        key = (i, tag == "warm")
+        if key not in self.raw:
+            kind = job.path.removeprefix("raw vllm (").removesuffix(")")
+            self.raw[key] = RawVllm(self.method, self.formatter, subset, job.batch_size,
+                                    self.settings.max_new_tokens, self.work_dir, kind)  # fmt: skip
+        raw = self.raw[key]
+        self.raw_seconds, n_tok = raw.run()
+        job.prompt_tokens = raw.prompt_tokens()
+        return None, n_tok
 
     def _profile(self, i: int, subset: list[Example]) -> None:
         self.run(i, subset, "warm")
@@ -122,6 +147,8 @@ class DecodePasses:
             job.error = "out of memory"
             free(self.device)
             return
+        if job.path.startswith("raw vllm"):
+            seconds = self.raw_seconds  # LLM.generate alone: the requests were prepared before
         if rep >= 0:
             self._record(i, rep, seconds, out, n_tok, mem)
 
@@ -138,7 +165,7 @@ class DecodePasses:
         self.peaks[i] = (max(old or 0, mem.peak_bytes or 0) or None, mem.kind)
         if job.path == "ours":
             self.predictions[(job.engine, job.batch_size)] = out
-        else:
+        elif job.path == "plain generate":
             self.plain_predictions[job.batch_size] = out
 
     def finish(self) -> None:
@@ -174,7 +201,43 @@ def bench_decoding(
             passes.one(rep, i)
     passes.finish()
     ours = [j for j in jobs if j.path == "ours"]
-    plain = [j for j in jobs if j.path != "ours"]
-    return decode_summary(
+    plain = [j for j in jobs if j.path == "plain generate"]
+    summary = decode_summary(
         examples, ours, plain, passes.predictions, passes.plain_predictions, settings
     )
+    raw = [j for j in jobs if j.path.startswith("raw vllm")]
+    if raw:
+        summary["raw_vllm"] = raw_summary(method, formatter, examples, ours, raw, passes)
+    return summary
+
+
+def raw_summary(
+    method: Any, formatter: Any, examples: list[Example], ours: list[DecodeFigures],
+    raw: list[DecodeFigures], passes: DecodePasses,
+) -> dict[str, Any]:  # fmt: skip
+    """Raw vLLM's figures, our vllm engine against them, and both against the compute bound."""
+    from spt_bench.bench.raw_vllm import forward_flops, gemm_gflops
+
+    rows = passes.predictions.get(("vllm", raw[0].batch_size)) or []
+    new = {r["id"]: int(r.get("n_new_tokens", 0)) for r in rows}
+    prompt_lens = [len(formatter.prompt_ids(ex)) + method.prefix_length() for ex in examples]
+    flops = forward_flops(
+        method.backbone.model, prompt_lens, [new.get(ex.id, 0) for ex in examples]
+    )
+    gflops = gemm_gflops(method.backbone.device)
+    out: dict[str, Any] = {
+        "jobs": [j.to_json() for j in raw],
+        "prompt_tokens": sum(prompt_lens),
+        "new_tokens_ours": sum(new.values()),
+        "forward_gflop": round(flops / 1e9, 1),
+        "gemm_gflops_fp32": round(gflops, 1),
+        "compute_bound_s": round(flops / 1e9 / gflops, 2),
+    }
+    mine = next((j for j in ours if j.engine == "vllm" and j.seconds), None)
+    for j in raw:
+        if mine is not None and j.seconds:
+            out[f"ours_over_{j.path.replace(' ', '_')}"] = round(mine.seconds / j.seconds, 3)
+    if mine is not None and mine.seconds:
+        out["achieved_gflops_ours"] = round(flops / 1e9 / mine.seconds, 1)
+        out["share_outside_compute_ours"] = round(1 - out["compute_bound_s"] / mine.seconds, 3)
+    return out

@@ -66,8 +66,10 @@ def _decode_table(dec: dict[str, Any]) -> Any:
         f"{dec['max_new_tokens']} new tokens, stop at EOS/newline)",
         DECODE_COLUMNS, ("path",),
     )  # fmt: skip
-    for f in dec["ours"] + dec["plain_generate"]:
-        label = f["path"] + (f" ({f['engine']} engine)" if f.get("engine") else "")
+    raw = (dec.get("raw_vllm") or {}).get("jobs", [])
+    for f in dec["ours"] + dec["plain_generate"] + raw:
+        engine = f" ({f['engine']} engine)" if f.get("engine") and f["path"] == "ours" else ""
+        label = f["path"] + engine
         label += f" ({f['requested']})" if f["requested"] == AUTO else ""
         if f.get("engine_start_s") is not None:
             label += f", engine start {f['engine_start_s']:.1f} s (not timed)"
@@ -110,6 +112,24 @@ def render_decoding(dec: dict[str, Any], console: Any) -> None:
         console.print(
             f"  our rows stopped at: {reasons}; mean {dec['mean_new_tokens']:.1f} new tokens"
         )
+    raw = dec.get("raw_vllm")
+    if raw:
+        ratios = ", ".join(
+            f"{k.removeprefix('ours_over_').replace('_', ' ')} {v:.2f}x"
+            for k, v in raw.items() if k.startswith("ours_over_")
+        )  # fmt: skip
+        console.print(f"  our vllm engine's time over raw vLLM's: {ratios}")
+        line = (
+            f"  compute bound: {raw['forward_gflop']} GFLOP forward ({raw['prompt_tokens']} "
+            f"prompt tokens) at {raw['gemm_gflops_fp32']} GFLOP/s fp32 GEMM = "
+            f"{raw['compute_bound_s']} s"
+        )
+        if "achieved_gflops_ours" in raw:
+            line += (
+                f"; ours achieves {raw['achieved_gflops_ours']} GFLOP/s, "
+                f"{100 * raw['share_outside_compute_ours']:.0f}% of its time above the bound"
+            )
+        console.print(line)
     if "speedup_best_vs_best" in dec:
         console.print(
             f"  best vs best: ours {dec['best_ours']['seconds']:.2f}s "

@@ -84,6 +84,11 @@ class BenchSettings:
     )
     max_new_tokens: int = setting(32, config="decode.max_new_tokens")
     plain_generate: bool = setting(True, "The plain model.generate reference (decoding).")
+    raw_vllm: bool = setting(
+        True,
+        "With the vllm engine: also time vLLM's own LLM.generate on the same prompt ids and "
+        "prompt embeddings, built beforehand (the engine's lower bound).",
+    )
     score: bool = True
     bertscore: bool = setting(False, "Include BERTScore in the scorer.")
     seed: int = 0
