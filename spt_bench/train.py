@@ -296,6 +296,11 @@ class _TrainingLoop:
         trainer = torch.load(last / TRAINER_FILE, weights_only=True, map_location="cpu")
         if self.sharded is not None:  # weights and AdamW state from the sharded checkpoint
             self.sharded.load_sharded(last, self.optimizer)
+        elif "optimizer" not in trainer:  # an FSDP checkpoint: AdamW's state is sharded
+            raise SptBenchError(
+                f"{last} was written by FSDP training (AdamW state in {last.name}/sharded/): "
+                "resume it under `accelerate launch` with --strategy fsdp"
+            )
         else:
             state = load_file(str(last / WEIGHTS_FILE), device=str(self.device))
             self.method.load_trained_state(state)

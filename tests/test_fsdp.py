@@ -33,6 +33,8 @@ METHOD_FLAGS = {
     "lora": ["--method", "lora", "--lr", "0.01", "--lora-dropout", "0"],
     "spt": ["--method", "spt", "--lr", "0.05"],
 }
+# FSDP-only flags per case: activation checkpointing recomputes the same math inside FSDP's units
+FSDP_FLAGS = {"full-ft": ["--activation-checkpointing", "1.0"]}
 
 
 def _final_state(run: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +56,8 @@ def test_fsdp_trains_like_one_process(method, data, tmp_path, one_thread):
              "--train-data", train, "--test-data", test]  # fmt: skip
     single, sharded = tmp_path / "single", tmp_path / "fsdp"
     _run_in_process(["run", *flags, "--out", str(single)])
-    _launch_two(["run", *flags, "--strategy", "fsdp", "--out", str(sharded)], tmp_path)
+    fsdp_flags = ["--strategy", "fsdp", *FSDP_FLAGS.get(method, [])]
+    _launch_two(["run", *flags, *fsdp_flags, "--out", str(sharded)], tmp_path)
 
     train_json = _metrics(sharded)["train"]
     assert train_json["strategy"] == "fsdp"
