@@ -138,3 +138,39 @@ def test_lora_decodes_its_merged_adapters(folder, tmp_path) -> None:
     assert _same(hf, vl) == 1.0
     names = [n for n, _ in method.backbone.model.named_parameters()]
     assert any("lora_" in n for n in names)  # the live model keeps its adapters after export
+
+
+def test_vllm_prompt_logprobs_give_the_hf_paths_likelihoods(folder, tmp_path) -> None:
+    """Perplexity/Hits@1 through vLLM's prompt log-probabilities (token-prompt methods) equal
+    the hf path's NLL sums (fp32: within float summation order)."""
+    from spt_bench.model_metrics import prepare_candidates, score_candidate_tokens
+    from spt_bench.vllm_scoring import score_candidates_vllm
+
+    method = get_method("text-prompt")(tiny_backbone(folder))
+    formatter = method.build_formatter()
+    exs = toy_examples(6, turn_cycle=3)
+    _, prompts, cands, _ = prepare_candidates(
+        exs, formatter, hits_k=(1,), n_candidates=4, distractor_pool=toy_examples(12)
+    )
+    hf, _ = score_candidate_tokens(method, exs, prompts, cands, batch_size=3)
+    vl = score_candidates_vllm(method, prompts, cands, run_dir=tmp_path)
+    for row_hf, row_vl in zip(hf, vl, strict=True):
+        for (a, n), (b, m) in zip(row_hf, row_vl, strict=True):
+            assert n == m
+            assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_raw_vllm_on_prompt_embeddings_generates_what_it_does_on_token_ids(folder, tmp_path):
+    """bench's raw vLLM reference: the same prompts as ids and as embeddings (a method without
+    prefix) give the same greedy tokens, on the engine our decoder uses."""
+    from spt_bench.bench.raw_vllm import RawVllm
+
+    method = get_method("text-prompt")(tiny_backbone(folder))
+    formatter = method.build_formatter()
+    exs = toy_examples(5, turn_cycle=3)
+    ids = RawVllm(method, formatter, exs, 2, MAX_NEW, tmp_path, "prompt ids")
+    embeds = RawVllm(method, formatter, exs, 2, MAX_NEW, tmp_path, "prompt embeds")
+    (_, n_ids), (_, n_embeds) = ids.run(), embeds.run()
+    assert n_ids == n_embeds > 0
+    assert all("prompt_embeds" in r for r in embeds.requests())
+    assert ids.prompt_tokens() == sum(len(formatter.prompt_ids(ex)) for ex in exs)

@@ -240,4 +240,7 @@ def raw_summary(
     if mine is not None and mine.seconds:
         out["achieved_gflops_ours"] = round(flops / 1e9 / mine.seconds, 1)
         out["share_outside_compute_ours"] = round(1 - out["compute_bound_s"] / mine.seconds, 3)
+    hf = next((j for j in ours if j.engine == "hf" and j.seconds), None)
+    if hf is not None and hf.seconds:  # the same rows through transformers: the same FLOPs
+        out["achieved_gflops_hf_engine"] = round(flops / 1e9 / hf.seconds, 1)
     return out

@@ -129,6 +129,9 @@ def render_decoding(dec: dict[str, Any], console: Any) -> None:
                 f"; ours achieves {raw['achieved_gflops_ours']} GFLOP/s, "
                 f"{100 * raw['share_outside_compute_ours']:.0f}% of its time above the bound"
             )
+        if "achieved_gflops_hf_engine" in raw:
+            line += f"; the hf engine {raw['achieved_gflops_hf_engine']} GFLOP/s"
+
         console.print(line)
     if "speedup_best_vs_best" in dec:
         console.print(
