@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from spt_bench.methods import Method
 
 SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder inside a checkpoint step folder
+
+
+def check_launcher_strategy(strategy: str, launched: bool) -> None:
+    """`accelerate launch --use_fsdp` (or an `accelerate config` with FSDP) asks for FSDP; the
+    run's train.strategy decides, so a mismatch is refused rather than silently trained DDP."""
+    wants_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
+    if launched and wants_fsdp and strategy != "fsdp":
+        raise ConfigError(
+            "accelerate launch asks for FSDP (--use_fsdp / accelerate config) but "
+            f"train.strategy is {strategy!r}: add --strategy fsdp (spt-bench shards the layers "
+            "itself; Accelerate's FSDP settings are not read)"
+        )
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -237,6 +237,7 @@ class _TrainingLoop:
         import torch
 
         from spt_bench.distributed import ddp_wrap, get_dist
+        from spt_bench.fsdp import check_launcher_strategy
 
         self.method, self.train_encoded, self.dev_batches = method, train_encoded, dev_batches
         self.settings, self.folder, self.pad_id = settings, folder, pad_id
@@ -246,6 +247,7 @@ class _TrainingLoop:
         # main process writes logs and checkpoints.
         self.dist = get_dist()
         self.sharded = None
+        check_launcher_strategy(settings.strategy, self.dist.enabled)
         if settings.strategy == "fsdp" and self.dist.enabled:
             from spt_bench.fsdp import ShardedTraining
 

@@ -176,3 +176,16 @@ def test_two_processes_score_ppl_and_hits_exactly_like_one(data, tmp_path, one_t
     assert rows["two"] == rows["one"]  # bit-identical: the same batches, split by process
     assert not list(two.glob("model_metrics.part-*"))
     assert _metrics(two)["model_metrics"]["n_examples"] == len(test_ids)
+
+
+def test_a_launch_asking_for_fsdp_is_refused_unless_the_run_says_fsdp(monkeypatch):
+    from spt_bench.errors import ConfigError
+    from spt_bench.fsdp import check_launcher_strategy
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="add --strategy fsdp"):
+        check_launcher_strategy("ddp", launched=True)
+    check_launcher_strategy("fsdp", launched=True)
+    check_launcher_strategy("ddp", launched=False)  # one process: nothing to shard
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    check_launcher_strategy("ddp", launched=True)
