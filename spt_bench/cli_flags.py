@@ -361,6 +361,15 @@ def settings_flags(cls: type, command: str) -> tuple[Flag, ...]:
     return tuple(out)
 
 
+def model_score_flags(command: str) -> tuple[Flag, ...]:
+    """The run flags of the model-based scoring settings (config.MODEL_SCORE_SETTINGS), for a
+    command that is not schema-driven (`score`): same flag, help and key."""
+    from spt_bench.config import MODEL_SCORE_SETTINGS
+
+    keys = {f"score.{k}" for k in MODEL_SCORE_SETTINGS}
+    return tuple(dataclasses.replace(f, commands=(command,)) for f in run_flags() if f.key in keys)
+
+
 def command_flags(command: str = "run") -> tuple[Flag, ...]:
     """The flags of `command`: every config key for `run` (and every method option), the keys
     whose schema field lists the command for the others."""
