@@ -93,3 +93,28 @@ def calibrate(
         "not discriminating" if lo <= 0.5 <= hi else ("inverted" if hi < 0.5 else "discriminating")
     )
     return out
+
+
+def calibration_lines(instruments: dict, calibration: dict) -> list[str]:
+    """One line per instrument and one per calibrated metric (report.md, terminal, compare)."""
+    lines = []
+    for kind, info in instruments.items():
+        fp = (info.get("fingerprint") or "")[:12] or "none"
+        extra = f", engine {info['engine']}" if "engine" in info else ""
+        lines.append(f"{kind}: {info.get('model')} (fingerprint {fp}{extra})")
+    for metric, c in calibration.items():
+        if "auc" not in c:
+            lines.append(f"calibration of {metric}: {c.get('status')} ({c.get('reason', '')})")
+            continue
+        auc_ci = c.get("auc_ci95")
+        gap_ci = c.get("gap_ci95")
+        auc_txt = f"AUC {c['auc']:.3f}" + (f" [{auc_ci[0]:.3f}, {auc_ci[1]:.3f}]" if auc_ci else "")
+        gap_txt = f"gap {c['gap']:+.3f}" + (
+            f" [{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}]" if gap_ci else ""
+        )
+        flag = "" if c["status"] == "discriminating" else " ⚠"
+        lines.append(
+            f"calibration of {metric} (gold vs shuffled references, n={c['n']}): {auc_txt}, "
+            f"{gap_txt}: {c['status']}{flag}"
+        )
+    return lines

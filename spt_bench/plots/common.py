@@ -69,6 +69,10 @@ def metric_axis_label(metric: str) -> str:
         return "mean length (whitespace tokens)"
     if metric == "ppl":
         return "perplexity (per token)"
+    if metric == "c_score":
+        return "C-score (sum over persona sentences)"
+    if metric.startswith("judge_"):
+        return f"{metric} (judge score 1..5)"
     return f"{SHORT_NAMES.get(metric, metric)} (score ×100)"
 
 
