@@ -110,3 +110,30 @@ def test_score_writes_model_scores_beside_a_standalone_file(tmp_path, nli_dir, a
     got = json.loads(res.output)
     assert got["overall"]["c_score"] == 0.0 and got["calibration"]["c_score"]["auc"] == 0.5
     assert (tmp_path / "preds.model_scores.jsonl").is_file()
+
+
+@pytest.mark.slow
+def test_convai2_runs_with_the_smollm2_judge_show_in_report_compare_and_plots(
+    tmp_path, convai2_valid, app, single_thread
+):
+    """End to end on the shared ConvAI2 file: two tiny runs judged by SmolLM2-135M."""
+    common = ["run", "--model", "tiny-random", "--data", str(convai2_valid), "--no-bertscore",
+              "--no-model-metrics", "--max-steps", "1", "--dev-limit", "2", "--eval-limit", "8",
+              "--max-new-tokens", "6", "--judge", "smollm2", "--out", str(tmp_path)]  # fmt: skip
+    runs = []
+    for method in ("text-prompt", "full-ft"):
+        res = CliRunner().invoke(app, [*common, "--method", method, "--name", method])
+        assert res.exit_code == 0, res.output
+        assert "judge_consistency" in res.output and "calibration of judge_consistency" in res.output
+        runs.append(tmp_path / method)
+    metrics = _metrics(runs[0])
+    assert metrics["instruments"]["judge"]["fingerprint"]  # SmolLM2's files hashed
+    assert metrics["calibration"]["judge_consistency"]["n"] == 8
+    assert "calibration of judge_consistency" in (runs[0] / "report.md").read_text()
+    out = CliRunner().invoke(app, ["compare", *map(str, runs), "--format", "md"])
+    assert out.exit_code == 0, out.output
+    assert "judge_consistency" in out.output and "judge_coherence" in out.output
+    png = tmp_path / "turns.png"
+    res = CliRunner().invoke(app, ["plot", "turns", *map(str, runs), "--metric",
+                                   "judge_consistency", "--out", str(png)])  # fmt: skip
+    assert res.exit_code == 0, res.output
