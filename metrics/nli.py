@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from spt_bench.errors import ConfigError, MissingAssetError
@@ -56,8 +57,6 @@ def label_values(id2label: dict[Any, str], model: str = "the NLI model") -> list
 
 
 def _model_fingerprint(name: str) -> str | None:
-    from pathlib import Path
-
     from spt_bench.inputs import tree_sha256
 
     path = Path(name).expanduser()
@@ -77,7 +76,13 @@ class NliScorer:
     def create(cls, options: NliOptions) -> NliScorer:
         if not options.model:
             raise MissingAssetError(f"the NLI C-score needs --nli-model: {INSTALL_HINT}")
-        return cls(options, _model_fingerprint(options.model))
+        name = options.model
+        local = Path(name).expanduser()
+        if local.exists() and not (local / "config.json").is_file():
+            raise MissingAssetError(f"NLI model {name!r}: no config.json in that folder")
+        if not local.exists() and ("/" not in name or name.startswith((".", "/", "~"))):
+            raise MissingAssetError(f"NLI model {name!r} not found: {INSTALL_HINT}")
+        return cls(options, _model_fingerprint(name))
 
     def describe(self) -> dict:
         return {

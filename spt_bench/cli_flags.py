@@ -252,6 +252,9 @@ def preflight_assets(config: Any) -> None:
     elif data.source is not None:
         resolve_source(data.source)
     check_model_available(config.model.name)
+    from spt_bench.session import check_model_scoring
+
+    check_model_scoring(config)
 
 
 def preflight_method(name: str, options: dict[str, Any]) -> None:

@@ -60,8 +60,13 @@ def test_unmappable_labels_are_refused_naming_them(tmp_path):
 def test_c_score_without_an_nli_model_says_how_to_get_one(tmp_path):
     with pytest.raises(MissingAssetError, match="hf download cross-encoder/nli-deberta-v3-xsmall"):
         NliScorer.create(NliOptions(None))
-    scorer = NliScorer.create(NliOptions(str(tmp_path / "no-such-model")))
-    with pytest.raises(MissingAssetError, match="--nli-model"):
+    with pytest.raises(MissingAssetError, match="not found.*--nli-model"):
+        NliScorer.create(NliOptions(str(tmp_path / "no-such-model")))
+    broken = tmp_path / "broken"  # a folder that is no model (a hub id offline fails alike)
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    scorer = NliScorer.create(NliOptions(str(broken)))
+    with pytest.raises(MissingAssetError, match="cannot load NLI model.*--nli-model"):
         scorer.classify(["a"], ["b"])
 
 

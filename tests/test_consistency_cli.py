@@ -124,7 +124,9 @@ def test_convai2_runs_with_the_smollm2_judge_show_in_report_compare_and_plots(
     for method in ("text-prompt", "full-ft"):
         res = CliRunner().invoke(app, [*common, "--method", method, "--name", method])
         assert res.exit_code == 0, res.output
-        assert "judge_consistency" in res.output and "calibration of judge_consistency" in res.output
+        assert (
+            "judge_consistency" in res.output and "calibration of judge_consistency" in res.output
+        )
         runs.append(tmp_path / method)
     metrics = _metrics(runs[0])
     assert metrics["instruments"]["judge"]["fingerprint"]  # SmolLM2's files hashed
@@ -137,3 +139,13 @@ def test_convai2_runs_with_the_smollm2_judge_show_in_report_compare_and_plots(
     res = CliRunner().invoke(app, ["plot", "turns", *map(str, runs), "--metric",
                                    "judge_consistency", "--out", str(png)])  # fmt: skip
     assert res.exit_code == 0, res.output
+
+
+def test_run_without_an_nli_model_fails_before_anything_loads(tmp_path, app):
+    for extra in (["--dry-run"], ["--out", str(tmp_path), "--name", "x"]):
+        res = CliRunner().invoke(
+            app, ["run", "--model", "tiny-random", "--consistency", "nli", *extra]
+        )
+        assert res.exit_code != 0
+        assert "hf download cross-encoder/nli-deberta-v3-xsmall" in res.output
+    assert not (tmp_path / "x" / "checkpoint").exists()
