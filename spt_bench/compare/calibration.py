@@ -26,7 +26,7 @@ def calibration_notes(
     shown = [m for m in columns if calibrated_metric(m)]
     if not shown:
         return []
-    flagged: list[str] = []
+    flagged: dict[str, list[str]] = {}  # "metric (AUC ...)" -> row labels
     instruments: dict[str, set[str]] = {}
     for row in rows:
         for path in row.paths or ([row.path] if row.path else []):
@@ -41,16 +41,17 @@ def calibration_notes(
                 c = cal.get(calibrated_metric(m) or "")
                 if m in row.values and c and c.get("status") != "discriminating":
                     row.flags[m] = CALIBRATION_FLAG
-                    auc = c.get("auc")
-                    text = f"AUC {auc:.2f}" if isinstance(auc, float) else c.get("status")
-                    flagged.append(f"{row.label} {calibrated_metric(m)} ({text})")
+                    flagged.setdefault(_calibration_text(calibrated_metric(m) or m, c), [])
+                    labels = flagged[_calibration_text(calibrated_metric(m) or m, c)]
+                    if row.label not in labels:
+                        labels.append(row.label)
     notes = []
     if flagged:
         notes.append(
             f"{CALIBRATION_FLAG} measured by an instrument that does not tell a dialogue's own "
             "gold reference from another dialogue's (AUC 95% CI includes 0.5, or below it): "
-            + "; ".join(dict.fromkeys(flagged))
-            + " - treat these values as uninformative"
+            + "; ".join(f"{k}: {', '.join(v)}" for k, v in flagged.items())
+            + ". Treat these values as uninformative."
         )
     differing = [k for k, v in instruments.items() if len(v) > 1]
     if differing:
@@ -59,3 +60,11 @@ def calibration_notes(
             f"across runs: {', '.join(differing)}; their values are not comparable"
         )
     return notes
+
+
+def _calibration_text(metric: str, c: dict) -> str:
+    lo_hi = c.get("auc_ci95")
+    if not isinstance(c.get("auc"), float):
+        return f"{metric} ({c.get('status')})"
+    ci = f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
+    return f"{metric} (AUC {c['auc']:.2f}{ci})"

@@ -56,6 +56,11 @@ METRIC_TITLES: dict[str, str] = {
     "avg_len": "Response length",
     "persona_f1": "Persona F1",
     "ppl": "Perplexity",
+    "c_score": "NLI C-score",
+    "c_entail_rate": "Entailed by the persona (%)",
+    "c_contradict_rate": "Contradicting the persona (%)",
+    "judge_consistency": "Judge: persona consistency",
+    "judge_coherence": "Judge: coherence",
 }
 
 
@@ -72,7 +77,7 @@ def metric_axis_label(metric: str) -> str:
     if metric == "c_score":
         return "C-score (sum over persona sentences)"
     if metric.startswith("judge_"):
-        return f"{metric} (judge score 1..5)"
+        return "judge score (1..5)"
     return f"{SHORT_NAMES.get(metric, metric)} (score ×100)"
 
 
