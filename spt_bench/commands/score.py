@@ -86,6 +86,10 @@ def score(
         return
     console = output_console()
     render_score_report(scored.report, console, title=f"{predictions}: {scored.report.n} examples")
+    _print_written(scored, console)
+
+
+def _print_written(scored: Any, console: Any) -> None:
     from spt_bench.metrics.files import EXAMPLE_STATS_NAME
 
     written = [scored.metrics_path, scored.examples_path]
