@@ -103,6 +103,8 @@ class NliScorer:
 
         from spt_bench.batches import length_sorted_batches
 
+        if not premises:  # e.g. a chunk of examples whose personas are all empty
+            return []
         model, tokenizer, values, device = self._load()
         enc = tokenizer(
             list(premises), list(hypotheses), truncation=True, max_length=self.options.max_length

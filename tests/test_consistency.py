@@ -137,3 +137,11 @@ def test_auc_counts_ties_as_half_and_flags_by_the_ci():
     assert sure["gap_ci95"] == [2.0, 2.0]
     inverted = calibrate([0.0] * 20, [1.0] * 20)
     assert inverted["status"] == "inverted"
+
+
+def test_an_empty_persona_scores_zero_without_running_the_model(nli_dir):
+    from spt_bench.metrics.score_cache import ScoreCache
+
+    scorer = NliScorer.create(NliOptions(str(nli_dir)))
+    assert scorer.score(["k1"], [[]], ScoreCache(None)) == [{"c": 0, "e": 0, "x": 0}]
+    assert scorer.pairs_classified == 0
