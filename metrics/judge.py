@@ -4,7 +4,8 @@ probability-weighted mean sum_s s * p(s), p = softmax over the logits of the sco
 
 Criteria (docs/metrics.md): persona consistency (the persona-chat human-evaluation criterion,
 Zhang et al. 2018; Madotto et al. 2019) and coherence (G-Eval's Topical-Chat criterion: does the
-response continue the conversation). The rubric texts are part of the cache key and of the
+response continue the conversation). Engines: hf (here) and vllm (metrics.judge_vllm, same
+prompts and estimator). The rubric texts are part of the cache key and of the
 scoring record (their sha256), so a changed rubric recomputes the scores.
 """
 
@@ -85,10 +86,16 @@ class JudgeScorer:
         from spt_bench.inputs import describe_model
         from spt_bench.models import check_model_name
 
-        if options.engine != "hf":
-            raise ConfigError(f"judge engine {options.engine!r} is not supported; use hf")
+        if options.engine not in ("hf", "vllm"):
+            raise ConfigError(f"judge engine {options.engine!r} is not supported; use hf or vllm")
         name = ALIASES.get(options.model, options.model)
         check_model_name(name)
+        if options.engine == "vllm":
+            from spt_bench.metrics.judge_vllm import judge_model_folder
+            from spt_bench.vllm_engine import require_vllm
+
+            require_vllm()
+            judge_model_folder(name)  # an in-memory model or a hub id is refused here
         options = JudgeOptions(name, options.engine, options.batch_size, options.device,
                                options.rubrics)  # fmt: skip
         return cls(options, describe_model(name))
@@ -113,6 +120,13 @@ class JudgeScorer:
         assert self._score_ids is not None
         return self._backbone, self._score_ids
 
+    def close(self) -> None:
+        """Stop the vllm engine, if this judge started one."""
+        if self.options.engine == "vllm":
+            from spt_bench.metrics.judge_vllm import shutdown_judge_engine
+
+            shutdown_judge_engine()
+
     def prompt_ids(self, user_text: str) -> list[int]:
         """Token ids up to the answer position (chat template when the tokenizer has one)."""
         backbone, _ = self._load()
@@ -125,6 +139,11 @@ class JudgeScorer:
         from spt_bench.batches import length_sorted_batches
 
         backbone, ids = self._load()
+        if self.options.engine == "vllm":
+            from spt_bench.metrics.judge_vllm import vllm_expected_scores
+
+            self.responses_judged += len(prompts)
+            return vllm_expected_scores(self.options.model, prompts, ids)
         pad = backbone.pad_token_id
         out = [0.0] * len(prompts)
         weights = torch.tensor(SCORES, dtype=torch.float64)

@@ -111,6 +111,7 @@ def add_model_scores(
             for ex, v in zip(per_example, got["prediction"], strict=True):
                 ex[name] = v
             calibration[name] = _calibrate(got, float, n_resamples, seed, skipped)
+        scorer.close()
         info["responses_judged"] = scorer.responses_judged
         instruments["judge"] = info
     for c in calibration.values():

@@ -59,7 +59,7 @@ MODEL_SCORE_SETTINGS = (
     "judge_engine",
     "model_score_batch_size",
 )
-JUDGE_ENGINES = ("hf",)  # score.judge_engine (spt_bench.metrics.judge); vllm: not yet
+JUDGE_ENGINES = ("hf", "vllm")  # score.judge_engine (spt_bench.metrics.judge, judge_vllm)
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -413,7 +413,7 @@ class ScoreConfig(_Section):
         commands=("evaluate",),
     )
     judge_engine: str = setting(
-        "hf", "Judge engine (hf).", resume="adjustable", commands=("evaluate",)
+        "hf", "Judge engine: hf or vllm (same scores).", resume="adjustable", commands=("evaluate",)
     )
     model_score_batch_size: int = setting(
         16,

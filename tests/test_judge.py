@@ -102,3 +102,19 @@ def test_a_tokenizer_that_splits_score_digits_is_refused():
 
     with pytest.raises(Exception, match="score 1 as 2 tokens"):
         score_token_ids(Splitter())
+
+
+@pytest.mark.slow  # starts a vLLM engine on SmolLM2 (~20 s on a CPU)
+def test_vllm_judge_gives_the_hf_judges_scores_and_stops_its_engine(tmp_path):
+    from spt_bench.metrics import judge_vllm
+
+    hf = JudgeScorer.create(JudgeOptions("smollm2", batch_size=2))
+    vllm = JudgeScorer.create(JudgeOptions("smollm2", engine="vllm"))
+    want = hf.score("consistency", ITEMS[:3], ScoreCache(None))
+    got = vllm.score("consistency", ITEMS[:3], ScoreCache(tmp_path / "c.jsonl"))
+    assert got == pytest.approx(want, abs=1e-4)
+    assert vllm.describe()["engine"] == "vllm"
+    vllm.close()
+    assert judge_vllm._ENGINE == {}
+    with pytest.raises(Exception, match="built in memory"):
+        JudgeScorer.create(JudgeOptions("tiny-random", engine="vllm"))

@@ -80,19 +80,30 @@ def bench_nli(backbone: Backbone, examples: list[Example], n_pairs: int, batch_s
             "model": "DeBERTa-v3-xsmall-shaped, random weights"}  # fmt: skip
 
 
-def bench_judge(backbone: Backbone, examples: list[Example], n: int, batch_size: int) -> dict:
+def bench_judge(
+    backbone: Backbone, examples: list[Example], n: int, batch_size: int, engine: str = "hf"
+) -> dict:
+    """Judge responses/s; vllm: the engine start (with one response) is timed apart."""
     from spt_bench.metrics.judge import JudgeOptions, JudgeScorer, score_token_ids
     from spt_bench.metrics.score_cache import ScoreCache
 
     items = [(ex.persona, ex.history, ex.response) for ex in examples[:n]]
-    scorer = JudgeScorer(JudgeOptions(backbone.name, batch_size=batch_size), {})
+    scorer = JudgeScorer(JudgeOptions(backbone.name, engine, batch_size), {})
     scorer._backbone, scorer._score_ids = backbone, score_token_ids(backbone.tokenizer)
+    start = None
+    if engine == "vllm":
+        t0 = time.perf_counter()
+        scorer.score("consistency", items[:1], ScoreCache(None))
+        start, items = round(time.perf_counter() - t0, 3), items[1:]
     t0 = time.perf_counter()
-    scorer.score("consistency", items, ScoreCache(None))
+    try:
+        scorer.score("consistency", items, ScoreCache(None))
+    finally:
+        scorer.close()
     seconds = time.perf_counter() - t0
     return {"responses": len(items), "seconds": round(seconds, 3), "batch_size": batch_size,
-            "responses_per_s": len(items) / seconds if seconds > 0 else None,
-            "rubric": "consistency (one criterion)"}  # fmt: skip
+            "responses_per_s": len(items) / seconds if seconds > 0 else None, "engine": engine,
+            "engine_start_s": start, "rubric": "consistency (one criterion)"}  # fmt: skip
 
 
 def bench_instruments(
@@ -105,8 +116,9 @@ def bench_instruments(
     if settings.judge_responses:
         say(f"judge: {settings.judge_responses} responses")
         out["judge"] = bench_judge(
-            backbone, examples, settings.judge_responses, settings.judge_batch_size
-        )
+            backbone, examples, settings.judge_responses, settings.judge_batch_size,
+            settings.judge_engine,
+        )  # fmt: skip
     return out
 
 
@@ -120,6 +132,8 @@ def render_instruments(figures: dict[str, Any], console: Any) -> None:
     if "judge" in figures:
         f = figures["judge"]
         console.print(
-            f"LLM judge ({f['rubric']}): {f['responses']} responses in {f['seconds']:.1f}s "
-            f"({f['responses_per_s']:.2f} responses/s, batch {f['batch_size']})"
+            f"LLM judge ({f['rubric']}, {f.get('engine', 'hf')}): {f['responses']} responses in "
+            f"{f['seconds']:.1f}s ({f['responses_per_s']:.2f} responses/s, batch "
+            f"{f['batch_size']})"
+            + (f"; engine start {f['engine_start_s']:.1f}s" if f.get("engine_start_s") else "")
         )
