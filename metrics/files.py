@@ -9,6 +9,7 @@ from pathlib import Path
 from spt_bench.inputs import file_sha256
 from spt_bench.io import atomic_write_json, atomic_write_text
 from spt_bench.metrics.bertscore import BertScoreOptions
+from spt_bench.metrics.model_scores import ModelScoring
 from spt_bench.metrics.predictions import read_prediction_rows
 from spt_bench.metrics.scorer import ScoreReport, score_predictions
 from spt_bench.run_folder import RunFolder, enclosing_run_folder
@@ -84,6 +85,14 @@ def output_path(predictions: Path, out: str | Path | None) -> Path | None:
     return path
 
 
+def model_scores_cache_path(predictions: Path, metrics_path: Path | None) -> Path:
+    """The model-score cache of `score`: RUN/scores/model_scores.jsonl for a run's predictions
+    (scores/ is `score`'s own part of a run folder), else beside the metrics file."""
+    if metrics_path is None:
+        return predictions.parent / RunFolder.SCORES / RunFolder.MODEL_SCORES
+    return metrics_path.with_name(_prefixed(metrics_path, RunFolder.MODEL_SCORES))
+
+
 def example_stats_rows(per_example: list[dict]) -> list[dict]:
     """Per-example rows without text: ids, dialog ids, turns, selected prompt, every
     per-example metric and the corpus metrics' sufficient statistics (BLEU counts, NLL sums,
@@ -126,13 +135,22 @@ def score_file(
     bertscore: BertScoreOptions | None = BertScoreOptions(),
     n_resamples: int = 1000,
     seed: int = 0,
+    model_scoring: ModelScoring | None = None,
 ) -> ScoredFile:
     """Score a predictions JSONL; write metrics.json and the per-example scores (see
-    `output_path` for where), atomically. Bad output places are refused before scoring."""
+    `output_path` for where), atomically. Bad output places are refused before scoring.
+    Model-based scores are cached in `model_scores_cache_path(...)` (reused across scorings)."""
+    import dataclasses
+
     predictions = Path(predictions)
     metrics_path = output_path(predictions, out)
     rows = read_prediction_rows(predictions)
-    report = score_predictions(rows, bertscore=bertscore, n_resamples=n_resamples, seed=seed)
+    if model_scoring is not None and model_scoring.cache is None:
+        cache = model_scores_cache_path(predictions, metrics_path)
+        model_scoring = dataclasses.replace(model_scoring, cache=cache)
+    report = score_predictions(
+        rows, bertscore=bertscore, n_resamples=n_resamples, seed=seed, model_scoring=model_scoring
+    )
     payload = report.to_json()
     payload["predictions_file"] = str(predictions.resolve())
     payload["predictions_sha256"] = file_sha256(predictions)

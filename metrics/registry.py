@@ -124,6 +124,46 @@ def _register_builtin() -> None:
             requires="ref_nll_sum,ref_n_tokens",
         )
     )
+    # Model-based instruments (metrics.nli, metrics.judge; docs/metrics.md "Persona consistency")
+    r(
+        Metric(
+            "c_score",
+            True,
+            "example",
+            "NLI consistency C = sum over persona sentences of +1 entailed / 0 / -1 contradicted"
+            " (Madotto et al. 2019), mean over examples",
+            scaled_x100=False,
+            requires="persona",
+        )
+    )
+    r(
+        Metric(
+            "c_entail_rate",
+            True,
+            "example",
+            "share of responses entailing at least one persona sentence (NLI)",
+            requires="persona",
+        )
+    )
+    r(
+        Metric(
+            "c_contradict_rate",
+            False,
+            "example",
+            "share of responses contradicting at least one persona sentence (NLI)",
+            requires="persona",
+        )
+    )
+    for criterion in ("consistency", "coherence"):
+        r(
+            Metric(
+                f"judge_{criterion}",
+                True,
+                "example",
+                f"LLM judge {criterion} 1..5, G-Eval probability-weighted mean, mean over examples",
+                scaled_x100=False,
+            )
+        )
     for k in HITS_KS:
         r(
             Metric(

@@ -54,7 +54,15 @@ def render_score_report(report: ScoreReport, console: Console, *, title: str | N
         )
     else:
         notes.append("BERTScore: skipped")
-    notes.append("values x100 except avg_len and ppl; f1 = ParlAI-normalised, f1_raw = SPT paper's")
+    notes.append(
+        "values x100 except avg_len, ppl, c_score and judge_*; f1 = ParlAI-normalised, "
+        "f1_raw = SPT paper's"
+    )
+    if report.model_scores.get("calibration"):
+        from spt_bench.metrics.calibration import calibration_lines
+
+        ms = report.model_scores
+        notes += calibration_lines(ms.get("instruments") or {}, ms["calibration"])
     for note in notes:
         console.print(f"[dim]{note}[/dim]")
 

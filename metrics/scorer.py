@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from spt_bench.metrics.bertscore import BertScoreOptions, compute_bertscore, resolve_encoder
 from spt_bench.metrics.bootstrap import bootstrap_ci
+from spt_bench.metrics.model_scores import ModelScoring, add_model_scores, check_scoring
 from spt_bench.metrics.predictions import validate_rows
 from spt_bench.metrics.registry import HITS_KS, METRICS
 from spt_bench.metrics.table import ScoreTable, nltk_bleu_stats
@@ -51,6 +52,8 @@ class ScoreReport:
     per_example: list[dict] = field(repr=False)
     scorer: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage; not in JSON
+    # model-based instruments: {"instruments": {...}, "calibration": {metric: {...}}} or {}
+    model_scores: dict = field(default_factory=dict)
 
     @property
     def metric_names(self) -> list[str]:
@@ -71,6 +74,7 @@ class ScoreReport:
             "n": self.n,
             "metrics_meta": METRICS.meta(self.metric_names),
             "scorer": dict(self.scorer),
+            **{k: v for k, v in self.model_scores.items() if v},
         }
 
 
@@ -81,17 +85,20 @@ def score_predictions(
     n_resamples: int = 1000,
     seed: int = 0,
     by_turn: bool = True,
+    model_scoring: ModelScoring | None = None,
 ) -> ScoreReport:
     """Score predictions against references with every registered metric that applies.
 
     rows: dicts with id, reference, prediction (+ optional fields, see metrics.predictions).
     bertscore: None skips BERTScore (never reported as zeros). n_resamples=0 skips intervals.
     by_turn needs a `turn` on the rows; without one the per-turn analysis is empty.
+    model_scoring: the NLI C-score and/or LLM judge with their calibration (metrics.model_scores).
     """
     if n_resamples < 0:
         raise ValueError("n_resamples must be >= 0")
     if bertscore is not None:
         resolve_encoder(bertscore)  # configuration errors before any work
+    scorers = check_scoring(model_scoring) if model_scoring is not None else None
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     rows = validate_rows(rows)
@@ -111,6 +118,14 @@ def score_predictions(
                 100.0 * float(fv),
             )
         timings["bertscore"] = time.perf_counter() - t
+
+    model_scores: dict = {}
+    if model_scoring is not None and scorers:
+        t = time.perf_counter()
+        model_scores = add_model_scores(
+            rows, per_example, model_scoring, n_resamples=n_resamples, seed=seed, scorers=scorers
+        )
+        timings["model_scores"] = time.perf_counter() - t
 
     t = time.perf_counter()
     table = ScoreTable.from_per_example(per_example)
@@ -140,6 +155,7 @@ def score_predictions(
         per_example=per_example,
         scorer=_scorer_settings(rows, n_resamples, seed, bertscore),
         timings=timings,
+        model_scores=model_scores,
     )
 
 

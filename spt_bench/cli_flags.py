@@ -254,6 +254,9 @@ def preflight_assets(config: Any) -> None:
     if data.eval_data is not None:
         resolve_source(data.eval_data)
     check_model_available(config.model.name)
+    from spt_bench.session import check_model_scoring
+
+    check_model_scoring(config)
 
 
 def preflight_method(name: str, options: dict[str, Any]) -> None:
@@ -361,6 +364,15 @@ def settings_flags(cls: type, command: str) -> tuple[Flag, ...]:
                 help_ += f" [default: {shown}]"
             out.append(Flag(key, flag, param, kind, help_, panel, commands=(command,)))
     return tuple(out)
+
+
+def model_score_flags(command: str) -> tuple[Flag, ...]:
+    """The run flags of the model-based scoring settings (config.MODEL_SCORE_SETTINGS), for a
+    command that is not schema-driven (`score`): same flag, help and key."""
+    from spt_bench.config import MODEL_SCORE_SETTINGS
+
+    keys = {f"score.{k}" for k in MODEL_SCORE_SETTINGS}
+    return tuple(dataclasses.replace(f, commands=(command,)) for f in run_flags() if f.key in keys)
 
 
 def command_flags(command: str = "run") -> tuple[Flag, ...]:

@@ -50,6 +50,16 @@ DECODE_ENGINES = ("hf", "vllm")  # spt_bench.decode / spt_bench.vllm_engine; sam
 RETIRED_ENGINES = {"static": "hf"}  # old run folders still evaluate (same outputs as hf)
 # post-processing of generated text (spt_bench.postprocess.clean_response; docs/metrics.md)
 CLEAN_RULES = ("default", "authors")
+CONSISTENCY_KINDS = ("nli",)  # score.consistency (spt_bench.metrics.nli)
+# the ScoreConfig fields of the model-based instruments (shared by run, evaluate and score)
+MODEL_SCORE_SETTINGS = (
+    "consistency",
+    "nli_model",
+    "judge",
+    "judge_engine",
+    "model_score_batch_size",
+)
+JUDGE_ENGINES = ("hf", "vllm")  # score.judge_engine (spt_bench.metrics.judge, judge_vllm)
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -412,10 +422,49 @@ class ScoreConfig(_Section):
         help="k for hits@k, e.g. 1,5.", default_factory=lambda: [1], commands=("evaluate",)
     )
     hits_candidates: int = setting(20, "Candidates per example when the data has none.")
+    # Model-based instruments (docs/metrics.md): off unless asked for; scores cached per example.
+    consistency: str | None = setting(
+        None,
+        "Persona consistency: 'nli' for the NLI C-score (needs --nli-model).",
+        resume="adjustable",
+        commands=("evaluate",),
+    )
+    nli_model: str | None = setting(
+        None,
+        "NLI model for the C-score: local sequence-classification folder or hub id.",
+        resume="adjustable",
+        commands=("evaluate",),
+    )
+    judge: str | None = setting(
+        None,
+        "LLM judge: built-in model name or local causal-LM folder (G-Eval scores, 1..5).",
+        resume="adjustable",
+        commands=("evaluate",),
+    )
+    judge_engine: str = setting(
+        "hf", "Judge engine: hf or vllm (same scores).", resume="adjustable", commands=("evaluate",)
+    )
+    model_score_batch_size: int = setting(
+        16,
+        "Batch size of the NLI model and the judge.",
+        resume="adjustable",
+        commands=("evaluate",),
+    )
 
     def __post_init__(self) -> None:
         if self.model_metrics:
             check_hits_settings(self.hits_k, self.hits_candidates)
+        if self.consistency not in (None, *CONSISTENCY_KINDS):
+            raise self._err(
+                "consistency",
+                f"must be one of {', '.join(CONSISTENCY_KINDS)}, got {self.consistency!r}",
+            )
+        if self.judge_engine not in JUDGE_ENGINES:
+            raise self._err(
+                "judge_engine",
+                f"must be one of {', '.join(JUDGE_ENGINES)}, got {self.judge_engine!r}",
+            )
+        self._positive("model_score_batch_size")
 
 
 @dataclass

@@ -35,9 +35,14 @@ def score_and_write(
 ) -> tuple[dict, Any]:
     from spt_bench.metrics import BertScoreOptions, score_predictions
     from spt_bench.metrics.files import write_example_scores, write_example_stats
+    from spt_bench.metrics.model_scores import scoring_from_config
 
     report = score_predictions(
-        rows, bertscore=BertScoreOptions() if config.score.bertscore else None, seed=config.seed
+        rows,
+        bertscore=BertScoreOptions() if config.score.bertscore else None,
+        seed=config.seed,
+        # model-based scores are cached in the run folder: a killed scoring resumes
+        model_scoring=scoring_from_config(config.score, folder.path / folder.MODEL_SCORES),
     )
     payload = report.to_json()
     payload.update(extra)

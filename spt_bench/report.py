@@ -111,6 +111,12 @@ def _metrics(metrics: dict) -> list[str]:
     if metrics.get("bertscore_model"):
         lines += ["", f"BERTScore encoder: {metrics['bertscore_model']} "
                   f"(layer {metrics.get('bertscore_layer')})."]  # fmt: skip
+    if metrics.get("calibration"):
+        from spt_bench.metrics.calibration import RULE_TEXT, calibration_lines
+
+        lines += ["", "Model-based instruments and their calibration (" + RULE_TEXT + "):", ""]
+        lines += [f"- {line}" for line in calibration_lines(
+            metrics.get("instruments") or {}, metrics["calibration"])]  # fmt: skip
     from spt_bench.model_metrics import model_metrics_note
 
     note = model_metrics_note(metrics.get("model_metrics"))
@@ -124,7 +130,8 @@ def _by_turn(metrics: dict) -> list[str]:
     by_turn = metrics.get("by_turn") or {}
     lines: list[str] = []
     if by_turn:
-        names = [m for m in ("f1", "bleu", "rougeL", "bertscore_f1", "dist2") if m in overall]
+        shown = ("f1", "bleu", "rougeL", "bertscore_f1", "dist2", "c_score", "judge_consistency")
+        names = [m for m in shown if m in overall]
         turn_ci = metrics.get("by_turn_ci95") or {}
         lines += ["", "## By dialogue turn", ""]
         lines += [

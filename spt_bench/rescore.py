@@ -18,6 +18,7 @@ def rescore_run(
     *,
     bertscore: bool | None = None,
     clean: str | None = None,
+    score_changes: dict[str, Any] | None = None,
     console: Any = None,
 ) -> RunResult:
     """Re-score a run's saved predictions without the model (e.g. BERTScore added on a machine
@@ -25,7 +26,9 @@ def rescore_run(
     metrics already in predictions.jsonl and every non-score field of metrics.json. With `clean`
     every prediction is re-cleaned from its `raw_prediction` by that rule (the decoder's stop
     rules leave the same cleaned text under either rule); the results it replaces move to
-    history/<time>/ first."""
+    history/<time>/ first. `score_changes`: other score.* settings for this scoring (e.g.
+    score.judge, score.consistency); without `clean`, the earlier scores are copied to
+    history/<time>/ before they are replaced."""
     import json
 
     from spt_bench.decode import clean_response
@@ -42,6 +45,8 @@ def rescore_run(
         config = config.replace(**{"score.bertscore": bertscore})
     if clean is not None:
         config = config.replace(**{"decode.clean": clean})
+    if score_changes:
+        config = config.replace(**score_changes)
     if folder.is_locked():
         raise folder.busy_error()
     with folder.locked(command_line(), warn=warner(console)):
@@ -59,10 +64,12 @@ def rescore_run(
                 folder.predictions,
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
             )
+        else:  # the predictions stay; the scores they had move to history/ as copies
+            folder.archive_scores()
         folder.write_config(config)
         score_keys = {"overall", "ci95", "by_turn", "by_turn_ci95", "bertscore_model",
                       "bertscore_layer", "bertscore_idf", "n", "metrics_meta", "scorer",
-                      "clean_rule"}  # fmt: skip
+                      "clean_rule", "instruments", "calibration"}  # fmt: skip
         extra = {k: v for k, v in old.items() if k not in score_keys}
         t = time.perf_counter()
         metrics, report = score_and_write(folder, rows, config, extra)

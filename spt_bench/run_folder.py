@@ -77,6 +77,9 @@ class RunFolder:
     SCORES = "scores"  # `spt-bench score` of the run's predictions, one folder per call
     VLLM_MODEL = "vllm-model"  # weights the vllm engine exports (full-ft, merged LoRA)
     LOCK = ".lock"
+    # per-example cache of model-based scores (NLI, judge): keyed by model, rubric and example
+    # content, so it stays valid across scorings and is never archived
+    MODEL_SCORES = "model_scores.jsonl"
     # what `evaluate` replaces (the previous ones move to history/<time>/)
     RESULT_FILES = (PREDICTIONS, EXAMPLE_SCORES, EXAMPLE_STATS, METRICS, REPORT)
 
@@ -212,6 +215,26 @@ class RunFolder:
         present = [n for n in self.RESULT_FILES if (self.path / n).exists()]
         if not present:
             return None
+        dest = self._history_folder()
+        for name in present:
+            os.replace(self.path / name, dest / name)
+        return dest
+
+    def archive_scores(self) -> Path | None:
+        """Copy the current scores (not the predictions, which stay in use) into
+        history/<time>/ before a re-scoring replaces them; returns that folder."""
+        import shutil
+
+        names = [n for n in self.RESULT_FILES if n != self.PREDICTIONS]
+        present = [n for n in names if (self.path / n).exists()]
+        if not present:
+            return None
+        dest = self._history_folder()
+        for name in present:
+            shutil.copy2(self.path / name, dest / name)
+        return dest
+
+    def _history_folder(self) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         dest = self.path / self.HISTORY / stamp
         n = 1
@@ -219,8 +242,6 @@ class RunFolder:
             n += 1
             dest = self.path / self.HISTORY / f"{stamp}-{n}"
         dest.mkdir(parents=True)
-        for name in present:
-            os.replace(self.path / name, dest / name)
         return dest
 
     def publish_scores(self, write: Any) -> Path:

@@ -139,6 +139,16 @@ def check_split_sizes(config: RunConfig, cls: type, train_ex: list, test_ex: lis
     if cls.trains and not train_ex:
         raise ConfigError(f"the train split is empty: method {cls.name!r} has nothing to train on")
     check_model_metrics_inputs(config, test_ex)
+    check_model_scoring(config)
+
+
+def check_model_scoring(config: RunConfig) -> None:
+    """A missing NLI model or judge fails before training, not after it."""
+    from spt_bench.metrics.model_scores import check_scoring, scoring_from_config
+
+    scoring = scoring_from_config(config.score, None)
+    if scoring is not None:
+        check_scoring(scoring)
 
 
 def dev_batches(formatter: Any, dev: list, config: RunConfig, pad_id: int) -> list:

@@ -167,4 +167,8 @@ def render_bench(result: dict[str, Any], console: Any) -> None:
         render_decoding(result["decode"], console)
     if result.get("score"):
         render_scoring(result["score"], console)
+    if result.get("instruments"):
+        from spt_bench.bench.instruments import render_instruments
+
+        render_instruments(result["instruments"], console)
     console.print(f"[dim]total {result['total_s']:.1f}s[/dim]")

@@ -117,5 +117,9 @@ def run_bench(
         _decode_and_score(
             result, backbone, examples, decode_examples, settings, predictions_out, say
         )
+    if settings.nli_pairs or settings.judge_responses:
+        from spt_bench.bench.instruments import bench_instruments
+
+        result["instruments"] = bench_instruments(backbone, examples, settings, say)
     result["total_s"] = round(time.perf_counter() - t_all, 2)
     return result

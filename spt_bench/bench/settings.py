@@ -109,11 +109,30 @@ class BenchSettings:
     train: bool = setting(
         True, "The training-step figures (--no-train: decoding and scoring only)."
     )
+    nli_pairs: int = setting(
+        0,
+        "Time the NLI C-score on this many (response, persona sentence) pairs of the data with "
+        "a DeBERTa-v3-xsmall-shaped classifier of random weights (0: off).",
+    )
+    nli_batch_size: int = setting(32, "NLI batch size (--nli-pairs).")
+    judge_responses: int = setting(
+        0, "Time the LLM judge (the benchmarked model, one rubric) on this many responses."
+    )
+    judge_batch_size: int = setting(8, "Judge batch size (--judge-responses).")
+    judge_engine: str = setting("hf", "Judge engine for --judge-responses: hf or vllm.")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "reps", "k", "prompt_len", "decode_reps", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"bench: {name.replace('_', '-')} must be >= 1")
+        if min(self.nli_pairs, self.judge_responses) < 0:
+            raise ConfigError("bench: --nli-pairs and --judge-responses must be >= 0")
+        if min(self.nli_batch_size, self.judge_batch_size) < 1:
+            raise ConfigError("bench: --nli-batch-size and --judge-batch-size must be >= 1")
+        if self.judge_engine not in ("hf", "vllm"):
+            raise ConfigError(
+                f"bench: --judge-engine must be hf or vllm, got {self.judge_engine!r}"
+            )
         if self.warmup < 0:
             raise ConfigError("bench: warmup must be >= 0")
         self.checkpointing = parse_checkpointing(self.checkpointing)

@@ -77,8 +77,8 @@ def evaluate_cmd(
     rescore: bool = typer.Option(
         False,
         "--rescore",
-        help="Only re-score the saved predictions (no model; e.g. to add BERTScore; with "
-        "--clean: re-clean raw_prediction).",
+        help="Only re-score the saved predictions (no decoding; e.g. to add BERTScore, "
+        "--consistency nli or --judge MODEL; with --clean: re-clean raw_prediction).",
     ),
     **flags: Any,
 ) -> None:
@@ -88,7 +88,7 @@ def evaluate_cmd(
     the run's data is now if it moved (accepted only with the recorded sha256)."""
     from spt_bench.cli_flags import layer_from_flags
     from spt_bench.cli_render import print_result
-    from spt_bench.config import flatten
+    from spt_bench.config import MODEL_SCORE_SETTINGS, flatten
     from spt_bench.config_files import parse_set
     from spt_bench.evaluation import evaluate_run
     from spt_bench.rescore import rescore_run
@@ -99,7 +99,11 @@ def evaluate_cmd(
     if rescore:
         bertscore = changes.get("score.bertscore", True)
         clean = changes.get("decode.clean")
-        result = rescore_run(run_dir, bertscore=bertscore, clean=clean, console=console)
+        model_keys = [f"score.{k}" for k in MODEL_SCORE_SETTINGS]
+        score_changes = {k: v for k, v in changes.items() if k in model_keys}
+        result = rescore_run(
+            run_dir, bertscore=bertscore, clean=clean, score_changes=score_changes, console=console
+        )
         print_result(result, console)
         return
     from spt_bench.inputs import DATA_ROLES

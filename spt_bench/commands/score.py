@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from spt_bench.commands.base import app, command
 
 
-@command(app, "score")
 def score(
     predictions: str = typer.Argument(
         ...,
@@ -39,10 +40,11 @@ def score(
     bertscore_idf: bool = typer.Option(False, "--bertscore-idf", help="idf-weighted BERTScore."),
     bertscore_batch_size: int = typer.Option(64, "--bertscore-batch-size"),
     device: str = typer.Option(
-        None, "--device", help="BERTScore device (default: cuda when available)."
+        None, "--device", help="BERTScore, NLI and judge device (default: cuda when available)."
     ),
     resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples (0: no CIs)."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    **flags: Any,
 ) -> None:
     """Score a predictions file exactly like an spt-bench run (metrics, 95% CIs, per turn)."""
     import json
@@ -72,13 +74,22 @@ def score(
     status = Console(stderr=True)
     with status.status("scoring...", spinner="dots"):
         scored = score_file(
-            predictions, out=out, bertscore=options, n_resamples=resamples, seed=seed
+            predictions,
+            out=out,
+            bertscore=options,
+            n_resamples=resamples,
+            seed=seed,
+            model_scoring=_model_scoring(flags, device),
         )
     if as_json:
         typer.echo(json.dumps(scored.report.to_json(), ensure_ascii=False))
         return
     console = output_console()
     render_score_report(scored.report, console, title=f"{predictions}: {scored.report.n} examples")
+    _print_written(scored, console)
+
+
+def _print_written(scored: Any, console: Any) -> None:
     from spt_bench.metrics.files import EXAMPLE_STATS_NAME
 
     written = [scored.metrics_path, scored.examples_path]
@@ -86,3 +97,44 @@ def score(
     if stats.is_file() and stats not in written:
         written.append(stats)
     console.print(f"wrote {', '.join(str(p) for p in written)}", style="dim", highlight=False)
+
+
+def _model_scoring(flags: dict[str, Any], device: str | None) -> Any:
+    """The NLI / judge options given as run-config flags (config.MODEL_SCORE_SETTINGS)."""
+    import dataclasses
+
+    from spt_bench.cli_flags import model_score_flags
+    from spt_bench.config import ScoreConfig
+    from spt_bench.metrics.model_scores import scoring_from_config
+
+    given = {
+        f.key.split(".", 1)[1]: flags[f.param]
+        for f in model_score_flags("score")
+        if flags.get(f.param) is not None
+    }
+    scoring = scoring_from_config(ScoreConfig(**given), None)
+    if scoring is not None and device is not None:
+        nli = scoring.nli and dataclasses.replace(scoring.nli, device=device)
+        judge = scoring.judge and dataclasses.replace(scoring.judge, device=device)
+        scoring = dataclasses.replace(scoring, nli=nli, judge=judge)
+    return scoring
+
+
+def _score_flags() -> Any:
+    from spt_bench.cli_flags import model_score_flags
+
+    return model_score_flags("score")
+
+
+def _with_score_flags(fn: Any) -> Any:
+    import inspect
+
+    from spt_bench.cli_flags import typer_parameters
+
+    sig = inspect.signature(fn)
+    fixed = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = sig.replace(parameters=fixed + typer_parameters("score", _score_flags()))
+    return fn
+
+
+command(app, "score")(_with_score_flags(score))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spt_bench.compare.calibration import calibration_notes
 from spt_bench.compare.labels import RunGroup, assign_labels, group_runs
 from spt_bench.compare.runs import RunRecord, load_run
 from spt_bench.compare.stats import (
@@ -42,7 +43,15 @@ from spt_bench.run_folder import RunFolder
 DEFAULT_METRICS: tuple[str, ...] = ("f1", *PAPER_AVG_METRICS)
 
 
-EXTRA_METRICS: tuple[str, ...] = ("ppl", "hits@1")
+EXTRA_METRICS: tuple[str, ...] = (
+    "ppl",
+    "hits@1",
+    "c_score",
+    "c_entail_rate",
+    "c_contradict_rate",
+    "judge_consistency",
+    "judge_coherence",
+)
 
 
 DIST_METRICS = ("dist1", "dist2")
@@ -271,6 +280,7 @@ def build_comparison(
         for i, r in enumerate(rows):
             r.p_adjusted = {m: adjusted[i, m] for m in r.p_value}
     notes += _row_notes(rows, base, no_p)
+    notes += calibration_notes(rows, runs, columns)
     _mark_best(rows, columns, hib)
     if paper:
         rows += _paper_rows(columns)

@@ -90,14 +90,15 @@ CSV_ID_FIELDS = (
 
 def render_csv(c: Comparison) -> str:
     """Wide CSV at full precision: one row per table row; per metric value, CI, std and
-    per-seed values (';'-separated, in the order of `seeds`), gain, raw and adjusted p."""
+    per-seed values (';'-separated, in the order of `seeds`), gain, raw and adjusted p; the
+    row's flags last."""
     header = list(CSV_ID_FIELDS)
     for m in c.metrics:
         header += [m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_std", f"{m}_per_seed"]
     header += ["baseline"]
     for m in c.metrics:
         header += [f"{m}_gain_pct", f"{m}_p", f"{m}_p_adj"]
-    header += ["avg_gain_pct"]
+    header += ["avg_gain_pct", "flags"]  # flags: metric=mark pairs, explained in the notes
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -124,6 +125,7 @@ def render_csv(c: Comparison) -> str:
             rec += [_csv_num(r.gain.get(m)), _csv_num(r.p_value.get(m))]
             rec.append(_csv_num(r.p_adjusted.get(m)))
         rec.append(_csv_num(r.avg_gain))
+        rec.append(";".join(f"{m}={mark}" for m, mark in r.flags.items()))
         writer.writerow(rec)
     return buf.getvalue()
 

@@ -30,6 +30,11 @@ SHORT_NAMES: dict[str, str] = {
     "persona_f1": "Persona F1",
     "ppl": "PPL",
     "hits@1": "Hits@1",
+    "c_score": "C",
+    "c_entail_rate": "Entail%",
+    "c_contradict_rate": "Contra%",
+    "judge_consistency": "Judge cons.",
+    "judge_coherence": "Judge coh.",
 }
 
 
@@ -103,7 +108,7 @@ def _legend_lines(c: Comparison) -> list[str]:
         else "brackets: 95% bootstrap CI (± sample std over seeds for rows of several seeds); "
     )
     lines = [
-        f"Values x100 (except Len/PPL); {spread}best run per column in bold, ties all bold "
+        f"Values x100 (except Len/PPL{_model_scales(c)}); {spread}best run per column in bold, ties all bold "
         "(↑ higher is better, ↓ lower is better).",
         "F1 = ParlAI-normalised token F1; F1 raw = unnormalised (the SPT paper's F1).",
     ]
@@ -142,6 +147,15 @@ def _tests_text(c: Comparison) -> str:
         return P_TEST_TEXT[next(iter(by_test))]
     return ", by ".join(
         f"{P_TEST_TEXT[test]} (rows: {'; '.join(labels)})" for test, labels in by_test.items()
+    )
+
+
+def _model_scales(c: Comparison) -> str:
+    """The model-based columns that are not x100 (docs/metrics.md "Persona consistency")."""
+    shown = [SHORT_NAMES.get(m, m) for m in c.metrics if m == "c_score" or m.startswith("judge_")]
+    return "".join(
+        f", {n}" + (" = NLI C-score, sum over persona sentences" if n == "C" else " 1..5")
+        for n in shown
     )
 
 

@@ -56,6 +56,11 @@ METRIC_TITLES: dict[str, str] = {
     "avg_len": "Response length",
     "persona_f1": "Persona F1",
     "ppl": "Perplexity",
+    "c_score": "NLI C-score",
+    "c_entail_rate": "Entailed by the persona (%)",
+    "c_contradict_rate": "Contradicting the persona (%)",
+    "judge_consistency": "Judge: persona consistency",
+    "judge_coherence": "Judge: coherence",
 }
 
 
@@ -69,6 +74,10 @@ def metric_axis_label(metric: str) -> str:
         return "mean length (whitespace tokens)"
     if metric == "ppl":
         return "perplexity (per token)"
+    if metric == "c_score":
+        return "C-score (sum over persona sentences)"
+    if metric.startswith("judge_"):
+        return "judge score (1..5)"
     return f"{SHORT_NAMES.get(metric, metric)} (score ×100)"
 
 
