@@ -65,6 +65,7 @@ def main() -> None:
             t0 = time.perf_counter()
             vl = score_candidates_vllm(method, prompts, cands, run_dir=Path(run_dir))
             vllm_times.append(time.perf_counter() - t0)
+            print(f"rep: hf {hf_times[-1]:.2f} s, vllm {vllm_times[-1]:.2f} s", flush=True)
         shutdown_engine()
     rel = max(
         abs(a[0] - b[0]) / max(abs(a[0]), 1e-9)

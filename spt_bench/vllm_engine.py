@@ -316,6 +316,13 @@ def get_engine(
     return _ENGINE
 
 
+def reset_prefix_cache() -> None:
+    """Empty the running engine's prefix cache (bench: every timed pass starts cold, as a
+    run's decoding does, instead of reusing the previous pass's prompts)."""
+    if _ENGINE is not None:
+        _ENGINE.llm.reset_prefix_cache()
+
+
 def shutdown_engine() -> None:
     """Stop the process's engine (its worker processes) and free its memory."""
     global _ENGINE

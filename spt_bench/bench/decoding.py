@@ -66,7 +66,7 @@ class DecodePasses:
         self.device = method.backbone.device
         self.predictions: dict[tuple[str, int], list[dict]] = {}
         self.plain_predictions: dict[int, dict[str, str]] = {}
-        self.raw: dict[int, Any] = {}  # raw vLLM jobs: their prepared requests
+        self.raw: dict[tuple, Any] = {}  # raw vLLM jobs: their prepared requests per subset
         self.peaks: dict[int, tuple[int | None, str]] = {}
         self.times: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         # one operator profile per engine: of its last configuration's warm-up
@@ -104,7 +104,7 @@ class DecodePasses:
         from spt_bench.bench.raw_vllm import RawVllm
 
         job = self.jobs[i]
-        key = (i, tag == "warm")
+        key = (i, tuple(ex.id for ex in subset))  # the warm-up's subset is not the timed one
         if key not in self.raw:
             kind = job.path.removeprefix("raw vllm (").removesuffix(")")
             self.raw[key] = RawVllm(self.method, self.formatter, subset, job.batch_size,
@@ -135,6 +135,10 @@ class DecodePasses:
             if rep < 0 and self.settings.profile_dir and i in self.profiled:
                 self._profile(i, subset)
                 return
+            if job.engine == "vllm":  # every pass starts with vLLM's prefix cache empty
+                from spt_bench.vllm_engine import reset_prefix_cache
+
+                reset_prefix_cache()
             with PeakMemory(self.device) as mem:
                 sync(self.device)
                 t0 = time.perf_counter()
