@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 from decode_helpers import FixedPrefix, toy_examples
-from vllm_helpers import tiny_backbone
+from vllm_helpers import tiny_backbone, tiny_llama_folder
 
 from spt_bench.data.formatting import PromptFormatter
 from spt_bench.decode import DecodeSettings
@@ -174,3 +174,27 @@ def test_raw_vllm_on_prompt_embeddings_generates_what_it_does_on_token_ids(folde
     assert n_ids == n_embeds > 0
     assert all("prompt_embeds" in r for r in embeds.requests())
     assert ids.prompt_tokens() == sum(len(formatter.prompt_ids(ex)) for ex in exs)
+
+
+def test_bench_times_raw_vllm_on_the_same_prompts_and_the_compute_bound(folder, tmp_path):
+    """`bench --decode-engine hf,vllm`: raw vLLM rows on the timed prompts (not the warm-up's),
+    our engine's ratio to them, and the FLOPs against the measured GEMM rate."""
+    from spt_bench.bench import BenchSettings, run_bench
+    from spt_bench.data import write_examples_jsonl
+
+    data = tmp_path / "short.jsonl"
+    write_examples_jsonl(toy_examples(6, turn_cycle=3), data)
+    settings = BenchSettings(
+        model=str(tiny_llama_folder(folder)), data=str(data), train=False, n_decode=6,
+        decode_batch_sizes="2", decode_engines="hf,vllm", plain_generate=False,
+        max_new_tokens=MAX_NEW, decode_method="text-prompt", dtype="float32",
+    )  # fmt: skip
+    dec = run_bench(settings)["decode"]
+    raw = dec["raw_vllm"]
+    assert [j["path"] for j in raw["jobs"]] == ["raw vllm (prompt ids)", "raw vllm (prompt embeds)"]
+    for job in raw["jobs"]:
+        assert len(job["seconds_all"]) == 1 and job["new_tokens"] > 0
+    # the timed subset is all 6 prompts (the warm-up's longest batch has 2)
+    assert raw["jobs"][0]["prompt_tokens"] == raw["prompt_tokens"]
+    assert raw["ours_over_raw_vllm_(prompt_ids)"] > 0 and raw["forward_gflop"] > 0
+    assert raw["achieved_gflops_hf_engine"] > 0

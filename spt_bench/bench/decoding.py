@@ -233,9 +233,9 @@ def raw_summary(
         "jobs": [j.to_json() for j in raw],
         "prompt_tokens": sum(prompt_lens),
         "new_tokens_ours": sum(new.values()),
-        "forward_gflop": round(flops / 1e9, 1),
+        "forward_gflop": round(flops / 1e9, 3),
         "gemm_gflops_fp32": round(gflops, 1),
-        "compute_bound_s": round(flops / 1e9 / gflops, 2),
+        "compute_bound_s": round(flops / 1e9 / gflops, 4),
     }
     mine = next((j for j in ours if j.engine == "vllm" and j.seconds), None)
     for j in raw:
