@@ -124,7 +124,12 @@ def _register_builtin() -> None:
             requires="ref_nll_sum,ref_n_tokens",
         )
     )
-    # Model-based instruments (metrics.nli, metrics.judge; docs/metrics.md "Persona consistency")
+
+
+def _register_consistency() -> None:
+    """The model-based instruments (metrics.nli, metrics.judge; docs/metrics.md "Persona
+    consistency")."""
+    r = METRICS.register
     r(
         Metric(
             "c_score",
@@ -164,8 +169,11 @@ def _register_builtin() -> None:
                 scaled_x100=False,
             )
         )
+
+
+def _register_hits() -> None:
     for k in HITS_KS:
-        r(
+        METRICS.register(
             Metric(
                 f"hits@{k}",
                 True,
@@ -177,3 +185,5 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+_register_consistency()
+_register_hits()  # last: metrics.json and tables keep their column order

@@ -18,7 +18,8 @@ from spt_bench.outcome import (
     train_json,
     warner,
 )
-from spt_bench.run_folder import RunFolder, command_line
+from spt_bench.process_log import command_line
+from spt_bench.run_folder import RunFolder
 from spt_bench.session import build_method, check_decode_engine, make_formatter
 
 

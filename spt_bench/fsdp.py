@@ -113,16 +113,15 @@ class ShardedTraining:
         import torch
         import torch.distributed as td
 
-        sharded = torch.zeros((), dtype=torch.float64)
-        whole = torch.zeros((), dtype=torch.float64)
-        for p in self.params:
-            if p.grad is None:
-                continue
-            if _is_dtensor(p.grad):
-                sharded += p.grad.to_local().double().pow(2).sum().cpu()
-            else:
-                whole += p.grad.double().pow(2).sum().cpu()
-        td.all_reduce(sharded, op=td.ReduceOp.SUM)
+        def sum_sq(grads: list[Any]) -> Any:  # on the grads' device: one transfer, not one each
+            if not grads:
+                return torch.zeros((), dtype=torch.float64, device=self.method.backbone.device)
+            return torch.stack([g.double().pow(2).sum() for g in grads]).sum()
+
+        grads = [p.grad for p in self.params if p.grad is not None]
+        sharded = sum_sq([g.to_local() for g in grads if _is_dtensor(g)])
+        whole = sum_sq([g for g in grads if not _is_dtensor(g)])
+        td.all_reduce(sharded, op=td.ReduceOp.SUM)  # gloo on CPU, NCCL on the GPU tensor
         norm = math.sqrt(float(sharded + whole))
         if max_norm > 0 and math.isfinite(norm):
             coef = min(1.0, max_norm / (norm + 1e-6))
@@ -173,16 +172,16 @@ class ShardedTraining:
 def local_bytes(params: list[torch.nn.Parameter], optimizer: Any = None) -> dict[str, int]:
     """Bytes this process holds for `params` (their local shards) and their AdamW state."""
 
+    import torch
+
     def size(t: Any) -> int:
         t = t.to_local() if _is_dtensor(t) else t
         return t.numel() * t.element_size()
 
     out = {"params": sum(size(p) for p in params)}
-    if optimizer is not None:
-        out["optimizer"] = sum(
-            size(v) for s in optimizer.state.values() for v in s.values() if hasattr(v, "numel")
-            and getattr(v, "dim", lambda: 0)() > 0
-        )  # fmt: skip
+    if optimizer is not None:  # the moments; AdamW's scalar step counters are left out
+        states = [v for s in optimizer.state.values() for v in s.values()]
+        out["optimizer"] = sum(size(v) for v in states if isinstance(v, torch.Tensor) and v.dim())
     return out
 
 

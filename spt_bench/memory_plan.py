@@ -119,25 +119,14 @@ def footprint(method_name: str, model: str, options: dict | None = None,
               dtype: str = "bfloat16") -> Footprint:  # fmt: skip
     """Build `model` on the meta device in `dtype` and `method_name` over it; count bytes."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from spt_bench.fsdp import decoder_layers
     from spt_bench.methods import get_method, make_options
-    from spt_bench.models import Backbone, _fix_pad_token, smollm2_tokenizer_dir
+    from spt_bench.models import meta_backbone
 
     config = model_config(model)
-    torch_dtype = getattr(torch, dtype)
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    # Soft-prompt methods copy vocabulary embeddings at init: give the input embedding real,
-    # uninitialised memory (no weights either); a tied head shares it again.
-    lm.get_input_embeddings().to_empty(device="cpu")
-    lm.tie_weights()
-    # The tokenizer only picks init tokens and formats text; SmolLM2's serves every shape
-    # (its ids are clamped into a smaller vocabulary by the methods' init).
-    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir()))
-    _fix_pad_token(tokenizer, None)
-    backbone = Backbone(lm, tokenizer, model, torch.device("meta"), torch_dtype)
+    backbone = meta_backbone(config, model, getattr(torch, dtype))
+    lm = backbone.model
     cls = get_method(method_name)
     method = cls(backbone, make_options(cls, options or {}))
     trainable = {id(p) for p in method.trainable_parameters() if p.requires_grad}

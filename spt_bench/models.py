@@ -415,6 +415,26 @@ def build_tiny_random(tokenizer: Any, seed: int = 0) -> Any:
     return model
 
 
+def meta_backbone(config: Any, name: str, dtype: Any = None, tokenizer: Any = None) -> Backbone:
+    """`config`'s causal LM on the meta device (shapes and dtypes, no weights) as a Backbone,
+    so a method can be constructed over it to count its parameters. Soft-prompt methods copy
+    vocabulary embeddings at init, so the input embedding (only) gets real, uninitialised CPU
+    memory; a tied head shares it again. The tokenizer (default SmolLM2's) only picks init
+    tokens and formats text."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.get_input_embeddings().to_empty(device="cpu")
+    model.tie_weights()
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir()))
+        _fix_pad_token(tokenizer, None)
+    return Backbone(model, tokenizer, name, torch.device("meta"), dtype)
+
+
 def tiny_random_config(tokenizer: Any = None) -> Any:
     """tiny-random's LlamaConfig (the SmolLM2 tokenizer's vocabulary and special tokens)."""
     from transformers import AutoTokenizer, LlamaConfig

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from spt_bench.config import RunConfig
-from spt_bench.run_folder import ProcessLog, RunFolder
+from spt_bench.process_log import ProcessLog
+from spt_bench.run_folder import RunFolder
 from spt_bench.session import decode_settings
 
 

@@ -246,11 +246,10 @@ def trainable_counts_on_meta(model_name: str = "smollm2-135m") -> dict[str, int 
     its weights: the model is built from its config on the meta device (shapes only) and each
     method is constructed over it with its default options. A method that cannot be built
     that way maps to a short reason instead of a number."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from spt_bench.methods import list_methods, make_options
-    from spt_bench.models import Backbone, _fix_pad_token, smollm2_tokenizer_dir
+    from spt_bench.models import _fix_pad_token, meta_backbone, smollm2_tokenizer_dir
 
     if model_name != "smollm2-135m":
         raise ConfigError("trainable counts on the meta device are implemented for smollm2-135m")
@@ -259,17 +258,8 @@ def trainable_counts_on_meta(model_name: str = "smollm2-135m") -> dict[str, int 
     _fix_pad_token(tokenizer, None)
     counts: dict[str, int | str] = {}
     for cls in list_methods():
-        if cls.name in EXAMPLE_OPTIONS_FOR_COUNTS:
-            options = EXAMPLE_OPTIONS_FOR_COUNTS[cls.name]
-        else:
-            options = {}
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-        # Soft-prompt methods copy vocabulary embeddings into their prompts at init: give the
-        # input embedding (only) real, uninitialised CPU memory, which holds no weights either.
-        model.get_input_embeddings().to_empty(device="cpu")
-        model.tie_weights()  # the (tied) LM head again shares the embedding
-        backbone = Backbone(model, tokenizer, model_name, torch.device("meta"), torch.float32)
+        options = EXAMPLE_OPTIONS_FOR_COUNTS.get(cls.name, {})
+        backbone = meta_backbone(config, model_name, tokenizer=tokenizer)
         try:
             method = cls(backbone, make_options(cls, options))
             counts[cls.name] = int(sum(p.numel() for p in method.trainable_parameters()))

@@ -10,7 +10,8 @@ from typing import Any
 
 from spt_bench.errors import ConfigError
 from spt_bench.outcome import RunResult, score_and_write, warner
-from spt_bench.run_folder import RunFolder, command_line
+from spt_bench.process_log import command_line
+from spt_bench.run_folder import RunFolder
 
 
 def rescore_run(

@@ -23,7 +23,8 @@ from spt_bench.data.run_data import load_run_data
 from spt_bench.errors import ConfigError
 from spt_bench.launch import check_run_dir_usable, resolve_run_dir
 from spt_bench.outcome import NoProcessLog, RunResult, decode_score_report, train_json, warner
-from spt_bench.run_folder import RunFolder, command_line
+from spt_bench.process_log import command_line
+from spt_bench.run_folder import RunFolder
 from spt_bench.session import (
     build_method,
     check_decode_engine,

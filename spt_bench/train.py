@@ -521,9 +521,10 @@ class _TrainingLoop:
                 save_trained_state(self.method, staging)
         self.dist.wait()
         if self.dist.is_main:
-            torch.save(self.trainer_state(), staging / TRAINER_FILE)
+            trainer = self.trainer_state()
+            torch.save(trainer, staging / TRAINER_FILE)
             self.ckpt.publish(staging, self.method, step, best=best,
-                              train_seconds=self.trainer_state()["train_seconds"])  # fmt: skip
+                              train_seconds=trainer["train_seconds"])  # fmt: skip
 
     def trainer_state(self) -> dict[str, Any]:
         return {

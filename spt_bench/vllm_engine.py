@@ -243,6 +243,21 @@ def model_folder(method: Method, run_dir: Path) -> tuple[str, str | None]:
     return str(source_view(source, cache_root() / "vllm-views")), None
 
 
+def exported_model(method: Method, run_dir: Path) -> tuple[str, str | None, float]:
+    """`model_folder`, with trained / in-memory weights exported there first unless the folder
+    already holds these weights (its stamp file): (model, fingerprint, seconds exporting)."""
+    model, fingerprint = model_folder(method, run_dir)
+    if fingerprint is None:
+        return model, None, 0.0
+    stamp = Path(model) / "spt-bench-weights.txt"
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return model, fingerprint, 0.0
+    t0 = time.perf_counter()
+    export_model(method, Path(model))
+    stamp.write_text(fingerprint + "\n")
+    return model, fingerprint, time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------------------- the engine
 
 
@@ -397,15 +412,8 @@ class VllmDecoder:
     def _engine(self, prompt_embeds: bool, prefix_len: int) -> _Engine:
         if self.engine is not None:
             return self.engine
-        model, fingerprint = model_folder(self.method, self.run_dir)
-        if fingerprint is not None:
-            folder = Path(model)
-            stamp = folder / "spt-bench-weights.txt"
-            if not (stamp.is_file() and stamp.read_text().strip() == fingerprint):
-                t0 = time.perf_counter()
-                export_model(self.method, folder)
-                stamp.write_text(fingerprint + "\n")
-                self.engine_start_s += time.perf_counter() - t0
+        model, fingerprint, export_s = exported_model(self.method, self.run_dir)
+        self.engine_start_s += export_s
         cfg = self.method.backbone.model.config
         need = self.max_prompt_len + prefix_len + self.settings.max_new_tokens
         limit = getattr(cfg, "max_position_embeddings", None) or need

@@ -43,17 +43,10 @@ def score_candidates_vllm(
     `score_candidate_tokens` (same order)."""
     from vllm import SamplingParams
 
-    from spt_bench.vllm_engine import VllmOptions, get_engine, model_folder
+    from spt_bench.vllm_engine import VllmOptions, exported_model, get_engine
 
     check_token_prompts(method)
-    model, fingerprint = model_folder(method, run_dir)
-    if fingerprint is not None:
-        from spt_bench.vllm_engine import export_model
-
-        stamp = Path(model) / "spt-bench-weights.txt"
-        if not (stamp.is_file() and stamp.read_text().strip() == fingerprint):
-            export_model(method, Path(model))
-            stamp.write_text(fingerprint + "\n")
+    model, fingerprint, _ = exported_model(method, run_dir)
     longest = max(len(p) + len(c) for p, cs in zip(prompts, candidates, strict=True) for c in cs)
     # one engine for every call: the model's positions (up to 2048), unless a row needs more
     limit = getattr(method.backbone.model.config, "max_position_embeddings", None) or 2048

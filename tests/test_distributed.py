@@ -72,13 +72,18 @@ def _run_in_process(args: list[str]) -> None:
     assert res.exit_code == 0, res.output
 
 
-def _launch_two(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+def _launch_command(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`accelerate launch` of 2 CPU processes (gloo) running `cli args`, and its environment."""
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", "0", "-m", "cli", *args,
     ]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    return cmd, {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+
+
+def _launch_two(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    cmd, env = _launch_command(args)
     res = subprocess.run(
         cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=240, check=False
     )

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_distributed import REPO, _launch_two, _run_in_process, _train_losses, data, one_thread
+from test_distributed import (
+    _launch_command,
+    _launch_two,
+    _run_in_process,
+    _train_losses,
+    data,
+    one_thread,
+)
 
 from spt_bench.io import read_jsonl
 
@@ -104,12 +109,7 @@ def test_fsdp_processes_hold_half_the_decoder_layer_and_adamw_bytes_of_ddp(data,
 
 def _launch_and_kill_after_checkpoint(args: list[str], run: Path, cwd: Path) -> None:
     """Start a 2-process launch and kill the whole process group once a checkpoint exists."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "0", "-m", "cli", *args,
-    ]  # fmt: skip
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
+    cmd, env = _launch_command(args)
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
