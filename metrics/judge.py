@@ -160,6 +160,7 @@ class JudgeScorer:
                     input_ids=x.to(backbone.device),
                     attention_mask=mask.to(backbone.device),
                     position_ids=pos.to(backbone.device),
+                    logits_to_keep=1,  # the answer position only, not [B, T, vocab]
                 ).logits[:, -1, :]
             probs = torch.softmax(logits[:, ids].double().cpu(), dim=-1)
             for r, i in enumerate(batch):
